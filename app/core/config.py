@@ -1,0 +1,132 @@
+"""One settings object for web, worker and CLI (prefix ``REFINERY_``).
+
+Nothing else in the code reads ``os.environ``: everything configurable is a field here.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "changethis", "password", "default"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REFINERY_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Local directory holding the SQLite database, the embedded broker and the artifact store.",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL. Empty means SQLite at <data_dir>/refinery.db; "
+        "use postgresql+psycopg://user@host/db for production.",
+    )
+    broker_url: str = Field(
+        default="",
+        description="Celery broker URL. Empty means the embedded filesystem transport under <data_dir>/broker; "
+        "use redis://host:6379/0 for production.",
+    )
+    secret_key: str = Field(
+        default="",
+        description="Signs session cookies. Empty means a per-install key generated at "
+        "<data_dir>/secret_key (mode 0600) on first run.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the web app listens on.")
+    port: int = Field(default=8000, description="Port the web app listens on.")
+    queue_prefix: str = Field(
+        default="refinery", description="Prefix of the Celery queue names (tests use their own)."
+    )
+    lease_ttl_seconds: float = Field(
+        default=60.0, description="A running job whose heartbeat is older than this is presumed dead."
+    )
+    heartbeat_seconds: float = Field(default=5.0, description="How often a worker renews its lease.")
+    reconcile_seconds: float = Field(default=10.0, description="How often the reconciler sweeps for stale runs.")
+    requeue_after_seconds: float = Field(
+        default=120.0,
+        description="A queued run that nobody picked up for this long is sent to the broker again.",
+    )
+    max_attempts: int = Field(default=3, description="A run that dies this many times is marked failed.")
+    hub_endpoint: str = Field(
+        default="https://huggingface.co",
+        description="Hugging Face hub used for 'hub id + revision' model imports (set empty to disable).",
+    )
+    hub_timeout_seconds: float = Field(default=3.0, description="How long to wait for the hub to answer.")
+    session_max_age_seconds: int = Field(default=14 * 24 * 3600, description="Login session lifetime.")
+    https_cookies: bool = Field(default=False, description="Mark cookies Secure (behind HTTPS).")
+    import_bundled_model: bool = Field(
+        default=True, description="Import the bundled SmolLM2-135M-Instruct on start-up when it is missing."
+    )
+    workers: int = Field(default=2, description="Worker threads per Celery worker started by `refinery up`.")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _refuse_placeholder(cls, value: str) -> str:
+        if value and (value.lower() in _PLACEHOLDER_SECRETS or len(value) < 32):
+            raise ValueError(
+                "REFINERY_SECRET_KEY is a placeholder or shorter than 32 characters; "
+                "unset it to use the generated per-install key, or set a long random value."
+            )
+        return value
+
+    # --- derived locations -------------------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        return self.data_dir.resolve()
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.root / 'refinery.db'}"
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.root / "broker"
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return not self.broker_url or self.broker_url.startswith("filesystem")
+
+    def queue(self, name: str) -> str:
+        return f"{self.queue_prefix}.{name}"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.root, self.artifacts_dir, self.logs_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        if self.is_embedded_broker:
+            (self.broker_folder / "queue").mkdir(parents=True, exist_ok=True)
+            (self.broker_folder / "processed").mkdir(parents=True, exist_ok=True)
+
+    def resolved_secret_key(self) -> str:
+        """The configured secret, or the per-install key file (created with mode 0600 on first use)."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.root / "secret_key"
+        if not path.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+        return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

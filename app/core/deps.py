@@ -1,0 +1,125 @@
+"""Request dependencies: database session, current user (cookie or API key), CSRF check."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import Depends, Request
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from app.core.errors import Forbidden, NotFound, ServiceUnavailable, Unauthorized
+from app.core.i18n import _
+from app.core.security import tokens_match
+from app.db.models import User
+from app.db.session import get_sessionmaker
+from app.users import service as users
+
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def get_db() -> Iterator[Session]:
+    """The request owns the transaction: commit when the handler succeeds, roll back otherwise."""
+    session = get_sessionmaker()()
+    try:
+        yield session
+        session.commit()
+    except OperationalError as exc:
+        session.rollback()
+        raise ServiceUnavailable(_("The database is not reachable right now; try again shortly.")) from exc
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_db)]
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _sep, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def optional_user(request: Request, session: SessionDep) -> User | None:
+    token = bearer_token(request)
+    if token is not None:
+        user = users.user_for_api_key(session, token)
+        if user is None:
+            raise Unauthorized(_("The API key is invalid or revoked."))
+        request.state.auth = "key"
+        return user
+    raw = request.session.get("user_id")
+    if not raw:
+        return None
+    try:
+        user = session.get(User, uuid.UUID(raw))
+    except ValueError:
+        user = None
+    if user is None or not user.is_active:
+        request.session.clear()
+        return None
+    request.state.auth = "session"
+    return user
+
+
+class LoginRequired(Exception):
+    """Raised for pages (not APIs) when nobody is logged in; the app redirects to the login page."""
+
+
+def current_user(request: Request, user: Annotated[User | None, Depends(optional_user)]) -> User:
+    if user is None:
+        raise Unauthorized(_("Log in or send an API key as 'Authorization: Bearer <key>'."))
+    request.state.user = user
+    return user
+
+
+def page_user(request: Request, user: Annotated[User | None, Depends(optional_user)]) -> User:
+    if user is None:
+        raise LoginRequired()
+    request.state.user = user
+    return user
+
+
+def admin_user(user: Annotated[User, Depends(current_user)]) -> User:
+    if not user.is_admin:
+        raise NotFound(_("Not found."))
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+PageUser = Annotated[User, Depends(page_user)]
+AdminUser = Annotated[User, Depends(admin_user)]
+
+
+def _same_origin(origin: str, request: Request) -> bool:
+    parts = urlsplit(origin)
+    host = request.headers.get("host", "")
+    return bool(parts.scheme in ("http", "https") and parts.netloc and parts.netloc == host)
+
+
+async def csrf_protect(request: Request) -> None:
+    """State changes made with the session cookie need the session's token and a same-origin request.
+
+    Requests authenticated by an API key carry no ambient credential, so they need no token.
+    """
+    if request.method in SAFE_METHODS or bearer_token(request) is not None:
+        return
+    origin = request.headers.get("origin")
+    if origin is not None and not _same_origin(origin, request):
+        raise Forbidden(_("Cross-site request refused."), code="csrf")
+    sent = request.headers.get("x-csrf-token")
+    if not sent and request.headers.get("content-type", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
+        form = await request.form()
+        value = form.get("csrf_token")
+        sent = value if isinstance(value, str) else None
+    if not tokens_match(request.session.get("csrf"), sent):
+        raise Forbidden(_("The form has expired or did not come from this site; reload the page and try again."),
+                        code="csrf")

@@ -1,0 +1,49 @@
+"""Domain errors. Services raise these, never HTTPException; each carries its HTTP status and a code."""
+
+from __future__ import annotations
+
+
+class RefineryError(Exception):
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code:
+            self.code = code
+
+
+class NotFound(RefineryError):
+    status_code = 404
+    code = "not_found"
+
+
+class Forbidden(RefineryError):
+    status_code = 403
+    code = "forbidden"
+
+
+class Unauthorized(RefineryError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Conflict(RefineryError):
+    status_code = 409
+    code = "conflict"
+
+
+class InvalidInput(RefineryError):
+    status_code = 422
+    code = "invalid_input"
+
+
+class ServiceUnavailable(RefineryError):
+    status_code = 503
+    code = "unavailable"
+
+
+class ConfigurationError(RuntimeError):
+    """Start-up cannot continue; the message says what to run or set."""

@@ -1,0 +1,79 @@
+"""Jinja2 templates with gettext, CSRF token, locale-aware formatting and pinned static assets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from fastapi import Request
+from fastapi.templating import Jinja2Templates
+from starlette.responses import HTMLResponse
+
+from app.core import i18n
+from app.core.security import new_csrf_token
+
+ROOT = Path(__file__).resolve().parents[2]
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(ROOT / "templates")),
+    autoescape=True,
+    extensions=["jinja2.ext.i18n"],
+)
+templates = Jinja2Templates(env=_env)
+_env.install_gettext_callables(  # type: ignore[attr-defined]
+    lambda message: i18n.translations(i18n.get_locale()).gettext(message),
+    lambda singular, plural, n: i18n.translations(i18n.get_locale()).ngettext(singular, plural, n),
+    newstyle=True,
+)
+templates.env.globals.update(
+    LOCALES=i18n.LOCALES,
+    format_dt=i18n.format_dt,
+    format_number=i18n.format_number,
+    HTMX="vendor/htmx-2.0.11.min.js",
+    UPLOT_JS="vendor/uPlot-1.6.32.iife.min.js",
+    UPLOT_CSS="vendor/uPlot-1.6.32.min.css",
+)
+
+
+def csrf_token(request: Request) -> str:
+    token = request.session.get("csrf")
+    if not token:
+        token = new_csrf_token()
+        request.session["csrf"] = token
+    return str(token)
+
+
+def render(request: Request, name: str, context: dict[str, Any] | None = None, *, status_code: int = 200,
+           headers: dict[str, str] | None = None) -> HTMLResponse:
+    ctx = {
+        "csrf_token": csrf_token(request),
+        "user": getattr(request.state, "user", None),
+        "locale": i18n.get_locale(),
+        "is_htmx": request.headers.get("hx-request") == "true",
+    }
+    ctx.update(context or {})
+    return templates.TemplateResponse(request, name, ctx, status_code=status_code, headers=headers)
+
+
+def human_bytes(value: int | None) -> str:
+    if value is None:
+        return "—"
+    size = float(value)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def human_count(value: int | None) -> str:
+    if value is None:
+        return "—"
+    for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if value >= threshold:
+            return f"{value / threshold:.1f}{suffix}"
+    return str(value)
+
+
+templates.env.filters["bytes"] = human_bytes
+templates.env.filters["count"] = human_count

@@ -1,0 +1,7 @@
+"""Every ORM class, one module per aggregate (imported here so Alembic sees them all)."""
+
+from app.db.models.base_model import BaseModelRecord, ModelStatus
+from app.db.models.run import Run, RunEvent, RunStatus
+from app.db.models.user import ApiKey, Role, User
+
+__all__ = ["ApiKey", "BaseModelRecord", "ModelStatus", "Role", "Run", "RunEvent", "RunStatus", "User"]

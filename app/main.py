@@ -1,0 +1,118 @@
+"""create_app() and the lifespan; everything else lives in the domain packages."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+
+from app.core import i18n
+from app.core.config import get_settings
+from app.core.deps import LoginRequired
+from app.core.errors import RefineryError
+from app.core.templating import ROOT, render
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+API_PREFIXES = ("/api/", "/v1/", "/healthz")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    from app.db.migrations import verify_schema_at_head
+    from app.db.session import get_engine
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    verify_schema_at_head(get_engine())
+    yield
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith(API_PREFIXES)
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(
+        title="Refinery",
+        version="0.1.0",
+        description="Self-hosted fine-tuning platform. JSON API under /api/v1; "
+        "authenticate with 'Authorization: Bearer <API key>'.",
+        lifespan=lifespan,
+    )
+
+    @app.middleware("http")
+    async def locale_and_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        chosen = request.session.get("locale") if "session" in request.scope else None
+        i18n.set_locale(chosen or i18n.negotiate(request.headers.get("accept-language")))
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        if not request.url.path.startswith("/docs"):
+            response.headers.setdefault("Content-Security-Policy", CSP)
+        return response
+
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.resolved_secret_key(),
+        session_cookie="refinery_session",
+        max_age=settings.session_max_age_seconds,
+        same_site="lax",
+        https_only=settings.https_cookies,
+    )
+
+    @app.exception_handler(RefineryError)
+    async def domain_error(request: Request, exc: RefineryError) -> Response:
+        if _is_api(request):
+            return JSONResponse(
+                {"error": {"code": exc.code, "message": exc.message, "field": exc.field}},
+                status_code=exc.status_code,
+                headers={"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None,
+            )
+        if request.headers.get("hx-request") == "true":
+            return render(request, "_toast.html", {"message": exc.message, "level": "error"},
+                          status_code=exc.status_code, headers={"HX-Reswap": "none"})
+        if exc.status_code == 401:
+            return RedirectResponse("/login", status_code=303)
+        return render(request, "error.html", {"message": exc.message, "status": exc.status_code},
+                      status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        field = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        message = f"{field}: {first.get('msg', 'invalid')}" if field else str(first.get("msg", "invalid request"))
+        return await domain_error(request, RefineryError(message, code="invalid_request", field=field))
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        from app.db.session import get_sessionmaker
+        from app.users.service import user_count
+
+        with get_sessionmaker()() as session:
+            target = "/setup" if user_count(session) == 0 else "/login"
+        if request.headers.get("hx-request") == "true":
+            return Response(status_code=204, headers={"HX-Redirect": target})
+        return RedirectResponse(target, status_code=303)
+
+    app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
+
+    from app.basemodels import api as models_api
+    from app.basemodels import ui as models_ui
+    from app.core import health
+    from app.runs import api as runs_api
+    from app.users import api as users_api
+    from app.users import ui as users_ui
+
+    for module in (health, users_ui, users_api, models_ui, models_api, runs_api):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,279 @@
+"""Background runs: create, claim with a lease, heartbeat, finish, cancel, reconcile.
+
+Every transition is one conditional UPDATE, so two workers (or a worker and the reconciler) can never
+both win: a second delivery of the same message finds the run already claimed and does nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import CursorResult, event, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.core.config import get_settings
+from app.core.errors import Conflict, NotFound
+from app.core.queue import send_run
+from app.db.base import utcnow
+from app.db.models import Run, RunEvent, RunStatus, User
+
+_PENDING_KEY = "refinery_enqueue_after_commit"
+
+# Domains register what must happen to their objects when a run of their kind ends badly
+# (e.g. a model import that failed marks the model failed), however the run ended.
+FailureHook = Callable[[Session, uuid.UUID, str], None]
+_failure_hooks: dict[str, FailureHook] = {}
+
+
+def on_run_failure(kind: str, hook: FailureHook) -> None:
+    _failure_hooks[kind] = hook
+
+
+def _notify_failure(session: Session, run_id: uuid.UUID, message: str) -> None:
+    kind = session.scalar(select(Run.kind).where(Run.id == run_id))
+    if kind in _failure_hooks:
+        _failure_hooks[kind](session, run_id, message)
+
+
+@event.listens_for(Session, "after_commit")
+def _send_pending(session: Session) -> None:
+    for run_id, queue in session.info.pop(_PENDING_KEY, []):
+        send_run(run_id, queue)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending(session: Session) -> None:
+    session.info.pop(_PENDING_KEY, None)
+
+
+def enqueue_after_commit(session: Session, run: Run) -> None:
+    run.enqueued_at = utcnow()
+    session.info.setdefault(_PENDING_KEY, []).append((str(run.id), run.queue))
+
+
+def add_event(session: Session, run_id: uuid.UUID, message: str, *, level: str = "info", attempt: int = 0) -> None:
+    seq = session.scalar(select(func.coalesce(func.max(RunEvent.seq), 0)).where(RunEvent.run_id == run_id)) or 0
+    session.add(RunEvent(run_id=run_id, seq=seq + 1, message=message, level=level, attempt=attempt))
+
+
+def create_run(
+    session: Session, *, kind: str, owner: User | None, params: dict[str, Any], queue: str = "cpu"
+) -> Run:
+    run = Run(
+        kind=kind,
+        owner_id=owner.id if owner else None,
+        params=params,
+        queue=queue,
+        max_attempts=get_settings().max_attempts,
+        status=RunStatus.queued,
+    )
+    session.add(run)
+    session.flush()
+    add_event(session, run.id, "Queued.")
+    enqueue_after_commit(session, run)
+    return run
+
+
+def get_run(session: Session, run_id: uuid.UUID, *, user: User | None = None) -> Run:
+    run = session.get(Run, run_id)
+    if run is None or (user is not None and run.owner_id not in (None, user.id)):
+        raise NotFound("No such run.")
+    return run
+
+
+def list_events(session: Session, run_id: uuid.UUID, *, after: int = 0) -> list[RunEvent]:
+    stmt = select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.seq > after).order_by(RunEvent.seq)
+    return list(session.scalars(stmt))
+
+
+@dataclass(frozen=True)
+class Lease:
+    run_id: uuid.UUID
+    owner: str
+    attempt: int
+
+
+def _rowcount(result: Any) -> int:
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
+
+
+def claim(session: Session, run_id: uuid.UUID, owner: str) -> Lease | None:
+    """Take the lease of a queued run; None when someone else has it or it is finished."""
+    now = utcnow()
+    result = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.queued, Run.cancel_requested.is_(False))
+        .values(
+            status=RunStatus.running,
+            attempt=Run.attempt + 1,
+            lease_owner=owner,
+            heartbeat_at=now,
+            started_at=func.coalesce(Run.started_at, now),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if _rowcount(result) != 1:
+        return None
+    attempt = session.scalar(select(Run.attempt).where(Run.id == run_id)) or 1
+    add_event(session, run_id, f"Started attempt {attempt} on {owner}.", attempt=attempt)
+    return Lease(run_id=run_id, owner=owner, attempt=attempt)
+
+
+def _held(lease: Lease) -> Any:
+    return (
+        (Run.id == lease.run_id)
+        & (Run.lease_owner == lease.owner)
+        & (Run.attempt == lease.attempt)
+        & (Run.status == RunStatus.running)
+    )
+
+
+def heartbeat(
+    session: Session,
+    lease: Lease,
+    *,
+    progress: float | None = None,
+    message: str | None = None,
+    eta_seconds: float | None = None,
+) -> tuple[bool, bool]:
+    """Renew the lease. Returns (still held, cancel requested)."""
+    values: dict[str, Any] = {"heartbeat_at": utcnow()}
+    if progress is not None:
+        values["progress"] = max(0.0, min(1.0, progress))
+        values["eta_seconds"] = eta_seconds
+    if message is not None:
+        values["progress_message"] = message[:500]
+    result = session.execute(update(Run).where(_held(lease)).values(**values).execution_options(
+        synchronize_session=False))
+    if _rowcount(result) != 1:
+        return False, False
+    cancel = bool(session.scalar(select(Run.cancel_requested).where(Run.id == lease.run_id)))
+    return True, cancel
+
+
+def finish(
+    session: Session,
+    lease: Lease,
+    status: RunStatus,
+    *,
+    result: dict[str, Any] | None = None,
+    error_kind: str | None = None,
+    error_message: str | None = None,
+) -> bool:
+    values: dict[str, Any] = {
+        "status": status,
+        "finished_at": utcnow(),
+        "lease_owner": None,
+        "result": result,
+        "error_kind": error_kind,
+        "error_message": error_message,
+    }
+    if status == RunStatus.succeeded:
+        values |= {"progress": 1.0, "eta_seconds": 0.0}
+    done = _rowcount(session.execute(update(Run).where(_held(lease)).values(**values).execution_options(
+        synchronize_session=False))) == 1
+    if done:
+        text = {
+            RunStatus.succeeded: "Succeeded.",
+            RunStatus.cancelled: "Cancelled.",
+            RunStatus.failed: f"Failed ({error_kind}): {error_message}",
+        }.get(status, str(status))
+        add_event(session, lease.run_id, text, level="error" if status == RunStatus.failed else "info",
+                  attempt=lease.attempt)
+        if status != RunStatus.succeeded:
+            _notify_failure(session, lease.run_id, error_message or text)
+    return done
+
+
+def release_for_retry(
+    session: Session, lease: Lease, reason: str, *, stale_before: datetime | None = None,
+    count_attempt: bool = True,
+) -> RunStatus:
+    """The attempt died without a verdict: queue it again, or fail it when attempts are used up.
+
+    With ``stale_before`` (the reconciler) nothing happens if the holder heartbeated in the meantime.
+    """
+    held = _held(lease)
+    if stale_before is not None:
+        held = held & (Run.heartbeat_at < stale_before)
+        if session.scalar(select(func.count()).select_from(Run).where(held)) != 1:
+            return RunStatus.running
+    run = session.get(Run, lease.run_id)
+    if run is None:
+        return RunStatus.failed
+    if run.cancel_requested:
+        finish(session, lease, RunStatus.cancelled)
+        return RunStatus.cancelled
+    if lease.attempt >= run.max_attempts:
+        finish(session, lease, RunStatus.failed, error_kind="internal",
+               error_message=f"{reason} It failed {lease.attempt} times; see the event log.")
+        return RunStatus.failed
+    # A graceful stop of the worker is not the job's fault: it does not use up an attempt.
+    next_attempt = lease.attempt
+    values: dict[str, Any] = {"status": RunStatus.queued, "lease_owner": None, "heartbeat_at": None}
+    if not count_attempt:
+        values["attempt"] = lease.attempt - 1
+        next_attempt = lease.attempt - 1
+    result = session.execute(update(Run).where(held).values(**values).execution_options(synchronize_session=False))
+    if _rowcount(result) == 1:
+        session.refresh(run)
+        add_event(session, run.id, f"{reason} Re-queued for attempt {next_attempt + 1}.", level="warning",
+                  attempt=lease.attempt)
+        enqueue_after_commit(session, run)
+    return RunStatus.queued
+
+
+def request_cancel(session: Session, run: Run) -> Run:
+    if run.status.is_final:
+        raise Conflict("This run has already finished; there is nothing to cancel.")
+    run.cancel_requested = True
+    if run.status == RunStatus.queued:
+        run.status = RunStatus.cancelled
+        run.finished_at = utcnow()
+        add_event(session, run.id, "Cancelled before it started.")
+        _notify_failure(session, run.id, "Cancelled.")
+    else:
+        add_event(session, run.id, "Cancellation requested.")
+    session.flush()
+    return run
+
+
+def reconcile(session: Session, *, now: datetime | None = None, resend_all: bool = False) -> dict[str, int]:
+    """Re-queue runs whose worker went silent and re-send queued runs the broker may have lost.
+
+    ``resend_all`` (used once when a worker starts) re-sends every queued run: a duplicate message is
+    harmless because claiming is conditional.
+    """
+    settings = get_settings()
+    now = now or utcnow()
+    counts = {"requeued": 0, "failed": 0, "resent": 0}
+    stale_cutoff = now - timedelta(seconds=settings.lease_ttl_seconds)
+    stale = session.scalars(
+        select(Run).where(Run.status == RunStatus.running, Run.heartbeat_at < stale_cutoff)
+    ).all()
+    for run in stale:
+        lease = Lease(run.id, run.lease_owner or "", run.attempt)
+        outcome = release_for_retry(
+            session, lease, "The worker stopped sending heartbeats.", stale_before=stale_cutoff
+        )
+        if outcome == RunStatus.queued:
+            counts["requeued"] += 1
+        elif outcome == RunStatus.failed:
+            counts["failed"] += 1
+    resend_cutoff = now - timedelta(seconds=settings.requeue_after_seconds)
+    lost = session.scalars(
+        select(Run).where(
+            Run.status == RunStatus.queued,
+            or_(Run.enqueued_at.is_(None), Run.enqueued_at < resend_cutoff, resend_all),
+        )
+    ).all()
+    for run in lost:
+        enqueue_after_commit(session, run)
+        counts["resent"] += 1
+    session.flush()
+    return counts

@@ -1,0 +1,100 @@
+"""Accounts, passwords and API keys. Keyword-only functions; the caller commits."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from app.core.i18n import LOCALES, _
+from app.core.security import hash_api_key, hash_password, new_api_key, verify_password
+from app.db.base import utcnow
+from app.db.models import ApiKey, Role, User
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+MIN_PASSWORD = 10
+
+
+def user_count(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(User)) or 0)
+
+
+def create_user(session: Session, *, email: str, password: str, role: Role) -> User:
+    email = email.strip().lower()
+    if not _EMAIL.match(email):
+        raise InvalidInput(_("Enter an e-mail address such as name@example.com."), field="email")
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInput(_("The password needs at least %(n)s characters.", n=MIN_PASSWORD), field="password")
+    if session.scalar(select(User).where(User.email == email)) is not None:
+        raise Conflict(_("A user with this e-mail address already exists."), field="email")
+    user = User(email=email, password_hash=hash_password(password), role=role)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def create_first_admin(session: Session, *, email: str, password: str) -> User:
+    if user_count(session) > 0:
+        raise Forbidden(_("The administrator account already exists; log in instead."))
+    return create_user(session, email=email, password=password, role=Role.admin)
+
+
+def create_user_as(session: Session, *, actor: User, email: str, password: str, role: Role) -> User:
+    if not actor.is_admin:
+        raise Forbidden(_("Only an administrator can create users."))
+    return create_user(session, email=email, password=password, role=role)
+
+
+def list_users(session: Session, *, actor: User) -> list[User]:
+    if not actor.is_admin:
+        raise Forbidden(_("Only an administrator can list users."))
+    return list(session.scalars(select(User).order_by(User.created_at)))
+
+
+def authenticate(session: Session, *, email: str, password: str) -> User:
+    user = session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None or not user.is_active or not verify_password(user.password_hash, password):
+        raise Unauthorized(_("Wrong e-mail address or password."))
+    return user
+
+
+def set_locale(session: Session, *, user: User, locale: str) -> None:
+    if locale not in LOCALES:
+        raise InvalidInput(_("Unknown language."), field="locale")
+    user.locale = locale
+
+
+def create_api_key(session: Session, *, user: User, name: str) -> tuple[ApiKey, str]:
+    secret = new_api_key()
+    key = ApiKey(user_id=user.id, name=name.strip() or "default", prefix=secret[:10], key_hash=hash_api_key(secret))
+    session.add(key)
+    session.flush()
+    return key, secret
+
+
+def list_api_keys(session: Session, *, user: User) -> list[ApiKey]:
+    stmt = select(ApiKey).where(ApiKey.user_id == user.id).order_by(ApiKey.created_at.desc())
+    return list(session.scalars(stmt))
+
+
+def revoke_api_key(session: Session, *, user: User, key_id: uuid.UUID) -> ApiKey:
+    key = session.get(ApiKey, key_id)
+    if key is None or key.user_id != user.id:
+        raise NotFound(_("No such API key."))
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+    return key
+
+
+def user_for_api_key(session: Session, secret: str) -> User | None:
+    key = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_api_key(secret)))
+    if key is None or key.revoked_at is not None:
+        return None
+    user = session.get(User, key.user_id)
+    if user is None or not user.is_active:
+        return None
+    key.last_used_at = utcnow()
+    return user

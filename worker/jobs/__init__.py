@@ -1,0 +1,19 @@
+"""Parent-side job handlers: build the child's argv and apply its result to the database."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from worker.jobs import model_import
+
+
+class JobHandler(Protocol):
+    def argv(self, run_id: uuid.UUID, params: dict[str, Any], attempt: int) -> list[str]: ...
+
+    def on_success(self, session: Session, run_id: uuid.UUID, result: dict[str, Any]) -> None: ...
+
+
+HANDLERS: dict[str, JobHandler] = {model_import.KIND: model_import.HANDLER}

@@ -1,0 +1,201 @@
+"""Run execution: claim a lease, supervise the job's child process, heartbeat, finish or re-queue.
+
+Heavy work (torch) always happens in a fresh child process started with an argv list: a crash or OOM of
+the child cannot take the worker down, and cancelling kills a process group, not a thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from app.core.config import get_settings
+from app.db.models import Run, RunStatus
+from app.db.session import session_scope
+from app.runs import service as runs
+from worker.jobs import HANDLERS
+
+log = logging.getLogger(__name__)
+STOPPING = threading.Event()
+KILL_GRACE_SECONDS = 5.0
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def execute(run_id: str) -> None:
+    rid = uuid.UUID(run_id)
+    if STOPPING.is_set():
+        return  # the run stays queued in the database; the next worker's start-up sweep re-sends it
+    with session_scope() as session:
+        lease = runs.claim(session, rid, worker_identity())
+        run = session.get(Run, rid) if lease else None
+        kind, params = (run.kind, dict(run.params)) if run else ("", {})
+    if lease is None:
+        log.info("run %s is not claimable (duplicate delivery or finished): nothing to do", run_id)
+        return
+    handler = HANDLERS.get(kind)
+    if handler is None:
+        with session_scope() as session:
+            runs.finish(session, lease, RunStatus.failed, error_kind="internal",
+                        error_message=f"This worker does not know how to run '{kind}' jobs; upgrade it.")
+        return
+    try:
+        argv = handler.argv(rid, params, lease.attempt)
+    except Exception as exc:
+        with session_scope() as session:
+            runs.finish(session, lease, RunStatus.failed, error_kind="data", error_message=str(exc))
+        return
+    Supervisor(lease, argv, handler).run()
+
+
+@dataclass
+class Supervisor:
+    lease: runs.Lease
+    argv: list[str]
+    handler: Any
+    progress: float = 0.0
+    message: str | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, str] | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def run(self) -> None:
+        settings = get_settings()
+        log_path = settings.logs_dir / f"{self.lease.run_id}-attempt{self.lease.attempt}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as stderr:
+            proc = subprocess.Popen(
+                self.argv, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True, text=True, bufsize=1
+            )
+            lines: queue.Queue[str | None] = queue.Queue()
+            assert proc.stdout is not None
+            threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
+            verdict = self._supervise(proc, lines, settings.heartbeat_seconds, settings.lease_ttl_seconds)
+            if verdict != "exited":
+                _kill_group(proc)
+            code = proc.wait()
+        self._conclude(verdict, code)
+
+    def _supervise(self, proc: subprocess.Popen[str], lines: queue.Queue[str | None], beat: float,
+                   ttl: float) -> str:
+        last_beat = last_ok = time.monotonic()
+        while True:
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                line = ""
+            if line is None:
+                return "exited"
+            if line:
+                self._absorb(line)
+            now = time.monotonic()
+            if STOPPING.is_set():
+                return "stopping"
+            if now - last_beat >= beat:
+                last_beat = now
+                try:
+                    with session_scope() as session:
+                        held, cancel = runs.heartbeat(session, self.lease, progress=self.progress,
+                                                      message=self.message, eta_seconds=self._eta())
+                    last_ok = now
+                except Exception as exc:  # database unreachable: keep trying until the lease expires
+                    log.warning("heartbeat for %s failed: %s", self.lease.run_id, exc)
+                    if now - last_ok > ttl:
+                        return "lost"
+                    continue
+                if not held:
+                    return "lost"
+                if cancel:
+                    return "cancel"
+
+    def _absorb(self, line: str) -> None:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(msg, dict):
+            return
+        if "progress" in msg:
+            self.progress = float(msg["progress"])
+            self.message = str(msg.get("message") or "") or self.message
+        if isinstance(msg.get("result"), dict):
+            self.result = msg["result"]
+        if isinstance(msg.get("error"), dict):
+            self.error = {"kind": str(msg["error"].get("kind", "internal")),
+                          "message": str(msg["error"].get("message", ""))}
+
+    def _eta(self) -> float | None:
+        if self.progress < 0.02:
+            return None
+        elapsed = time.monotonic() - self.started
+        return elapsed * (1 - self.progress) / self.progress
+
+    def _conclude(self, verdict: str, code: int) -> None:
+        with session_scope() as session:
+            if verdict == "lost":
+                log.warning("lost the lease of %s; stopped the child", self.lease.run_id)
+            elif verdict == "cancel":
+                runs.finish(session, self.lease, RunStatus.cancelled)
+            elif verdict == "stopping":
+                runs.release_for_retry(session, self.lease, "The worker was stopped.", count_attempt=False)
+            elif self.error is not None:
+                runs.finish(session, self.lease, RunStatus.failed, error_kind=self.error["kind"],
+                            error_message=self.error["message"])
+            elif code == 0 and self.result is not None:
+                self.handler.on_success(session, self.lease.run_id, self.result)
+                runs.finish(session, self.lease, RunStatus.succeeded, result=self.result)
+            else:
+                how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+                runs.release_for_retry(session, self.lease, f"The job process {how}.")
+
+
+def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
+    for line in stream:
+        lines.put(line.strip())
+    lines.put(None)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def reconcile_forever(interval: float) -> None:
+    first = True
+    while first or not STOPPING.wait(interval):
+        first_sweep, first = first, False
+        try:
+            with session_scope() as session:
+                counts = runs.reconcile(session, resend_all=first_sweep)
+            if any(counts.values()):
+                log.info("reconciler: %s", counts)
+        except Exception as exc:
+            log.warning("reconciler sweep failed: %s", exc)
+
+
+def start_reconciler() -> threading.Thread:
+    thread = threading.Thread(
+        target=reconcile_forever, args=(get_settings().reconcile_seconds,), name="reconciler", daemon=True
+    )
+    thread.start()
+    return thread
