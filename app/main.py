@@ -14,7 +14,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from app.core import i18n
 from app.core.config import get_settings
 from app.core.deps import LoginRequired
-from app.core.errors import RefineryError
+from app.core.errors import InvalidInput, RefineryError
 from app.core.templating import ROOT, render
 
 CSP = (
@@ -91,7 +91,7 @@ def create_app() -> FastAPI:
         first = exc.errors()[0] if exc.errors() else {}
         field = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
         message = f"{field}: {first.get('msg', 'invalid')}" if field else str(first.get("msg", "invalid request"))
-        return await domain_error(request, RefineryError(message, code="invalid_request", field=field))
+        return await domain_error(request, InvalidInput(message, code="invalid_request", field=field))
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:

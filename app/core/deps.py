@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -68,6 +69,19 @@ def optional_user(request: Request, session: SessionDep) -> User | None:
     return user
 
 
+@dataclass(frozen=True)
+class UserView:
+    """What pages show of the logged-in user; survives the request's session closing (error pages)."""
+
+    id: uuid.UUID
+    email: str
+    is_admin: bool
+
+
+def _remember(request: Request, user: User) -> None:
+    request.state.user = UserView(id=user.id, email=user.email, is_admin=user.is_admin)
+
+
 class LoginRequired(Exception):
     """Raised for pages (not APIs) when nobody is logged in; the app redirects to the login page."""
 
@@ -75,14 +89,14 @@ class LoginRequired(Exception):
 def current_user(request: Request, user: Annotated[User | None, Depends(optional_user)]) -> User:
     if user is None:
         raise Unauthorized(_("Log in or send an API key as 'Authorization: Bearer <key>'."))
-    request.state.user = user
+    _remember(request, user)
     return user
 
 
 def page_user(request: Request, user: Annotated[User | None, Depends(optional_user)]) -> User:
     if user is None:
         raise LoginRequired()
-    request.state.user = user
+    _remember(request, user)
     return user
 
 

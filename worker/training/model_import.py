@@ -125,9 +125,9 @@ def main(spec: dict[str, Any]) -> int:
     except FileNotFoundError as exc:
         fail("model_load", f"A file of the model is missing: {exc.filename}. Check the directory and retry.")
         return 1
-    except (OSError, ValueError) as exc:
-        fail("model_load", f"The model could not be read: {exc}. Check that it is a Hugging Face model "
-                           "directory with safetensors weights.")
+    except Exception as exc:  # any reader error (safetensors, config, tokenizer) is the model's fault
+        fail("model_load", f"The model could not be read ({type(exc).__name__}: {exc}). Check that it is a "
+                           "Hugging Face model directory with valid safetensors weights.")
         return 1
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)

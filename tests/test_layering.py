@@ -1,0 +1,34 @@
+"""The web process never imports the training libraries (checked in a fresh interpreter)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_web_app_imports_no_torch(tmp_path: object) -> None:
+    code = (
+        "import sys\n"
+        "from app.main import create_app\n"
+        "create_app()\n"
+        "import app.cli, app.basemodels.service, app.runs.service, app.users.service\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'peft', 'trl', 'bitsandbytes') if m in sys.modules)\n"
+        "print(heavy)\n"
+        "sys.exit(1 if heavy else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={"REFINERY_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_shell_in_subprocesses() -> None:
+    """Every subprocess is started with an argv list; shell=True would open command injection."""
+    offenders = [
+        str(path.relative_to(ROOT))
+        for folder in ("app", "worker")
+        for path in (ROOT / folder).rglob("*.py")
+        if "shell=True" in path.read_text() or "os.system(" in path.read_text()
+    ]
+    assert offenders == []
