@@ -41,8 +41,9 @@ def cmd_users_create(args: argparse.Namespace) -> int:
         return 2
     try:
         with session_scope() as session:
-            user = service.create_user(session, email=args.email, password=password,
-                                       role=Role.admin if args.admin else Role.member)
+            user = service.create_user(
+                session, email=args.email, password=password, role=Role.admin if args.admin else Role.member
+            )
             print(f"Created {user.role.value} {user.email}")
     except RefineryError as exc:
         print(exc.message, file=sys.stderr)
@@ -83,8 +84,24 @@ def cmd_models_import_bundled(_: argparse.Namespace) -> int:
 def worker_argv(queues: Sequence[str], concurrency: int) -> list[str]:
     settings = get_settings()
     names = ",".join(settings.queue(q) for q in queues)
-    argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery", "worker", "-Q", names,
-            "-P", "threads", "-c", str(concurrency), "-n", f"refinery-{'-'.join(queues)}@%h", "-l", "INFO"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app:celery",
+        "worker",
+        "-Q",
+        names,
+        "-P",
+        "threads",
+        "-c",
+        str(concurrency),
+        "-n",
+        f"refinery-{'-'.join(queues)}@%h",
+        "-l",
+        "INFO",
+    ]
     if settings.is_embedded_broker:
         argv += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
     return argv
@@ -92,8 +109,18 @@ def worker_argv(queues: Sequence[str], concurrency: int) -> list[str]:
 
 def web_argv() -> list[str]:
     settings = get_settings()
-    return [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", settings.host,
-            "--port", str(settings.port), "--no-server-header"]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app.main:create_app",
+        "--factory",
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.port),
+        "--no-server-header",
+    ]
 
 
 def cmd_web(_: argparse.Namespace) -> int:
@@ -182,8 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     key_create.add_argument("--name", default="cli")
     key_create.set_defaults(func=cmd_keys_create)
     models = sub.add_parser("models", help="manage base models").add_subparsers(dest="models_cmd", required=True)
-    models.add_parser("import-bundled", help="import the bundled SmolLM2").set_defaults(
-        func=cmd_models_import_bundled)
+    models.add_parser("import-bundled", help="import the bundled SmolLM2").set_defaults(func=cmd_models_import_bundled)
     return parser
 
 

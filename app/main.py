@@ -79,12 +79,21 @@ def create_app() -> FastAPI:
                 headers={"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None,
             )
         if request.headers.get("hx-request") == "true":
-            return render(request, "_toast.html", {"message": exc.message, "level": "error"},
-                          status_code=exc.status_code, headers={"HX-Reswap": "none"})
+            return render(
+                request,
+                "_toast.html",
+                {"message": exc.message, "level": "error"},
+                status_code=exc.status_code,
+                headers={"HX-Reswap": "none"},
+            )
         if exc.status_code == 401:
             return RedirectResponse("/login", status_code=303)
-        return render(request, "error.html", {"message": exc.message, "status": exc.status_code},
-                      status_code=exc.status_code)
+        return render(
+            request,
+            "error.html",
+            {"message": exc.message, "status": exc.status_code},
+            status_code=exc.status_code,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -106,8 +106,13 @@ def env(configure: Callable[..., Any], tmp_path: Path, db_url: str) -> Any:
     """Settings on a fresh, migrated database (parametrised: SQLite and PostgreSQL)."""
     from app.db.migrations import upgrade_to_head
 
-    settings = configure(data_dir=tmp_path / "data", database_url=db_url, queue_prefix=f"t{uuid.uuid4().hex[:8]}",
-                         hub_endpoint="http://127.0.0.1:9", heartbeat_seconds=0.5)
+    settings = configure(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        queue_prefix=f"t{uuid.uuid4().hex[:8]}",
+        hub_endpoint="http://127.0.0.1:9",
+        heartbeat_seconds=0.5,
+    )
     upgrade_to_head()
     return settings
 
@@ -133,8 +138,9 @@ def csrf_of(client: Any, path: str = "/login") -> str:
 
 def make_admin(client: Any, email: str = "admin@example.com", password: str = "correct-horse-1") -> None:
     token = csrf_of(client, "/setup")
-    response = client.post("/setup", data={"email": email, "password": password, "password_again": password,
-                                           "csrf_token": token})
+    response = client.post(
+        "/setup", data={"email": email, "password": password, "password_again": password, "csrf_token": token}
+    )
     assert response.status_code == 200 and response.url.path == "/models", response.text[:500]
 
 
@@ -168,9 +174,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_d
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(str(smollm2_tokenizer_dir))
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=2048,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     out = tmp_path_factory.mktemp("tiny-llama")
     LlamaForCausalLM(config).save_pretrained(str(out), safe_serialization=True)
     for item in smollm2_tokenizer_dir.iterdir():

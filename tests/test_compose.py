@@ -19,8 +19,9 @@ def _compose_config(path: str) -> subprocess.CompletedProcess[str]:
             pytest.fail("docker-compose (Debian package) is not installed; .ci/run installs it")
         pytest.skip("docker-compose is not installed")
     env = {**os.environ, "REFINERY_SECRET_KEY": "x" * 40}
-    return subprocess.run([tool, "-f", path, "config", "-q"], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=60)
+    return subprocess.run(
+        [tool, "-f", path, "config", "-q"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60
+    )
 
 
 def test_compose_file_is_valid() -> None:

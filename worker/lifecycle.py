@@ -48,8 +48,13 @@ def execute(run_id: str) -> None:
     handler = HANDLERS.get(kind)
     if handler is None:
         with session_scope() as session:
-            runs.finish(session, lease, RunStatus.failed, error_kind="internal",
-                        error_message=f"This worker does not know how to run '{kind}' jobs; upgrade it.")
+            runs.finish(
+                session,
+                lease,
+                RunStatus.failed,
+                error_kind="internal",
+                error_message=f"This worker does not know how to run '{kind}' jobs; upgrade it.",
+            )
         return
     try:
         argv = handler.argv(rid, params, lease.attempt)
@@ -88,8 +93,7 @@ class Supervisor:
             code = proc.wait()
         self._conclude(verdict, code)
 
-    def _supervise(self, proc: subprocess.Popen[str], lines: queue.Queue[str | None], beat: float,
-                   ttl: float) -> str:
+    def _supervise(self, proc: subprocess.Popen[str], lines: queue.Queue[str | None], beat: float, ttl: float) -> str:
         last_beat = last_ok = time.monotonic()
         while True:
             try:
@@ -107,8 +111,13 @@ class Supervisor:
                 last_beat = now
                 try:
                     with session_scope() as session:
-                        held, cancel = runs.heartbeat(session, self.lease, progress=self.progress,
-                                                      message=self.message, eta_seconds=self._eta())
+                        held, cancel = runs.heartbeat(
+                            session,
+                            self.lease,
+                            progress=self.progress,
+                            message=self.message,
+                            eta_seconds=self._eta(),
+                        )
                     last_ok = now
                 except Exception as exc:  # database unreachable: keep trying until the lease expires
                     log.warning("heartbeat for %s failed: %s", self.lease.run_id, exc)
@@ -133,8 +142,10 @@ class Supervisor:
         if isinstance(msg.get("result"), dict):
             self.result = msg["result"]
         if isinstance(msg.get("error"), dict):
-            self.error = {"kind": str(msg["error"].get("kind", "internal")),
-                          "message": str(msg["error"].get("message", ""))}
+            self.error = {
+                "kind": str(msg["error"].get("kind", "internal")),
+                "message": str(msg["error"].get("message", "")),
+            }
 
     def _eta(self) -> float | None:
         if self.progress < 0.02:
@@ -151,8 +162,13 @@ class Supervisor:
             elif verdict == "stopping":
                 runs.release_for_retry(session, self.lease, "The worker was stopped.", count_attempt=False)
             elif self.error is not None:
-                runs.finish(session, self.lease, RunStatus.failed, error_kind=self.error["kind"],
-                            error_message=self.error["message"])
+                runs.finish(
+                    session,
+                    self.lease,
+                    RunStatus.failed,
+                    error_kind=self.error["kind"],
+                    error_message=self.error["message"],
+                )
             elif code == 0 and self.result is not None:
                 self.handler.on_success(session, self.lease.run_id, self.result)
                 runs.finish(session, self.lease, RunStatus.succeeded, result=self.result)

@@ -34,8 +34,12 @@ def get_model(model_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Ba
     return to_read(session, service.get_model(session, model_id, user=user))
 
 
-@router.post("/local", response_model=BaseModelRead, status_code=202,
-             summary="Register a Hugging Face directory on the server (administrators)")
+@router.post(
+    "/local",
+    response_model=BaseModelRead,
+    status_code=202,
+    summary="Register a Hugging Face directory on the server (administrators)",
+)
 def register_local(body: LocalModelCreate, session: SessionDep, user: CurrentUser) -> BaseModelRead:
     return to_read(session, service.register_local(session, user=user, name=body.name, path=body.path))
 

@@ -32,12 +32,14 @@ class BaseModelRead(BaseModel):
 
 class LocalModelCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200, description="Display name.")
-    path: str = Field(min_length=1, max_length=1000,
-                      description="Absolute path of a Hugging Face model directory on the server.")
+    path: str = Field(
+        min_length=1,
+        max_length=1000,
+        description="Absolute path of a Hugging Face model directory on the server.",
+    )
 
 
 class HubModelCreate(BaseModel):
     repo_id: str = Field(min_length=3, max_length=200, description="Hub repository id, e.g. org/name.")
-    revision: str = Field(default="main", min_length=1, max_length=100,
-                          description="Branch, tag or commit to import.")
+    revision: str = Field(default="main", min_length=1, max_length=100, description="Branch, tag or commit to import.")
     name: str | None = Field(default=None, max_length=200, description="Display name (defaults to the repo id).")

@@ -81,8 +81,11 @@ def register_local(session: Session, *, user: User, name: str, path: str) -> Bas
         )
     if not any(directory.glob("*.safetensors")):
         raise InvalidInput(
-            _("%(path)s has no .safetensors weights. Refinery never loads pickle weights (.bin, .pt); "
-              "convert them to safetensors first.", path=str(directory)),
+            _(
+                "%(path)s has no .safetensors weights. Refinery never loads pickle weights (.bin, .pt); "
+                "convert them to safetensors first.",
+                path=str(directory),
+            ),
             field="path",
         )
     model = BaseModelRecord(owner_id=user.id, name=name.strip(), source="local", source_ref=str(directory))
@@ -109,9 +112,12 @@ def register_hub(session: Session, *, user: User, repo_id: str, revision: str, n
     ok, reason = hub_reachable()
     if not ok:
         raise InvalidInput(
-            _("The model hub at %(hub)s cannot be reached from this server (%(reason)s). Download the model "
-              "on a machine that can reach it and register its directory as a local model instead.",
-              hub=get_settings().hub_endpoint or "-", reason=reason),
+            _(
+                "The model hub at %(hub)s cannot be reached from this server (%(reason)s). Download the model "
+                "on a machine that can reach it and register its directory as a local model instead.",
+                hub=get_settings().hub_endpoint or "-",
+                reason=reason,
+            ),
             field="repo_id",
             code="hub_unreachable",
         )

@@ -35,26 +35,48 @@ def models_rows(request: Request, session: SessionDep, user: PageUser) -> Respon
 
 
 @router.post("/models/local")
-def register_local(request: Request, session: SessionDep, user: PageUser, name: Annotated[str, Form()],
-                   path: Annotated[str, Form()]) -> Response:
+def register_local(
+    request: Request,
+    session: SessionDep,
+    user: PageUser,
+    name: Annotated[str, Form()],
+    path: Annotated[str, Form()],
+) -> Response:
     try:
         service.register_local(session, user=user, name=name, path=path)
     except RefineryError as exc:
-        return render(request, "models/index.html", {**_rows(session, user), "local_error": exc.message,
-                                                     "form": {"name": name, "path": path}}, status_code=422)
+        return render(
+            request,
+            "models/index.html",
+            {**_rows(session, user), "local_error": exc.message, "form": {"name": name, "path": path}},
+            status_code=422,
+        )
     return RedirectResponse("/models?started=1", status_code=303)
 
 
 @router.post("/models/hub")
-def register_hub(request: Request, session: SessionDep, user: PageUser, repo_id: Annotated[str, Form()],
-                 revision: Annotated[str, Form()] = "main") -> Response:
+def register_hub(
+    request: Request,
+    session: SessionDep,
+    user: PageUser,
+    repo_id: Annotated[str, Form()],
+    revision: Annotated[str, Form()] = "main",
+) -> Response:
     try:
-        service.register_hub(session, user=user, repo_id=repo_id.strip(), revision=revision.strip() or "main",
-                             name=None)
+        service.register_hub(
+            session, user=user, repo_id=repo_id.strip(), revision=revision.strip() or "main", name=None
+        )
     except RefineryError as exc:
-        return render(request, "models/index.html", {**_rows(session, user), "hub_error": exc.message,
-                                                     "form": {"repo_id": repo_id, "revision": revision}},
-                      status_code=422)
+        return render(
+            request,
+            "models/index.html",
+            {
+                **_rows(session, user),
+                "hub_error": exc.message,
+                "form": {"repo_id": repo_id, "revision": revision},
+            },
+            status_code=422,
+        )
     return RedirectResponse("/models?started=1", status_code=303)
 
 

@@ -40,9 +40,7 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the web app listens on.")
     port: int = Field(default=8000, description="Port the web app listens on.")
-    queue_prefix: str = Field(
-        default="refinery", description="Prefix of the Celery queue names (tests use their own)."
-    )
+    queue_prefix: str = Field(default="refinery", description="Prefix of the Celery queue names (tests use their own).")
     lease_ttl_seconds: float = Field(
         default=60.0, description="A running job whose heartbeat is older than this is presumed dead."
     )

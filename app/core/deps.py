@@ -135,5 +135,7 @@ async def csrf_protect(request: Request) -> None:
         value = form.get("csrf_token")
         sent = value if isinstance(value, str) else None
     if not tokens_match(request.session.get("csrf"), sent):
-        raise Forbidden(_("The form has expired or did not come from this site; reload the page and try again."),
-                        code="csrf")
+        raise Forbidden(
+            _("The form has expired or did not come from this site; reload the page and try again."),
+            code="csrf",
+        )

@@ -25,5 +25,6 @@ def healthz() -> JSONResponse:
         checks["database"] = f"unreachable: {type(exc).__name__}"
     checks["broker"] = "ok" if broker_ready() else "unreachable"
     ready = all(value == "ok" for value in checks.values())
-    return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503
+    )

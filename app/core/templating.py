@@ -43,8 +43,14 @@ def csrf_token(request: Request) -> str:
     return str(token)
 
 
-def render(request: Request, name: str, context: dict[str, Any] | None = None, *, status_code: int = 200,
-           headers: dict[str, str] | None = None) -> HTMLResponse:
+def render(
+    request: Request,
+    name: str,
+    context: dict[str, Any] | None = None,
+    *,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
     ctx = {
         "csrf_token": csrf_token(request),
         "user": getattr(request.state, "user", None),

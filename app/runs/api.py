@@ -6,9 +6,9 @@ import uuid
 
 from fastapi import APIRouter, Depends
 
+from app.core.deps import CurrentUser, SessionDep, csrf_protect
 from app.core.errors import NotFound
 from app.core.i18n import _
-from app.core.deps import CurrentUser, SessionDep, csrf_protect
 from app.runs import service
 from app.runs.schemas import RunEventRead, RunRead
 

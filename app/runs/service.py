@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, event, func, or_, select, update
+from sqlalchemy import CursorResult, event, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.config import get_settings
@@ -60,9 +60,7 @@ def add_event(session: Session, run_id: uuid.UUID, message: str, *, level: str =
     session.add(RunEvent(run_id=run_id, seq=seq + 1, message=message, level=level, attempt=attempt))
 
 
-def create_run(
-    session: Session, *, kind: str, owner: User | None, params: dict[str, Any], queue: str = "cpu"
-) -> Run:
+def create_run(session: Session, *, kind: str, owner: User | None, params: dict[str, Any], queue: str = "cpu") -> Run:
     run = Run(
         kind=kind,
         owner_id=owner.id if owner else None,
@@ -148,8 +146,9 @@ def heartbeat(
         values["eta_seconds"] = eta_seconds
     if message is not None:
         values["progress_message"] = message[:500]
-    result = session.execute(update(Run).where(_held(lease)).values(**values).execution_options(
-        synchronize_session=False))
+    result = session.execute(
+        update(Run).where(_held(lease)).values(**values).execution_options(synchronize_session=False)
+    )
     if _rowcount(result) != 1:
         return False, False
     cancel = bool(session.scalar(select(Run.cancel_requested).where(Run.id == lease.run_id)))
@@ -175,23 +174,38 @@ def finish(
     }
     if status == RunStatus.succeeded:
         values |= {"progress": 1.0, "eta_seconds": 0.0}
-    done = _rowcount(session.execute(update(Run).where(_held(lease)).values(**values).execution_options(
-        synchronize_session=False))) == 1
+    done = (
+        _rowcount(
+            session.execute(
+                update(Run).where(_held(lease)).values(**values).execution_options(synchronize_session=False)
+            )
+        )
+        == 1
+    )
     if done:
         text = {
             RunStatus.succeeded: "Succeeded.",
             RunStatus.cancelled: "Cancelled.",
             RunStatus.failed: f"Failed ({error_kind}): {error_message}",
         }.get(status, str(status))
-        add_event(session, lease.run_id, text, level="error" if status == RunStatus.failed else "info",
-                  attempt=lease.attempt)
+        add_event(
+            session,
+            lease.run_id,
+            text,
+            level="error" if status == RunStatus.failed else "info",
+            attempt=lease.attempt,
+        )
         if status != RunStatus.succeeded:
             _notify_failure(session, lease.run_id, error_message or text)
     return done
 
 
 def release_for_retry(
-    session: Session, lease: Lease, reason: str, *, stale_before: datetime | None = None,
+    session: Session,
+    lease: Lease,
+    reason: str,
+    *,
+    stale_before: datetime | None = None,
     count_attempt: bool = True,
 ) -> RunStatus:
     """The attempt died without a verdict: queue it again, or fail it when attempts are used up.
@@ -210,8 +224,13 @@ def release_for_retry(
         finish(session, lease, RunStatus.cancelled)
         return RunStatus.cancelled
     if lease.attempt >= run.max_attempts:
-        finish(session, lease, RunStatus.failed, error_kind="internal",
-               error_message=f"{reason} It failed {lease.attempt} times; see the event log.")
+        finish(
+            session,
+            lease,
+            RunStatus.failed,
+            error_kind="internal",
+            error_message=f"{reason} It failed {lease.attempt} times; see the event log.",
+        )
         return RunStatus.failed
     # A graceful stop of the worker is not the job's fault: it does not use up an attempt.
     next_attempt = lease.attempt
@@ -222,8 +241,13 @@ def release_for_retry(
     result = session.execute(update(Run).where(held).values(**values).execution_options(synchronize_session=False))
     if _rowcount(result) == 1:
         session.refresh(run)
-        add_event(session, run.id, f"{reason} Re-queued for attempt {next_attempt + 1}.", level="warning",
-                  attempt=lease.attempt)
+        add_event(
+            session,
+            run.id,
+            f"{reason} Re-queued for attempt {next_attempt + 1}.",
+            level="warning",
+            attempt=lease.attempt,
+        )
         enqueue_after_commit(session, run)
     return RunStatus.queued
 
@@ -253,14 +277,10 @@ def reconcile(session: Session, *, now: datetime | None = None, resend_all: bool
     now = now or utcnow()
     counts = {"requeued": 0, "failed": 0, "resent": 0}
     stale_cutoff = now - timedelta(seconds=settings.lease_ttl_seconds)
-    stale = session.scalars(
-        select(Run).where(Run.status == RunStatus.running, Run.heartbeat_at < stale_cutoff)
-    ).all()
+    stale = session.scalars(select(Run).where(Run.status == RunStatus.running, Run.heartbeat_at < stale_cutoff)).all()
     for run in stale:
         lease = Lease(run.id, run.lease_owner or "", run.attempt)
-        outcome = release_for_retry(
-            session, lease, "The worker stopped sending heartbeats.", stale_before=stale_cutoff
-        )
+        outcome = release_for_retry(session, lease, "The worker stopped sending heartbeats.", stale_before=stale_cutoff)
         if outcome == RunStatus.queued:
             counts["requeued"] += 1
         elif outcome == RunStatus.failed:
@@ -269,7 +289,7 @@ def reconcile(session: Session, *, now: datetime | None = None, resend_all: bool
     lost = session.scalars(
         select(Run).where(
             Run.status == RunStatus.queued,
-            or_(Run.enqueued_at.is_(None), Run.enqueued_at < resend_cutoff, resend_all),
+            or_(Run.enqueued_at.is_(None), Run.enqueued_at < resend_cutoff, literal(resend_all)),
         )
     ).all()
     for run in lost:

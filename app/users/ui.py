@@ -42,7 +42,10 @@ def setup_page(request: Request, session: SessionDep) -> Response:
 
 @router.post("/setup")
 def setup_submit(
-    request: Request, session: SessionDep, email: Annotated[str, Form()], password: Annotated[str, Form()],
+    request: Request,
+    session: SessionDep,
+    email: Annotated[str, Form()],
+    password: Annotated[str, Form()],
     password_again: Annotated[str, Form()],
 ) -> Response:
     try:
@@ -58,8 +61,7 @@ def setup_submit(
 
 
 @router.get("/login")
-def login_page(request: Request, session: SessionDep,
-               user: Annotated[User | None, Depends(optional_user)]) -> Response:
+def login_page(request: Request, session: SessionDep, user: Annotated[User | None, Depends(optional_user)]) -> Response:
     if service.user_count(session) == 0:
         return RedirectResponse("/setup", status_code=303)
     if user is not None:
@@ -68,8 +70,9 @@ def login_page(request: Request, session: SessionDep,
 
 
 @router.post("/login")
-def login_submit(request: Request, session: SessionDep, email: Annotated[str, Form()],
-                 password: Annotated[str, Form()]) -> Response:
+def login_submit(
+    request: Request, session: SessionDep, email: Annotated[str, Form()], password: Annotated[str, Form()]
+) -> Response:
     try:
         user = service.authenticate(session, email=email, password=password)
     except RefineryError as exc:
@@ -85,8 +88,12 @@ def logout(request: Request) -> Response:
 
 
 @router.post("/locale")
-def choose_locale(request: Request, session: SessionDep, locale: Annotated[str, Form()],
-                  user: Annotated[User | None, Depends(optional_user)]) -> Response:
+def choose_locale(
+    request: Request,
+    session: SessionDep,
+    locale: Annotated[str, Form()],
+    user: Annotated[User | None, Depends(optional_user)],
+) -> Response:
     if locale not in i18n.LOCALES:
         locale = i18n.DEFAULT_LOCALE
     request.session["locale"] = locale
@@ -105,8 +112,11 @@ def keys_page(request: Request, session: SessionDep, user: PageUser) -> Response
 @router.post("/settings/keys")
 def keys_create(request: Request, session: SessionDep, user: PageUser, name: Annotated[str, Form()] = "") -> Response:
     key, secret = service.create_api_key(session, user=user, name=name[:100])
-    return render(request, "settings/keys.html",
-                  {"keys": service.list_api_keys(session, user=user), "new_key": secret, "new_key_name": key.name})
+    return render(
+        request,
+        "settings/keys.html",
+        {"keys": service.list_api_keys(session, user=user), "new_key": secret, "new_key_name": key.name},
+    )
 
 
 @router.post("/settings/keys/{key_id}/revoke")
@@ -124,15 +134,24 @@ def users_page(request: Request, session: SessionDep, user: PageUser) -> Respons
 
 @router.post("/settings/users")
 def users_create(
-    request: Request, session: SessionDep, user: PageUser, email: Annotated[str, Form()],
-    password: Annotated[str, Form()], role: Annotated[str, Form()] = "member",
+    request: Request,
+    session: SessionDep,
+    user: PageUser,
+    email: Annotated[str, Form()],
+    password: Annotated[str, Form()],
+    role: Annotated[str, Form()] = "member",
 ) -> Response:
     if not user.is_admin:
         return render(request, "error.html", {"message": i18n._("Not found."), "status": 404}, status_code=404)
     context: dict[str, object] = {}
     try:
-        created = service.create_user_as(session, actor=user, email=email, password=password,
-                                         role=Role.admin if role == "admin" else Role.member)
+        created = service.create_user_as(
+            session,
+            actor=user,
+            email=email,
+            password=password,
+            role=Role.admin if role == "admin" else Role.member,
+        )
         context["created"] = created.email
     except RefineryError as exc:
         context.update(error=exc.message, email=email)

@@ -14,14 +14,16 @@ from worker import lifecycle
 
 def _register(client: Any, path: Path, name: str = "tiny") -> dict[str, Any]:
     token = csrf_of(client, "/models")
-    response = client.post("/api/v1/models/local", json={"name": name, "path": str(path)},
-                           headers={"X-CSRF-Token": token})
+    response = client.post(
+        "/api/v1/models/local", json={"name": name, "path": str(path)}, headers={"X-CSRF-Token": token}
+    )
     assert response.status_code == 202, response.text
     return dict(response.json())
 
 
-def test_local_directory_import_records_metadata_and_stores_safetensors(client: Any, env: Any,
-                                                                        tiny_model_dir: Path) -> None:
+def test_local_directory_import_records_metadata_and_stores_safetensors(
+    client: Any, env: Any, tiny_model_dir: Path
+) -> None:
     make_admin(client)
     model = _register(client, tiny_model_dir)
     assert model["status"] == "importing" and model["import_run"]["status"] == "queued"
@@ -46,12 +48,14 @@ def test_pickle_only_directory_is_refused(client: Any, tmp_path: Path, tiny_mode
     shutil.copy(tiny_model_dir / "config.json", bad / "config.json")
     (bad / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
     token = csrf_of(client, "/models")
-    response = client.post("/api/v1/models/local", json={"name": "bad", "path": str(bad)},
-                           headers={"X-CSRF-Token": token})
+    response = client.post(
+        "/api/v1/models/local", json={"name": "bad", "path": str(bad)}, headers={"X-CSRF-Token": token}
+    )
     assert response.status_code == 422
     assert "safetensors" in response.json()["error"]["message"]
-    relative = client.post("/api/v1/models/local", json={"name": "bad", "path": "../etc"},
-                           headers={"X-CSRF-Token": token})
+    relative = client.post(
+        "/api/v1/models/local", json={"name": "bad", "path": "../etc"}, headers={"X-CSRF-Token": token}
+    )
     assert relative.status_code == 422 and relative.json()["error"]["field"] == "path"
 
 
@@ -75,8 +79,11 @@ def test_corrupt_safetensors_fails_with_a_clear_cause(client: Any, tmp_path: Pat
 def test_members_cannot_register_server_directories(client: Any, tiny_model_dir: Path) -> None:
     make_admin(client)
     token = csrf_of(client, "/models")
-    client.post("/api/v1/users", json={"email": "m@example.com", "password": "member-pass-1"},
-                headers={"X-CSRF-Token": token})
+    client.post(
+        "/api/v1/users",
+        json={"email": "m@example.com", "password": "member-pass-1"},
+        headers={"X-CSRF-Token": token},
+    )
     key = client.post("/api/v1/keys", json={"name": "k"}, headers={"X-CSRF-Token": token}).json()["key"]
     assert key  # (admin's key; the member logs in below)
     client.post("/logout", data={"csrf_token": token})
@@ -84,22 +91,30 @@ def test_members_cannot_register_server_directories(client: Any, tiny_model_dir:
 
     login(client, "m@example.com", "member-pass-1")
     token = csrf_of(client, "/models")
-    denied = client.post("/api/v1/models/local", json={"name": "x", "path": str(tiny_model_dir)},
-                         headers={"X-CSRF-Token": token})
+    denied = client.post(
+        "/api/v1/models/local",
+        json={"name": "x", "path": str(tiny_model_dir)},
+        headers={"X-CSRF-Token": token},
+    )
     assert denied.status_code == 403
 
 
 def test_unreachable_hub_is_refused_with_a_sentence(client: Any) -> None:
     make_admin(client)
     token = csrf_of(client, "/models")
-    response = client.post("/api/v1/models/hub", json={"repo_id": "HuggingFaceTB/SmolLM2-360M-Instruct",
-                                                       "revision": "main"}, headers={"X-CSRF-Token": token})
+    response = client.post(
+        "/api/v1/models/hub",
+        json={"repo_id": "HuggingFaceTB/SmolLM2-360M-Instruct", "revision": "main"},
+        headers={"X-CSRF-Token": token},
+    )
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["code"] == "hub_unreachable" and "cannot be reached" in error["message"]
     assert client.get("/api/v1/models").json() == []  # nothing half-registered
-    page = client.post("/models/hub", data={"repo_id": "HuggingFaceTB/SmolLM2-360M-Instruct", "revision": "main",
-                                            "csrf_token": token})
+    page = client.post(
+        "/models/hub",
+        data={"repo_id": "HuggingFaceTB/SmolLM2-360M-Instruct", "revision": "main", "csrf_token": token},
+    )
     assert page.status_code == 422 and "register its directory as a local model" in page.text
     bad_id = client.post("/api/v1/models/hub", json={"repo_id": "../../etc/passwd"}, headers={"X-CSRF-Token": token})
     assert bad_id.status_code == 422 and bad_id.json()["error"]["field"] == "repo_id"

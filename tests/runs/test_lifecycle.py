@@ -61,7 +61,12 @@ def script_kind(env: Any, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def _create(tmp_path: Path, **params: Any) -> uuid.UUID:
-    spec = {"pidfile": str(tmp_path / "pid"), "attempts": str(tmp_path / "attempts"), "steps": 3, "sleep": 0.05}
+    spec = {
+        "pidfile": str(tmp_path / "pid"),
+        "attempts": str(tmp_path / "attempts"),
+        "steps": 3,
+        "sleep": 0.05,
+    }
     spec.update(params)
     with session_scope() as session:
         return runs.create_run(session, kind="test_script", owner=None, params=spec).id
@@ -117,8 +122,13 @@ def test_killed_child_is_retried_as_attempt_two(script_kind: str, tmp_path: Path
     run_id = _create(tmp_path, steps=200, sleep=0.05)
     worker = threading.Thread(target=lifecycle.execute, args=(str(run_id),))
     worker.start()
-    pid = int(wait_for(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text(), timeout=30,
-                       what="child pid"))
+    pid = int(
+        wait_for(
+            lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text(),
+            timeout=30,
+            what="child pid",
+        )
+    )
     os.kill(pid, signal.SIGKILL)
     worker.join(timeout=30)
     assert not worker.is_alive()
@@ -149,14 +159,20 @@ def test_classified_error_fails_at_once_with_its_sentence(script_kind: str, tmp_
     assert run.error_kind == "data" and run.error_message == "line 3: no assistant turn"
 
 
-def test_cancel_stops_the_child_and_is_never_requeued(script_kind: str, tmp_path: Path,
-                                                      configure: Any, env: Any) -> None:
+def test_cancel_stops_the_child_and_is_never_requeued(
+    script_kind: str, tmp_path: Path, configure: Any, env: Any
+) -> None:
     configure(heartbeat_seconds=0.2)
     run_id = _create(tmp_path, steps=400, sleep=0.05)
     worker = threading.Thread(target=lifecycle.execute, args=(str(run_id),))
     worker.start()
-    pid = int(wait_for(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text(), timeout=30,
-                       what="child pid"))
+    pid = int(
+        wait_for(
+            lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text(),
+            timeout=30,
+            what="child pid",
+        )
+    )
     wait_for(lambda: _get(run_id).progress > 0, timeout=30, what="progress")
     with session_scope() as session:
         runs.request_cancel(session, session.get(Run, run_id))
@@ -180,8 +196,9 @@ def test_cancel_before_start_and_progress_eta(script_kind: str, tmp_path: Path) 
     assert _get(run_id).status == RunStatus.cancelled and not (tmp_path / "attempts").exists()
 
 
-def test_graceful_worker_stop_requeues_without_using_an_attempt(script_kind: str, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_graceful_worker_stop_requeues_without_using_an_attempt(
+    script_kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run_id = _create(tmp_path, steps=400, sleep=0.05)
     stopping = threading.Event()
     monkeypatch.setattr(lifecycle, "STOPPING", stopping)

@@ -27,17 +27,25 @@ def broker(request: pytest.FixtureRequest, configure: Any, env: Any) -> Any:
 
 def _start_worker(settings: Any, log: Path) -> subprocess.Popen[bytes]:
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("REFINERY_")}
-    child_env.update({
-        "REFINERY_DATA_DIR": str(settings.data_dir),
-        "REFINERY_DATABASE_URL": settings.sqlalchemy_url,
-        "REFINERY_BROKER_URL": settings.broker_url,
-        "REFINERY_QUEUE_PREFIX": settings.queue_prefix,
-        "REFINERY_RECONCILE_SECONDS": "1",
-        "REFINERY_LEASE_TTL_SECONDS": "5",
-    })
+    child_env.update(
+        {
+            "REFINERY_DATA_DIR": str(settings.data_dir),
+            "REFINERY_DATABASE_URL": settings.sqlalchemy_url,
+            "REFINERY_BROKER_URL": settings.broker_url,
+            "REFINERY_QUEUE_PREFIX": settings.queue_prefix,
+            "REFINERY_RECONCILE_SECONDS": "1",
+            "REFINERY_LEASE_TTL_SECONDS": "5",
+        }
+    )
     handle = log.open("wb")
-    return subprocess.Popen(worker_argv(["cpu", "gpu"], 2), cwd=ROOT, env=child_env, stdout=handle,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        worker_argv(["cpu", "gpu"], 2),
+        cwd=ROOT,
+        env=child_env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def test_worker_imports_a_model_sent_through_the_broker(broker: Any, tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -46,10 +54,12 @@ def test_worker_imports_a_model_sent_through_the_broker(broker: Any, tmp_path: P
         model_id = models.register_local(session, user=admin, name="tiny", path=str(tiny_model_dir)).id
     proc = _start_worker(broker, tmp_path / "worker.log")
     try:
+
         def ready() -> bool:
             with session_scope() as session:
                 record = session.get(BaseModelRecord, model_id)
                 return record is not None and record.status == ModelStatus.ready
+
         wait_for(ready, timeout=120, interval=0.5, what=f"import via {broker.celery_broker_url}")
     finally:
         stop_process(proc)
@@ -57,13 +67,17 @@ def test_worker_imports_a_model_sent_through_the_broker(broker: Any, tmp_path: P
     with session_scope() as session:
         record = session.get(BaseModelRecord, model_id)
         assert record is not None and record.import_run_id is not None
-        started = [e for e in session.query(RunEvent).filter(RunEvent.run_id == record.import_run_id)
-                   if e.message.startswith("Started attempt")]
+        started = [
+            e
+            for e in session.query(RunEvent).filter(RunEvent.run_id == record.import_run_id)
+            if e.message.startswith("Started attempt")
+        ]
         assert len(started) == 1  # exactly one execution even though the start-up sweep re-sent it
 
 
-def test_worker_restart_picks_up_runs_queued_while_it_was_down(broker: Any, tmp_path: Path, tiny_model_dir: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_restart_picks_up_runs_queued_while_it_was_down(
+    broker: Any, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Messages can be lost (a broker restart); the worker's start-up sweep re-sends queued runs."""
     with session_scope() as session:
         admin = users.create_user(session, email="a@example.com", password="admin-password", role=Role.admin)
@@ -73,10 +87,12 @@ def test_worker_restart_picks_up_runs_queued_while_it_was_down(broker: Any, tmp_
             model_id = models.register_local(session, user=admin, name="tiny", path=str(tiny_model_dir)).id
     proc = _start_worker(broker, tmp_path / "worker.log")
     try:
+
         def ready() -> bool:
             with session_scope() as session:
                 record = session.get(BaseModelRecord, model_id)
                 return record is not None and record.status == ModelStatus.ready
+
         wait_for(ready, timeout=120, interval=0.5, what="the re-sent run")
     finally:
         stop_process(proc)

@@ -38,10 +38,14 @@ def test_bundled_smollm2_imports_loads_and_generates(env: Any) -> None:
     loaded = AutoModelForCausalLM.from_pretrained(str(directory))
     load_seconds = time.perf_counter() - started
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     with torch.no_grad():
         out = loaded.generate(**prompt, max_new_tokens=16, do_sample=False)
-    answer = tokenizer.decode(out[0][prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = tokenizer.decode(out[0][prompt["input_ids"].shape[1] :], skip_special_tokens=True)
     print(f"loaded in {load_seconds:.2f}s; answer: {answer!r}")
     assert "Paris" in answer

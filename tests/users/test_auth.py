@@ -45,8 +45,9 @@ def test_state_changes_without_csrf_token_are_refused(client: Any) -> None:
     api = client.post("/api/v1/keys", json={"name": "x"})
     assert api.status_code == 403 and api.json()["error"]["code"] == "csrf"
     token = csrf_of(client, "/settings/keys")
-    cross = client.post("/api/v1/keys", json={"name": "x"},
-                        headers={"X-CSRF-Token": token, "Origin": "http://evil.example"})
+    cross = client.post(
+        "/api/v1/keys", json={"name": "x"}, headers={"X-CSRF-Token": token, "Origin": "http://evil.example"}
+    )
     assert cross.status_code == 403
     null_origin = client.post("/settings/keys", data={"name": "x", "csrf_token": token}, headers={"Origin": "null"})
     assert null_origin.status_code == 403
@@ -79,19 +80,32 @@ def test_api_key_shown_once_works_and_revoked_key_fails(client: Any) -> None:
 def test_admin_creates_users_and_members_cannot(client: Any) -> None:
     make_admin(client)
     token = csrf_of(client, "/settings/users")
-    made = client.post("/settings/users", data={"email": "bob@example.com", "password": "bob-password-1",
-                                                "role": "member", "csrf_token": token})
+    made = client.post(
+        "/settings/users",
+        data={
+            "email": "bob@example.com",
+            "password": "bob-password-1",
+            "role": "member",
+            "csrf_token": token,
+        },
+    )
     assert made.status_code == 200 and "bob@example.com" in made.text
-    short = client.post("/api/v1/users", json={"email": "eve@example.com", "password": "short"},
-                        headers={"X-CSRF-Token": token})
+    short = client.post(
+        "/api/v1/users",
+        json={"email": "eve@example.com", "password": "short"},
+        headers={"X-CSRF-Token": token},
+    )
     assert short.status_code == 422
     client.post("/logout", data={"csrf_token": token})
     login(client, "bob@example.com", "bob-password-1")
     token = csrf_of(client, "/models")
     assert client.get("/settings/users").status_code == 404
     assert client.get("/api/v1/users").status_code == 404
-    denied = client.post("/api/v1/users", json={"email": "eve@example.com", "password": "eve-password-1"},
-                         headers={"X-CSRF-Token": token})
+    denied = client.post(
+        "/api/v1/users",
+        json={"email": "eve@example.com", "password": "eve-password-1"},
+        headers={"X-CSRF-Token": token},
+    )
     assert denied.status_code == 404
     assert "Users" not in client.get("/models").text.split("<main", 1)[0]
 
@@ -100,12 +114,18 @@ def test_another_users_objects_answer_404(client: Any, tiny_model_dir: Any) -> N
     make_admin(client)
     admin_token = csrf_of(client, "/settings/keys")
     admin_key = client.post("/api/v1/keys", json={"name": "mine"}, headers={"X-CSRF-Token": admin_token}).json()
-    model = client.post("/api/v1/models/local", json={"name": "tiny", "path": str(tiny_model_dir)},
-                        headers={"X-CSRF-Token": admin_token})
+    model = client.post(
+        "/api/v1/models/local",
+        json={"name": "tiny", "path": str(tiny_model_dir)},
+        headers={"X-CSRF-Token": admin_token},
+    )
     assert model.status_code == 202, model.text
     model_id, run_id = model.json()["id"], model.json()["import_run"]["id"]
-    client.post("/api/v1/users", json={"email": "bob@example.com", "password": "bob-password-1"},
-                headers={"X-CSRF-Token": admin_token})
+    client.post(
+        "/api/v1/users",
+        json={"email": "bob@example.com", "password": "bob-password-1"},
+        headers={"X-CSRF-Token": admin_token},
+    )
     client.post("/logout", data={"csrf_token": admin_token})
     login(client, "bob@example.com", "bob-password-1")
     token = csrf_of(client, "/models")

@@ -28,7 +28,7 @@ def _convert_gguf(gguf: Path, tmp: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # The loaded weights are plain float tensors now; drop the GGUF quantiser so the saved
     # directory is an ordinary safetensors model.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     progress(0.8, "Writing safetensors")
@@ -50,8 +50,13 @@ def _download_hub(repo_id: str, revision: str, endpoint: str, tmp: Path) -> None
     from huggingface_hub import snapshot_download
 
     progress(0.05, f"Downloading {repo_id}@{revision}")
-    snapshot_download(repo_id=repo_id, revision=revision, endpoint=endpoint, local_dir=str(tmp),
-                      allow_patterns=list(COPY_PATTERNS))
+    snapshot_download(
+        repo_id=repo_id,
+        revision=revision,
+        endpoint=endpoint,
+        local_dir=str(tmp),
+        allow_patterns=list(COPY_PATTERNS),
+    )
 
 
 def describe(directory: Path, license_hint: str | None) -> dict[str, Any]:
@@ -72,8 +77,14 @@ def describe(directory: Path, license_hint: str | None) -> dict[str, Any]:
                     count *= int(dim)
                 num_parameters += count
     config = AutoConfig.from_pretrained(str(directory), trust_remote_code=False)
-    context = next((getattr(config, key) for key in ("max_position_embeddings", "n_positions", "max_seq_len")
-                    if getattr(config, key, None)), None)
+    context = next(
+        (
+            getattr(config, key)
+            for key in ("max_position_embeddings", "n_positions", "max_seq_len")
+            if getattr(config, key, None)
+        ),
+        None,
+    )
     chat_template = None
     if (directory / "chat_template.jinja").is_file():
         chat_template = (directory / "chat_template.jinja").read_text()
@@ -126,8 +137,11 @@ def main(spec: dict[str, Any]) -> int:
         fail("model_load", f"A file of the model is missing: {exc.filename}. Check the directory and retry.")
         return 1
     except Exception as exc:  # any reader error (safetensors, config, tokenizer) is the model's fault
-        fail("model_load", f"The model could not be read ({type(exc).__name__}: {exc}). Check that it is a "
-                           "Hugging Face model directory with valid safetensors weights.")
+        fail(
+            "model_load",
+            f"The model could not be read ({type(exc).__name__}: {exc}). Check that it is a "
+            "Hugging Face model directory with valid safetensors weights.",
+        )
         return 1
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)

@@ -1,0 +1,76 @@
+"""Browser tests: Playwright drives Debian's Chromium against a real `refinery up` on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import REQUIRE_SERVICES, ROOT, free_port, stop_process, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        if REQUIRE_SERVICES:
+            pytest.fail("Debian's chromium is not installed; .ci/run installs it")
+        pytest.skip("chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`refinery up` on the embedded default (SQLite, filesystem broker) with a fresh data directory."""
+    data = tmp_path_factory.mktemp("refinery-live")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFINERY_")}
+    env.update({"REFINERY_DATA_DIR": str(data), "REFINERY_PORT": str(port), "REFINERY_HUB_ENDPOINT": ""})
+    refinery = shutil.which("refinery", path=str(Path(os.sys.executable).parent)) or "refinery"
+    log = (data / "up.log").open("wb")
+    proc = subprocess.Popen(
+        [refinery, "up"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(lambda: healthy() or proc.poll() is not None, timeout=120, interval=0.5, what="refinery up")
+        assert proc.poll() is None, (data / "up.log").read_text()[-4000:]
+        assert "Refinery is running at" in wait_for(lambda: (data / "up.log").read_text(), timeout=10)
+        yield base
+    finally:
+        stop_process(proc, timeout=30)
+        print((data / "up.log").read_text()[-4000:])
+
+
+def shot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
