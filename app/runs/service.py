@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from app.core.config import get_settings
 from app.core.errors import Conflict, NotFound
+from app.core.i18n import _
 from app.core.queue import send_run
 from app.db.base import utcnow
 from app.db.models import Run, RunEvent, RunStatus, User
@@ -79,7 +80,7 @@ def create_run(session: Session, *, kind: str, owner: User | None, params: dict[
 def get_run(session: Session, run_id: uuid.UUID, *, user: User | None = None) -> Run:
     run = session.get(Run, run_id)
     if run is None or (user is not None and run.owner_id not in (None, user.id)):
-        raise NotFound("No such run.")
+        raise NotFound(_("No such run."))
     return run
 
 
@@ -254,7 +255,7 @@ def release_for_retry(
 
 def request_cancel(session: Session, run: Run) -> Run:
     if run.status.is_final:
-        raise Conflict("This run has already finished; there is nothing to cancel.")
+        raise Conflict(_("This run has already finished; there is nothing to cancel."))
     run.cancel_requested = True
     if run.status == RunStatus.queued:
         run.status = RunStatus.cancelled

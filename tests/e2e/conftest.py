@@ -64,7 +64,12 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         wait_for(lambda: healthy() or proc.poll() is not None, timeout=120, interval=0.5, what="refinery up")
         assert proc.poll() is None, (data / "up.log").read_text()[-4000:]
-        assert "Refinery is running at" in wait_for(lambda: (data / "up.log").read_text(), timeout=10)
+        # the first command prints the URL once everything is ready
+        wait_for(
+            lambda: f"Refinery is running at {base}/" in (data / "up.log").read_text(),
+            timeout=20,
+            what="the URL printed by refinery up",
+        )
         yield base
     finally:
         stop_process(proc, timeout=30)
