@@ -111,6 +111,7 @@ class Settings(BaseSettings):
         if self.is_embedded_broker:
             (self.broker_folder / "queue").mkdir(parents=True, exist_ok=True)
             (self.broker_folder / "processed").mkdir(parents=True, exist_ok=True)
+            (self.broker_folder / "control").mkdir(parents=True, exist_ok=True)
 
     def resolved_secret_key(self) -> str:
         """The configured secret, or the per-install key file (created with mode 0600 on first use)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFINERY_")}
     env.update({"REFINERY_DATA_DIR": str(data), "REFINERY_PORT": str(port), "REFINERY_HUB_ENDPOINT": ""})
-    refinery = shutil.which("refinery", path=str(Path(os.sys.executable).parent)) or "refinery"
+    refinery = shutil.which("refinery", path=str(Path(sys.executable).parent)) or "refinery"
     log = (data / "up.log").open("wb")
     proc = subprocess.Popen(
         [refinery, "up"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
