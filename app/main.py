@@ -9,12 +9,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from app.core import i18n
 from app.core.config import get_settings
 from app.core.deps import LoginRequired
 from app.core.errors import InvalidInput, RefineryError
+from app.core.limits import BodyLimitMiddleware
 from app.core.templating import ROOT, render
 
 CSP = (
@@ -64,6 +66,12 @@ def create_app() -> FastAPI:
         return response
 
     app.add_middleware(
+        BodyLimitMiddleware,
+        default_limit=settings.max_request_bytes,
+        upload_limit=settings.max_upload_bytes + 64 * 1024,  # the file plus the form's other fields
+        upload_paths=("/api/v1/datasets", "/api/v1/datasets/*/upload", "/datasets/*/upload"),
+    )
+    app.add_middleware(
         SessionMiddleware,
         secret_key=settings.resolved_secret_key(),
         session_cookie="refinery_session",
@@ -97,6 +105,13 @@ def create_app() -> FastAPI:
             status_code=exc.status_code,
         )
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        error = RefineryError(str(exc.detail), code=codes.get(exc.status_code, "bad_request"))
+        error.status_code = exc.status_code
+        return await domain_error(request, error)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
@@ -120,10 +135,12 @@ def create_app() -> FastAPI:
     from app.basemodels import api as models_api
     from app.basemodels import ui as models_ui
     from app.core import health
+    from app.datasets import api as datasets_api
+    from app.datasets import ui as datasets_ui
     from app.runs import api as runs_api
     from app.users import api as users_api
     from app.users import ui as users_ui
 
-    for module in (health, users_ui, users_api, models_ui, models_api, runs_api):
+    for module in (health, users_ui, users_api, models_ui, models_api, runs_api, datasets_ui, datasets_api):
         app.include_router(module.router)
     return app

@@ -10,3 +10,70 @@ document.addEventListener("htmx:afterSwap", () => {
     setTimeout(() => toast.remove(), 6000);
   }
 });
+
+// Uploads with a progress bar: forms marked data-upload are sent with XHR (the CSRF token travels in a
+// header, as htmx sends it). A JSON answer with an id opens that dataset; a redirect is followed.
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-upload")) return;
+  event.preventDefault();
+  const bar = form.querySelector("[data-upload-progress]");
+  const text = form.querySelector("[data-upload-text]");
+  const error = form.querySelector("[data-upload-error]");
+  const progress = bar ? bar.querySelector("progress") : null;
+  const data = new FormData(form);
+  const xhr = new XMLHttpRequest();
+  xhr.open("POST", form.action);
+  xhr.setRequestHeader("X-CSRF-Token", data.get("csrf_token") || "");
+  xhr.setRequestHeader("Accept", "application/json");
+  const started = Date.now();
+  if (bar) bar.hidden = false;
+  if (error) error.hidden = true;
+  xhr.upload.addEventListener("progress", (e) => {
+    if (!e.lengthComputable || !progress) return;
+    progress.value = e.loaded / e.total;
+    const elapsed = (Date.now() - started) / 1000;
+    const left = e.loaded > 0 ? Math.round(elapsed * (e.total - e.loaded) / e.loaded) : 0;
+    if (text) text.textContent = `${Math.round(100 * e.loaded / e.total)}% · ${left}s`;
+  });
+  xhr.addEventListener("load", () => {
+    if (xhr.status >= 200 && xhr.status < 300) {
+      let body = null;
+      try { body = JSON.parse(xhr.responseText); } catch (_) { body = null; }
+      window.location.href = body && body.id ? form.dataset.redirect + body.id : xhr.responseURL;
+      return;
+    }
+    let message = xhr.statusText;
+    try { message = JSON.parse(xhr.responseText).error.message; } catch (_) { /* keep the status text */ }
+    if (error) { error.textContent = message; error.hidden = false; }
+    if (bar) bar.hidden = true;
+  });
+  xhr.addEventListener("error", () => {
+    if (error) { error.textContent = "The upload failed: the connection was lost."; error.hidden = false; }
+  });
+  xhr.send(data);
+});
+
+// Drag and drop onto a .dropzone fills its file input.
+document.addEventListener("dragover", (event) => {
+  const zone = event.target instanceof Element ? event.target.closest(".dropzone") : null;
+  if (zone) { event.preventDefault(); zone.classList.add("dragging"); }
+});
+document.addEventListener("dragleave", (event) => {
+  const zone = event.target instanceof Element ? event.target.closest(".dropzone") : null;
+  if (zone) zone.classList.remove("dragging");
+});
+document.addEventListener("drop", (event) => {
+  const zone = event.target instanceof Element ? event.target.closest(".dropzone") : null;
+  if (!zone || !event.dataTransfer) return;
+  event.preventDefault();
+  zone.classList.remove("dragging");
+  const input = zone.querySelector("input[type=file]");
+  if (input) { input.files = event.dataTransfer.files; zone.querySelector("span").textContent = input.files[0].name; }
+});
+document.addEventListener("change", (event) => {
+  const input = event.target;
+  if (input instanceof HTMLInputElement && input.type === "file" && input.closest(".dropzone") && input.files.length) {
+    input.closest(".dropzone").querySelector("span").textContent = input.files[0].name;
+  }
+});

@@ -38,6 +38,11 @@ def get_model(session: Session, model_id: uuid.UUID, *, user: User) -> BaseModel
     return model
 
 
+def get_model_unchecked(session: Session, model_id: uuid.UUID) -> BaseModelRecord | None:
+    """For the worker, which acts on behalf of a run whose ownership was checked when it was created."""
+    return session.get(BaseModelRecord, model_id)
+
+
 def import_run(session: Session, model: BaseModelRecord) -> Run | None:
     return session.get(Run, model.import_run_id) if model.import_run_id else None
 

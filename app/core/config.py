@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     import_bundled_model: bool = Field(
         default=True, description="Import the bundled SmolLM2-135M-Instruct on start-up when it is missing."
     )
+    max_upload_bytes: int = Field(
+        default=2 * 1024**3, description="Largest dataset upload accepted, in bytes (413 past it)."
+    )
+    max_request_bytes: int = Field(default=1024**2, description="Largest request body for every other route, in bytes.")
     workers: int = Field(default=2, description="Worker threads per Celery worker started by `refinery up`.")
 
     @field_validator("secret_key")

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from worker.jobs import model_import
+from worker.jobs import dataset_validate, model_import
 
 
 class JobHandler(Protocol):
@@ -16,4 +16,7 @@ class JobHandler(Protocol):
     def on_success(self, session: Session, run_id: uuid.UUID, result: dict[str, Any]) -> None: ...
 
 
-HANDLERS: dict[str, JobHandler] = {model_import.KIND: model_import.HANDLER}
+HANDLERS: dict[str, JobHandler] = {
+    model_import.KIND: model_import.HANDLER,
+    dataset_validate.KIND: dataset_validate.HANDLER,
+}

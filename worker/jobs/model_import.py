@@ -7,6 +7,7 @@ import sys
 import uuid
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.basemodels.service import IMPORT_KIND
@@ -35,7 +36,7 @@ class ModelImportHandler:
         return [sys.executable, "-m", "worker.training.model_import", json.dumps(spec)]
 
     def on_success(self, session: Session, run_id: uuid.UUID, result: dict[str, Any]) -> None:
-        model = session.query(BaseModelRecord).filter(BaseModelRecord.import_run_id == run_id).one_or_none()
+        model = session.scalar(select(BaseModelRecord).where(BaseModelRecord.import_run_id == run_id))
         if model is None:
             return
         model.status = ModelStatus.ready

@@ -1,7 +1,21 @@
 """Every ORM class, one module per aggregate (imported here so Alembic sees them all)."""
 
 from app.db.models.base_model import BaseModelRecord, ModelStatus
+from app.db.models.dataset import Dataset, DatasetStatus, DatasetVersion, Upload
 from app.db.models.run import Run, RunEvent, RunStatus
 from app.db.models.user import ApiKey, Role, User
 
-__all__ = ["ApiKey", "BaseModelRecord", "ModelStatus", "Role", "Run", "RunEvent", "RunStatus", "User"]
+__all__ = [
+    "ApiKey",
+    "BaseModelRecord",
+    "Dataset",
+    "DatasetStatus",
+    "DatasetVersion",
+    "ModelStatus",
+    "Role",
+    "Run",
+    "RunEvent",
+    "RunStatus",
+    "Upload",
+    "User",
+]

@@ -1,0 +1,482 @@
+"""Record formats: detect which one a file uses and turn each record into canonical form.
+
+Canonical records (``kind`` + ``data``):
+  chat        {"messages": [{"role", "content", ("tool_calls")}], ("tools")}
+  preference  {"prompt": [messages], "chosen": [assistant messages], "rejected": [assistant messages]}
+  kto         {"messages": [... ending with the assistant answer], "label": bool}
+  text        {"text": str}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+Message = dict[str, Any]
+
+FORMATS: dict[str, str] = {
+    "openai_chat": "OpenAI chat (messages)",
+    "alpaca": "Alpaca (instruction / input / output)",
+    "sharegpt": "ShareGPT (conversations)",
+    "prompt_completion": "prompt / completion",
+    "preference": "preference pairs (prompt / chosen / rejected)",
+    "sharegpt_preference": "ShareGPT preference (conversations + chosen / rejected)",
+    "hh_rlhf": "HH-RLHF transcripts (chosen / rejected)",
+    "ranked": "ranked responses (context + responses)",
+    "kto": "KTO (messages + label)",
+    "text": "raw text",
+}
+FORMAT_KIND = {
+    "openai_chat": "chat",
+    "alpaca": "chat",
+    "sharegpt": "chat",
+    "prompt_completion": "chat",
+    "preference": "preference",
+    "sharegpt_preference": "preference",
+    "hh_rlhf": "preference",
+    "ranked": "preference",
+    "kto": "kto",
+    "text": "text",
+}
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+SHAREGPT_ROLES = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "function_call": "assistant",
+    "observation": "tool",
+    "tool": "tool",
+}
+HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")
+
+
+class Invalid(ValueError):
+    def __init__(self, code: str, **params: Any) -> None:
+        super().__init__(code)
+        self.code = code
+        self.params = params
+
+
+@dataclass(frozen=True)
+class Canonical:
+    kind: str
+    data: dict[str, Any]
+
+
+def detect(sample: Iterable[Any]) -> str | None:
+    votes = Counter(fmt for fmt in (detect_one(v) for v in sample) if fmt)
+    return votes.most_common(1)[0][0] if votes else None
+
+
+def detect_one(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "text"
+    if not isinstance(value, dict):
+        return None
+    keys = set(value)
+    if "messages" in keys and "label" in keys:
+        return "kto"
+    if "messages" in keys:
+        return "openai_chat"
+    if "conversations" in keys and {"chosen", "rejected"} <= keys:
+        return "sharegpt_preference"
+    if "conversations" in keys:
+        return "sharegpt"
+    if "instruction" in keys and ("output" in keys or "instances" in keys):
+        return "alpaca"
+    if {"chosen", "rejected"} <= keys:
+        if "prompt" not in keys and isinstance(value.get("chosen"), str) and "Human:" in value["chosen"]:
+            return "hh_rlhf"
+        return "preference"
+    if "context" in keys and "responses" in keys:
+        return "ranked"
+    if "prompt" in keys and "completion" in keys:
+        return "prompt_completion"
+    if "text" in keys:
+        return "text"
+    return None
+
+
+# --- field helpers ---------------------------------------------------------------------------------
+
+
+def _field(record: dict[str, Any], name: str) -> Any:
+    if name not in record or record[name] is None:
+        raise Invalid("missing_field", field=name)
+    return record[name]
+
+
+def _text(record: dict[str, Any], name: str, *, required: bool = True) -> str:
+    if not required and record.get(name) in (None, ""):
+        return ""
+    value = _field(record, name)
+    if not isinstance(value, str):
+        raise Invalid("wrong_type", field=name, expected="text")
+    return value
+
+
+def _content(message: dict[str, Any], index: int) -> str:
+    content = message.get("content")
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts: text only
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise Invalid("wrong_type", field=f"messages[{index}].content", expected="text parts")
+            parts.append(part["text"])
+        return "".join(parts)
+    raise Invalid("wrong_type", field=f"messages[{index}].content", expected="text")
+
+
+def check_conversation(
+    messages: Any, *, field: str = "messages", need_assistant: bool = True, end_with_assistant: bool = False
+) -> list[Message]:
+    """Validate roles, content and turn order; returns clean messages."""
+    if not isinstance(messages, list) or not messages:
+        raise Invalid("wrong_type", field=field, expected="a non-empty list of messages")
+    clean: list[Message] = []
+    for index, message in enumerate(messages, start=1):
+        if not isinstance(message, dict):
+            raise Invalid("wrong_type", field=f"{field}[{index - 1}]", expected="an object with role and content")
+        role = message.get("role")
+        if role not in CHAT_ROLES:
+            raise Invalid("unknown_role", index=index, role=str(role)[:30], allowed=", ".join(CHAT_ROLES))
+        content = _content(message, index - 1)
+        tool_calls = message.get("tool_calls")
+        if not content.strip() and not (role == "assistant" and tool_calls):
+            raise Invalid("empty_content", index=index, role=role)
+        item: Message = {"role": role, "content": content}
+        if tool_calls:
+            item["tool_calls"] = tool_calls
+        clean.append(item)
+    _check_order(clean)
+    if need_assistant and not any(m["role"] == "assistant" for m in clean):
+        raise Invalid("no_assistant_turn")
+    if end_with_assistant and clean[-1]["role"] != "assistant":
+        raise Invalid(
+            "roles_out_of_order",
+            index=len(clean),
+            role=clean[-1]["role"],
+            previous=clean[-1]["role"],
+            expected="assistant",
+        )
+    return clean
+
+
+def _check_order(messages: list[Message]) -> None:
+    previous = "the start"
+    for index, message in enumerate(messages, start=1):
+        role = message["role"]
+        if role == "system":
+            allowed = previous == "the start"
+            expected = "user"
+        elif role == "user":
+            allowed = previous in ("the start", "system", "assistant")
+            expected = "assistant"
+        elif role == "assistant":
+            allowed = previous in ("user", "tool")
+            expected = "user"
+        else:  # tool results answer an assistant's tool call
+            allowed = previous in ("assistant", "tool") and _called_tools(messages, index - 2)
+            expected = "assistant"
+        if not allowed:
+            raise Invalid(
+                "roles_out_of_order",
+                index=index,
+                role=role,
+                previous=previous,
+                expected=expected if previous != "the start" else "system or user",
+            )
+        previous = role
+
+
+def _called_tools(messages: list[Message], index: int) -> bool:
+    while index >= 0 and messages[index]["role"] == "tool":
+        index -= 1
+    return index >= 0 and messages[index]["role"] == "assistant" and bool(messages[index].get("tool_calls"))
+
+
+def _assistant(text: Any, field: str) -> list[Message]:
+    if isinstance(text, str):
+        if not text.strip():
+            raise Invalid("empty_content", index=1, role="assistant")
+        return [{"role": "assistant", "content": text}]
+    if isinstance(text, list):
+        messages = check_conversation(text, field=field)
+        if any(m["role"] != "assistant" for m in messages):
+            raise Invalid("wrong_type", field=field, expected="assistant messages only")
+        return messages
+    raise Invalid("wrong_type", field=field, expected="text or a list of messages")
+
+
+# --- one function per format ----------------------------------------------------------------------
+
+
+def _openai_chat(record: dict[str, Any]) -> list[Canonical]:
+    data: dict[str, Any] = {"messages": check_conversation(_field(record, "messages"))}
+    if record.get("tools"):
+        data["tools"] = record["tools"]
+    return [Canonical("chat", data)]
+
+
+def _alpaca(record: dict[str, Any]) -> list[Canonical]:
+    instruction = _text(record, "instruction")
+    messages: list[Message] = []
+    system = _text(record, "system", required=False)
+    if system:
+        messages.append({"role": "system", "content": system})
+    history = record.get("history") or []
+    if not isinstance(history, list):
+        raise Invalid("wrong_type", field="history", expected="a list of [question, answer] pairs")
+    for pair in history:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise Invalid("wrong_type", field="history", expected="a list of [question, answer] pairs")
+        messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    if "instances" in record and "output" not in record:  # Self-Instruct seed tasks
+        instances = record["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise Invalid("wrong_type", field="instances", expected="a non-empty list of {input, output}")
+        for number, instance in enumerate(instances):
+            if not isinstance(instance, dict):
+                raise Invalid("wrong_type", field=f"instances[{number}]", expected="an object")
+            given = _text(instance, "input", required=False)
+            prompt = instruction if number == 0 else given or instruction
+            if number == 0 and given:
+                prompt = f"{instruction}\n\n{given}"
+            messages += [
+                {"role": "user", "content": prompt},
+                {"role": "assistant", "content": _text(instance, "output")},
+            ]
+    else:
+        given = _text(record, "input", required=False)
+        messages += [
+            {"role": "user", "content": f"{instruction}\n\n{given}" if given else instruction},
+            {"role": "assistant", "content": _text(record, "output")},
+        ]
+    return [Canonical("chat", {"messages": check_conversation(messages)})]
+
+
+def _sharegpt_messages(turns: Any, field: str = "conversations") -> list[Message]:
+    if not isinstance(turns, list) or not turns:
+        raise Invalid("wrong_type", field=field, expected="a non-empty list of {from, value}")
+    messages: list[Message] = []
+    for index, turn in enumerate(turns, start=1):
+        if not isinstance(turn, dict):
+            raise Invalid("wrong_type", field=f"{field}[{index - 1}]", expected="an object with from and value")
+        speaker = turn.get("from")
+        if speaker not in SHAREGPT_ROLES:
+            raise Invalid(
+                "unknown_role",
+                index=index,
+                role=str(speaker)[:30],
+                allowed="human, gpt, system, function_call, observation",
+            )
+        value = turn.get("value")
+        if not isinstance(value, str):
+            raise Invalid("wrong_type", field=f"{field}[{index - 1}].value", expected="text")
+        message: Message = {"role": SHAREGPT_ROLES[speaker], "content": value}
+        if speaker == "function_call":
+            message["tool_calls"] = [{"type": "function", "function": _function_call(value)}]
+        messages.append(message)
+    return messages
+
+
+def _function_call(value: str) -> dict[str, Any]:
+    try:
+        call = json.loads(value)
+    except ValueError:
+        return {"name": "", "arguments": value}
+    return call if isinstance(call, dict) else {"name": "", "arguments": value}
+
+
+def _sharegpt(record: dict[str, Any]) -> list[Canonical]:
+    messages = _sharegpt_messages(_field(record, "conversations"))
+    system = _text(record, "system", required=False)
+    if system and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": system})
+    data: dict[str, Any] = {"messages": check_conversation(messages)}
+    if record.get("tools"):
+        data["tools"] = record["tools"] if not isinstance(record["tools"], str) else _maybe_json(record["tools"])
+    return [Canonical("chat", data)]
+
+
+def _maybe_json(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _prompt_completion(record: dict[str, Any]) -> list[Canonical]:
+    messages = [
+        {"role": "user", "content": _text(record, "prompt")},
+        {"role": "assistant", "content": _text(record, "completion")},
+    ]
+    return [Canonical("chat", {"messages": check_conversation(messages)})]
+
+
+def _prompt_messages(value: Any, field: str) -> list[Message]:
+    if isinstance(value, str):
+        if not value.strip():
+            raise Invalid("empty_content", index=1, role="user")
+        return [{"role": "user", "content": value}]
+    return check_conversation(value, field=field, need_assistant=False)
+
+
+def _pair(prompt: list[Message], chosen: list[Message], rejected: list[Message]) -> Canonical:
+    if prompt[-1]["role"] not in ("user", "tool"):
+        raise Invalid(
+            "roles_out_of_order",
+            index=len(prompt),
+            role=prompt[-1]["role"],
+            previous=prompt[-1]["role"],
+            expected="user",
+        )
+    return Canonical("preference", {"prompt": prompt, "chosen": chosen, "rejected": rejected})
+
+
+def _split_implicit_prompt(chosen: list[Any], rejected: list[Any]) -> tuple[list[Any], list[Any], list[Any]]:
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
+        shared += 1
+    return chosen[:shared], chosen[shared:], rejected[shared:]
+
+
+def _preference(record: dict[str, Any]) -> list[Canonical]:
+    chosen_raw, rejected_raw = _field(record, "chosen"), _field(record, "rejected")
+    if "prompt" in record:
+        prompt = _prompt_messages(record["prompt"], "prompt")
+        if isinstance(chosen_raw, list) and chosen_raw[: len(prompt)] == prompt:
+            chosen_raw, rejected_raw = chosen_raw[len(prompt) :], rejected_raw[len(prompt) :]
+    elif isinstance(chosen_raw, list) and isinstance(rejected_raw, list):
+        prompt_raw, chosen_raw, rejected_raw = _split_implicit_prompt(chosen_raw, rejected_raw)
+        if not prompt_raw:
+            raise Invalid("missing_field", field="prompt")
+        prompt = _prompt_messages(prompt_raw, "prompt")
+    else:
+        raise Invalid("missing_field", field="prompt")
+    return [_pair(prompt, _assistant(chosen_raw, "chosen"), _assistant(rejected_raw, "rejected"))]
+
+
+def _sharegpt_preference(record: dict[str, Any]) -> list[Canonical]:
+    prompt = check_conversation(
+        _sharegpt_messages(_field(record, "conversations")), field="conversations", need_assistant=False
+    )
+    chosen = _field(record, "chosen")
+    rejected = _field(record, "rejected")
+    return [_pair(prompt, _sharegpt_answer(chosen, "chosen"), _sharegpt_answer(rejected, "rejected"))]
+
+
+def _sharegpt_answer(value: Any, field: str) -> list[Message]:
+    """A ShareGPT preference answer is a {from, value} turn or plain text."""
+    if isinstance(value, dict):
+        return _assistant(_sharegpt_messages([value], field)[0]["content"], field)
+    return _assistant(value, field)
+
+
+def parse_transcript(text: str, field: str) -> list[Message]:
+    """'\\n\\nHuman: …\\n\\nAssistant: …' into messages."""
+    parts = HH_TURN.split("\n\n" + text.lstrip("\n") if not text.startswith("\n\n") else text)
+    if len(parts) < 3:
+        raise Invalid("wrong_type", field=field, expected="a transcript of Human: / Assistant: turns")
+    messages = []
+    for speaker, content in zip(parts[1::2], parts[2::2], strict=True):
+        messages.append({"role": "user" if speaker == "Human" else "assistant", "content": content.strip()})
+    return messages
+
+
+def _hh_rlhf(record: dict[str, Any]) -> list[Canonical]:
+    chosen = parse_transcript(_text(record, "chosen"), "chosen")
+    rejected = parse_transcript(_text(record, "rejected"), "rejected")
+    if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
+        raise Invalid("no_assistant_turn")
+    prompt = check_conversation(chosen[:-1], field="chosen", need_assistant=False)
+    return [_pair(prompt, _assistant(chosen[-1]["content"], "chosen"), _assistant(rejected[-1]["content"], "rejected"))]
+
+
+def _ranked(record: dict[str, Any]) -> list[Canonical]:
+    prompt = _prompt_messages(_field(record, "context"), "context")
+    responses = _field(record, "responses")
+    if not isinstance(responses, list):
+        raise Invalid("wrong_type", field="responses", expected="a list of {text, rank}")
+    ranked: list[tuple[float, str]] = []
+    for index, response in enumerate(responses):
+        if (
+            not isinstance(response, dict)
+            or not isinstance(response.get("text"), str)
+            or not isinstance(response.get("rank"), int | float)
+            or isinstance(response.get("rank"), bool)
+        ):
+            raise Invalid("wrong_type", field=f"responses[{index}]", expected="{text, rank} with a numeric rank")
+        ranked.append((float(response["rank"]), response["text"]))
+    ranked.sort(key=lambda pair: pair[0])  # rank 1 is best
+    pairs = [
+        _pair(prompt, _assistant(better, "responses"), _assistant(worse, "responses"))
+        for i, (rank_a, better) in enumerate(ranked)
+        for rank_b, worse in ranked[i + 1 :]
+        if rank_a < rank_b
+    ]
+    if not pairs:
+        raise Invalid("no_pairs")
+    return pairs
+
+
+def _kto(record: dict[str, Any]) -> list[Canonical]:
+    label = _field(record, "label")
+    if isinstance(label, str) and label.strip().lower() in ("true", "false"):  # CSV and Parquet cells
+        label = label.strip().lower() == "true"
+    if not isinstance(label, bool):
+        raise Invalid("wrong_type", field="label", expected="true or false")
+    messages = check_conversation(_field(record, "messages"), end_with_assistant=True)
+    return [Canonical("kto", {"messages": messages, "label": label})]
+
+
+def _text_record(record: Any) -> list[Canonical]:
+    text = record if isinstance(record, str) else _text(record, "text")
+    if not text.strip():
+        raise Invalid("empty_text")
+    return [Canonical("text", {"text": text})]
+
+
+CONVERTERS: dict[str, Callable[[Any], list[Canonical]]] = {
+    "openai_chat": _openai_chat,
+    "alpaca": _alpaca,
+    "sharegpt": _sharegpt,
+    "prompt_completion": _prompt_completion,
+    "preference": _preference,
+    "sharegpt_preference": _sharegpt_preference,
+    "hh_rlhf": _hh_rlhf,
+    "ranked": _ranked,
+    "kto": _kto,
+    "text": _text_record,
+}
+
+
+def canonicalize(value: Any, fmt: str, mapping: dict[str, str] | None = None) -> list[Canonical]:
+    """One source record into canonical records (ranked responses give several); raises Invalid."""
+    if fmt != "text" and not isinstance(value, dict):
+        raise Invalid("not_an_object")
+    if mapping and isinstance(value, dict):
+        value = {target: value.get(source) for target, source in mapping.items() if source} | {
+            k: v for k, v in value.items() if k not in mapping.values()
+        }
+        value = {k: _maybe_json(v) if isinstance(v, str) and k in JSON_FIELDS else v for k, v in value.items()}
+    elif isinstance(value, dict):
+        value = {
+            k: _maybe_json(v) if isinstance(v, str) and k in JSON_FIELDS and v[:1] in "[{" else v
+            for k, v in value.items()
+        }
+    return CONVERTERS[fmt](value)
+
+
+# CSV and Parquet cells are strings; these fields hold JSON structures when they come from such files.
+JSON_FIELDS = {"messages", "conversations", "history", "tools", "responses", "instances"}

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.db.models import DatasetStatus
+from app.runs.schemas import RunRead
+
+
+class DatasetVersionRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    number: int
+    record_count: int
+    skipped_count: int = Field(description="Lines of the upload left out because they were invalid.")
+    split_counts: dict[str, int]
+    kind_counts: dict[str, int]
+    stats: dict[str, Any]
+    source: str
+    parent_version_id: uuid.UUID | None
+    upload_id: uuid.UUID | None
+    options: dict[str, Any]
+    created_at: datetime
+
+
+class DatasetRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    status: DatasetStatus
+    filename: str
+    file_type: str | None
+    record_format: str | None
+    format_override: str | None
+    column_mapping: dict[str, str] | None
+    model_id: uuid.UUID | None
+    split_ratios: dict[str, float]
+    split_seed: int
+    report: dict[str, Any] | None
+    error_message: str | None
+    created_at: datetime
+    validation_run: RunRead | None = None
+    versions: list[DatasetVersionRead] = []
+
+
+class ValidationOptions(BaseModel):
+    record_format: str | None = Field(default=None, description="Override the detected record format.")
+    file_type: str | None = Field(default=None, description="Override the file type: jsonl, json, csv, parquet, text.")
+    splits: dict[str, float] | None = Field(default=None, description="Ratios for train, validation and test.")
+    seed: int | None = Field(default=None, description="Seed of the split assignment.")
+    column_mapping: dict[str, str] | None = Field(
+        default=None, description='CSV/Parquet: record field → column name, e.g. {"prompt": "question"}.'
+    )
+    model_id: uuid.UUID | None = Field(default=None, description="Base model whose tokenizer and context apply.")
+
+
+class RecordRead(BaseModel):
+    id: str
+    source_line: int
+    kind: str
+    split: str
+    data: dict[str, Any]
+
+
+class RecordPage(BaseModel):
+    total: int
+    page: int
+    records: list[RecordRead]
+
+
+class IssueRead(BaseModel):
+    line: int
+    code: str
+    message: str
+    excerpt: str
+
+
+class IssuePage(BaseModel):
+    total: int
+    page: int
+    by_code: dict[str, int]
+    issues: list[IssueRead]

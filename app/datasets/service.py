@@ -1,0 +1,274 @@
+"""Datasets: create from an upload, validate in the background, import, version, split."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.basemodels import service as models
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.i18n import _
+from app.datasets.formats import FORMATS
+from app.datasets.reading import FILE_TYPES
+from app.datasets.splits import DEFAULT_RATIOS, SPLITS, normalize_ratios
+from app.datasets.storage import StoredFile
+from app.db.models import Dataset, DatasetStatus, DatasetVersion, ModelStatus, Run, Upload, User
+from app.runs.service import create_run, on_run_failure
+
+VALIDATE_KIND = "dataset_validate"
+MAPPABLE_FIELDS = (
+    "messages",
+    "conversations",
+    "instruction",
+    "input",
+    "output",
+    "system",
+    "prompt",
+    "completion",
+    "chosen",
+    "rejected",
+    "context",
+    "responses",
+    "label",
+    "text",
+)
+
+
+def list_datasets(session: Session, *, user: User) -> list[Dataset]:
+    stmt = select(Dataset).where(Dataset.owner_id == user.id).order_by(Dataset.created_at.desc())
+    return list(session.scalars(stmt))
+
+
+def get_dataset(session: Session, dataset_id: uuid.UUID, *, user: User) -> Dataset:
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None or dataset.owner_id != user.id:
+        raise NotFound(_("No such dataset."))
+    return dataset
+
+
+def get_upload(session: Session, dataset: Dataset) -> Upload:
+    upload = session.get(Upload, dataset.upload_id)
+    assert upload is not None
+    return upload
+
+
+def versions(session: Session, dataset: Dataset) -> list[DatasetVersion]:
+    stmt = select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id).order_by(DatasetVersion.number.desc())
+    return list(session.scalars(stmt))
+
+
+def get_version(session: Session, dataset: Dataset, version_id: uuid.UUID) -> DatasetVersion:
+    version = session.get(DatasetVersion, version_id)
+    if version is None or version.dataset_id != dataset.id:
+        raise NotFound(_("No such dataset version."))
+    return version
+
+
+def validation_run(session: Session, dataset: Dataset) -> Run | None:
+    return session.get(Run, dataset.validation_run_id) if dataset.validation_run_id else None
+
+
+def _options(
+    *,
+    record_format: str | None,
+    file_type: str | None,
+    ratios: dict[str, float] | None,
+    seed: int | None,
+    mapping: dict[str, str] | None,
+) -> dict[str, Any]:
+    if record_format and record_format not in FORMATS:
+        raise InvalidInput(_("Unknown record format; choose one from the list."), field="record_format")
+    if file_type and file_type not in FILE_TYPES:
+        raise InvalidInput(_("Unknown file type; choose one from the list."), field="file_type")
+    clean_ratios = dict(DEFAULT_RATIOS)
+    if ratios is not None:
+        if any(not isinstance(v, int | float) or v < 0 for v in ratios.values()) or set(ratios) - set(SPLITS):
+            raise InvalidInput(_("Split ratios are numbers ≥ 0 for train, validation and test."), field="splits")
+        if sum(ratios.values()) <= 0 or ratios.get("train", 0) <= 0:
+            raise InvalidInput(_("The train split needs a ratio above 0."), field="splits")
+        clean_ratios = normalize_ratios(ratios)
+    clean_mapping = None
+    if mapping:
+        clean_mapping = {k: v for k, v in mapping.items() if v}
+        if set(clean_mapping) - set(MAPPABLE_FIELDS):
+            raise InvalidInput(_("Map columns only to the listed record fields."), field="mapping")
+    return {
+        "record_format": record_format or None,
+        "file_type": file_type or None,
+        "split_ratios": clean_ratios,
+        "split_seed": 42 if seed is None else int(seed),
+        "column_mapping": clean_mapping,
+    }
+
+
+def _check_model(session: Session, model_id: uuid.UUID | None, user: User) -> uuid.UUID | None:
+    """The model whose tokenizer and context judge the records: the chosen one, else the first ready one."""
+    if model_id is None:
+        ready = [m for m in models.list_models(session, user=user) if m.status == ModelStatus.ready]
+        return ready[0].id if ready else None
+    model = models.get_model(session, model_id, user=user)
+    if model.status != ModelStatus.ready:
+        raise InvalidInput(_("That model is not ready yet; wait for its import to finish."), field="model_id")
+    return model.id
+
+
+def _start_validation(session: Session, dataset: Dataset, user: User) -> Dataset:
+    session.flush()
+    run = create_run(session, kind=VALIDATE_KIND, owner=user, params={"dataset_id": str(dataset.id)})
+    dataset.validation_run_id = run.id
+    dataset.status = DatasetStatus.validating
+    dataset.error_message = None
+    session.flush()
+    return dataset
+
+
+def create_dataset(
+    session: Session,
+    *,
+    user: User,
+    stored: StoredFile,
+    filename: str,
+    name: str | None,
+    model_id: uuid.UUID | None = None,
+    record_format: str | None = None,
+    file_type: str | None = None,
+    ratios: dict[str, float] | None = None,
+    seed: int | None = None,
+    mapping: dict[str, str] | None = None,
+) -> Dataset:
+    options = _options(record_format=record_format, file_type=file_type, ratios=ratios, seed=seed, mapping=mapping)
+    checked_model = _check_model(session, model_id, user)
+    display = (filename or "upload").replace("\x00", "")[-255:]
+    upload = Upload(
+        owner_id=user.id, filename=display, size_bytes=stored.size, sha256=stored.sha256, storage_key=stored.key
+    )
+    session.add(upload)
+    session.flush()
+    dataset = Dataset(
+        owner_id=user.id,
+        name=(name or display).strip()[:200] or display,
+        upload_id=upload.id,
+        format_override=options["record_format"],
+        file_type=options["file_type"],
+        column_mapping=options["column_mapping"],
+        model_id=checked_model,
+        split_ratios=options["split_ratios"],
+        split_seed=options["split_seed"],
+    )
+    session.add(dataset)
+    return _start_validation(session, dataset, user)
+
+
+def revalidate(
+    session: Session,
+    dataset: Dataset,
+    *,
+    user: User,
+    record_format: str | None,
+    file_type: str | None,
+    ratios: dict[str, float] | None,
+    seed: int | None,
+    mapping: dict[str, str] | None,
+    model_id: uuid.UUID | None,
+) -> Dataset:
+    if dataset.status == DatasetStatus.validating:
+        raise Conflict(_("This dataset is being validated; wait for it to finish."))
+    options = _options(record_format=record_format, file_type=file_type, ratios=ratios, seed=seed, mapping=mapping)
+    dataset.format_override = options["record_format"]
+    dataset.file_type = options["file_type"]
+    dataset.column_mapping = options["column_mapping"]
+    dataset.split_ratios = options["split_ratios"]
+    dataset.split_seed = options["split_seed"]
+    dataset.model_id = _check_model(session, model_id, user)
+    return _start_validation(session, dataset, user)
+
+
+def replace_upload(session: Session, dataset: Dataset, *, user: User, stored: StoredFile, filename: str) -> Dataset:
+    """'Fix and re-upload': validate a corrected file under the same dataset and options."""
+    if dataset.status == DatasetStatus.validating:
+        raise Conflict(_("This dataset is being validated; wait for it to finish."))
+    upload = Upload(
+        owner_id=user.id,
+        filename=filename[-255:] or "upload",
+        size_bytes=stored.size,
+        sha256=stored.sha256,
+        storage_key=stored.key,
+    )
+    session.add(upload)
+    session.flush()
+    dataset.upload_id = upload.id
+    return _start_validation(session, dataset, user)
+
+
+def staged_records_key(dataset: Dataset) -> str:
+    return f"datasets/{dataset.id.hex}/staging/{dataset.validation_run_id.hex if dataset.validation_run_id else ''}"
+
+
+def _next_number(session: Session, dataset: Dataset) -> int:
+    current = session.scalar(select(func.max(DatasetVersion.number)).where(DatasetVersion.dataset_id == dataset.id))
+    return int(current or 0) + 1
+
+
+def create_version_from_validation(session: Session, dataset: Dataset) -> DatasetVersion:
+    report = dataset.report or {}
+    if report.get("records", 0) <= 0:
+        raise Conflict(_("No valid records to import; fix the file and upload it again."))
+    stats = report.get("stats", {})
+    version = DatasetVersion(
+        dataset_id=dataset.id,
+        number=_next_number(session, dataset),
+        storage_key=f"{staged_records_key(dataset)}/records.parquet",
+        record_count=int(report["records"]),
+        skipped_count=int(report.get("invalid_lines", 0)),
+        split_counts=stats.get("splits", {}),
+        kind_counts=stats.get("kinds", {}),
+        stats=stats,
+        source="import",
+        upload_id=dataset.upload_id,
+        run_id=dataset.validation_run_id,
+        options={
+            "record_format": report.get("record_format"),
+            "file_type": report.get("file_type"),
+            "format_override": dataset.format_override,
+            "column_mapping": dataset.column_mapping,
+            "split_ratios": dataset.split_ratios,
+            "split_seed": dataset.split_seed,
+            "model_id": str(dataset.model_id) if dataset.model_id else None,
+        },
+    )
+    session.add(version)
+    dataset.status = DatasetStatus.ready
+    session.flush()
+    return version
+
+
+def import_valid(session: Session, dataset: Dataset) -> DatasetVersion:
+    if dataset.status != DatasetStatus.needs_review:
+        raise Conflict(_("There is no validation report waiting for a decision."))
+    return create_version_from_validation(session, dataset)
+
+
+def apply_validation(session: Session, run_id: uuid.UUID, result: dict[str, Any]) -> None:
+    """Called by the worker when validation succeeds."""
+    dataset = session.scalar(select(Dataset).where(Dataset.validation_run_id == run_id))
+    if dataset is None:
+        return
+    dataset.report = result
+    dataset.record_format = result.get("record_format")
+    if result.get("invalid_lines", 0) == 0 and result.get("records", 0) > 0:
+        create_version_from_validation(session, dataset)
+    else:
+        dataset.status = DatasetStatus.needs_review
+
+
+def _validation_failed(session: Session, run_id: uuid.UUID, message: str) -> None:
+    dataset = session.scalar(select(Dataset).where(Dataset.validation_run_id == run_id))
+    if dataset is not None:
+        dataset.status = DatasetStatus.failed
+        dataset.error_message = message
+
+
+on_run_failure(VALIDATE_KIND, _validation_failed)

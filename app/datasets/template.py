@@ -1,0 +1,132 @@
+"""What the model sees: render a conversation with the base model's chat template, tokenize it, and mark
+the tokens that are trained (assistant turns only by default).
+
+Many templates (SmolLM2's among them) have no generation markers, so the mask is built from the rendered
+turns: the text added by each assistant message, minus the assistant header, is trained; every token that
+overlaps it is marked. Uses jinja2 and the `tokenizers` library only (no torch), the same way
+transformers renders templates (sandboxed, trim_blocks, lstrip_blocks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+
+@dataclass(frozen=True)
+class Token:
+    text: str
+    trained: bool
+
+
+class TemplateRenderError(ValueError):
+    pass
+
+
+def _raise(message: str) -> None:
+    raise TemplateRenderError(message)
+
+
+@lru_cache(maxsize=16)
+def _compiled(template: str) -> Any:
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = _raise
+    env.globals["strftime_now"] = lambda fmt: datetime.now(UTC).strftime(fmt)
+    return env.from_string(template)
+
+
+@dataclass
+class ChatRenderer:
+    template: str
+    tokenizer_file: Path
+    bos_token: str = ""
+    eos_token: str = ""
+
+    def render(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = False) -> str:
+        try:
+            return str(
+                _compiled(self.template).render(
+                    messages=messages,
+                    add_generation_prompt=add_generation_prompt,
+                    bos_token=self.bos_token,
+                    eos_token=self.eos_token,
+                )
+            )
+        except TemplateError as exc:
+            raise TemplateRenderError(str(exc)) from exc
+
+    def trained_spans(
+        self, messages: list[dict[str, Any]], roles: tuple[str, ...] = ("assistant",)
+    ) -> tuple[str, list[tuple[int, int]]]:
+        full = self.render(messages)
+        spans = []
+        for index, message in enumerate(messages):
+            if message["role"] not in roles or index == 0:
+                continue
+            before = self.render(messages[:index], add_generation_prompt=message["role"] == "assistant")
+            after = self.render(messages[: index + 1])
+            if not full.startswith(after) or not after.startswith(before):
+                # the template rewrites earlier text: fall back to the message's own content
+                start = full.find(message["content"])
+                if start >= 0:
+                    spans.append((start, start + len(message["content"])))
+                continue
+            end = len(after.rstrip())  # the end-of-turn token is trained; the newline after it is not
+            spans.append((len(before), end))
+        return full, spans
+
+    def tokens(self, messages: list[dict[str, Any]], roles: tuple[str, ...] = ("assistant",)) -> list[Token]:
+        text, spans = self.trained_spans(messages, roles)
+        encoding = _tokenizer(str(self.tokenizer_file)).encode(text, add_special_tokens=False)
+        out = []
+        shown = 0  # byte-level tokens can share one character: show each character once
+        for start, end in encoding.offsets:
+            trained = any(start < s_end and end > s_start for s_start, s_end in spans)
+            out.append(Token(text[max(start, shown) : end], trained))
+            shown = max(shown, end)
+        return out
+
+    def count(self, text: str) -> int:
+        return len(_tokenizer(str(self.tokenizer_file)).encode(text, add_special_tokens=False).ids)
+
+
+@lru_cache(maxsize=8)
+def _tokenizer(path: str) -> Any:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(path)
+
+
+def renderer_for(model_dir: Path, chat_template: str | None) -> ChatRenderer | None:
+    """A renderer for a stored base model, or None when it has no tokenizer.json or template."""
+    import json
+
+    tokenizer_file = model_dir / "tokenizer.json"
+    if not tokenizer_file.is_file() or not chat_template:
+        return None
+    config: dict[str, Any] = {}
+    if (model_dir / "tokenizer_config.json").is_file():
+        config = json.loads((model_dir / "tokenizer_config.json").read_text())
+
+    def token(name: str) -> str:
+        value = config.get(name)
+        if isinstance(value, dict):
+            value = value.get("content")
+        return value if isinstance(value, str) else ""
+
+    return ChatRenderer(chat_template, tokenizer_file, token("bos_token"), token("eos_token"))
+
+
+def record_text(kind: str, data: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """The conversations a record trains on (a preference pair gives two)."""
+    if kind in ("chat", "kto"):
+        return [data["messages"]]
+    if kind == "preference":
+        return [data["prompt"] + data["chosen"], data["prompt"] + data["rejected"]]
+    return []
