@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from app.datasets import splits
-from app.datasets.reading import Issue, guess_file_type, open_upload, read_items
+from app.datasets.reading import Issue, open_upload, read_items, sniff_file_type
 from app.datasets.stats import Stats, record_plain_text
 from app.datasets.template import ChatRenderer, TemplateRenderError, record_text, renderer_for
 from app.datasets.validation import Report, validate_items
@@ -52,9 +52,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     source = Path(spec["upload_path"])
     dest = Path(spec["dest"])
     dest.mkdir(parents=True, exist_ok=True)
-    with source.open("rb") as probe:
-        head = probe.read(4096)
-    file_type = spec.get("file_type") or guess_file_type(spec["filename"], head)
+    file_type = spec.get("file_type") or sniff_file_type(source, spec["filename"])
     ratios = splits.normalize_ratios(spec["split_ratios"])
     renderer = renderer_for(Path(spec["model_dir"]), spec.get("chat_template")) if spec.get("model_dir") else None
     context = spec.get("context_length")

@@ -138,7 +138,12 @@ def _content(message: dict[str, Any], index: int) -> str:
 
 
 def check_conversation(
-    messages: Any, *, field: str = "messages", need_assistant: bool = True, end_with_assistant: bool = False
+    messages: Any,
+    *,
+    field: str = "messages",
+    need_assistant: bool = True,
+    end_with_assistant: bool = False,
+    check_order: bool = True,
 ) -> list[Message]:
     """Validate roles, content and turn order; returns clean messages."""
     if not isinstance(messages, list) or not messages:
@@ -158,7 +163,8 @@ def check_conversation(
         if tool_calls:
             item["tool_calls"] = tool_calls
         clean.append(item)
-    _check_order(clean)
+    if check_order:
+        _check_order(clean)
     if need_assistant and not any(m["role"] == "assistant" for m in clean):
         raise Invalid("no_assistant_turn")
     if end_with_assistant and clean[-1]["role"] != "assistant":
@@ -211,7 +217,7 @@ def _assistant(text: Any, field: str) -> list[Message]:
             raise Invalid("empty_content", index=1, role="assistant")
         return [{"role": "assistant", "content": text}]
     if isinstance(text, list):
-        messages = check_conversation(text, field=field)
+        messages = check_conversation(text, field=field, check_order=False)
         if any(m["role"] != "assistant" for m in messages):
             raise Invalid("wrong_type", field=field, expected="assistant messages only")
         return messages
@@ -463,7 +469,7 @@ CONVERTERS: dict[str, Callable[[Any], list[Canonical]]] = {
 
 def canonicalize(value: Any, fmt: str, mapping: dict[str, str] | None = None) -> list[Canonical]:
     """One source record into canonical records (ranked responses give several); raises Invalid."""
-    if fmt != "text" and not isinstance(value, dict):
+    if not isinstance(value, dict) and not (fmt == "text" and isinstance(value, str)):
         raise Invalid("not_an_object")
     if mapping and isinstance(value, dict):
         value = {target: value.get(source) for target, source in mapping.items() if source} | {

@@ -266,6 +266,16 @@ def open_upload(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if gzipped else path.open("rb")
 
 
+def sniff_file_type(path: Path, filename: str) -> str:
+    """The file type from the name, else from the first bytes after decompression."""
+    with open_upload(path) as handle:
+        try:
+            head = handle.read(4096)
+        except (OSError, EOFError):
+            head = b""
+    return guess_file_type(filename, head)
+
+
 def read_items(path: Path, file_type: str) -> Iterator[Item | Issue]:
     """JSONL streams line by line (bounded memory); other text formats are read whole."""
     if file_type == "parquet":

@@ -92,7 +92,12 @@ def _histogram(stats: dict[str, Any]) -> dict[str, Any]:
     labels = [f"≤{edge}" for edge, _count in bins]
     if bins and bins[-1][0] == "65536":
         labels[-1] = ">32768"
-    return {"labels": labels, "counts": [count for _edge, count in bins], "x_label": _("tokens per record"), "y_label": _("records")}
+    return {
+        "labels": labels,
+        "counts": [count for _edge, count in bins],
+        "x_label": _("tokens per record"),
+        "y_label": _("records"),
+    }
 
 
 @router.get("/datasets/{dataset_id}")
