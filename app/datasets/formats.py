@@ -16,19 +16,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from app.datasets.messages import N_
+
 Message = dict[str, Any]
 
+# code -> display name (marked for translation; translated where it is shown)
 FORMATS: dict[str, str] = {
-    "openai_chat": "OpenAI chat (messages)",
-    "alpaca": "Alpaca (instruction / input / output)",
-    "sharegpt": "ShareGPT (conversations)",
-    "prompt_completion": "prompt / completion",
-    "preference": "preference pairs (prompt / chosen / rejected)",
-    "sharegpt_preference": "ShareGPT preference (conversations + chosen / rejected)",
-    "hh_rlhf": "HH-RLHF transcripts (chosen / rejected)",
-    "ranked": "ranked responses (context + responses)",
-    "kto": "KTO (messages + label)",
-    "text": "raw text",
+    "openai_chat": N_("OpenAI chat (messages)"),
+    "alpaca": N_("Alpaca (instruction / input / output)"),
+    "sharegpt": N_("ShareGPT (conversations)"),
+    "prompt_completion": N_("prompt / completion"),
+    "preference": N_("preference pairs (prompt / chosen / rejected)"),
+    "sharegpt_preference": N_("ShareGPT preference (conversations + chosen / rejected)"),
+    "hh_rlhf": N_("HH-RLHF transcripts (chosen / rejected)"),
+    "ranked": N_("ranked responses (context + responses)"),
+    "kto": N_("KTO (messages + label)"),
+    "text": N_("raw text"),
 }
 FORMAT_KIND = {
     "openai_chat": "chat",

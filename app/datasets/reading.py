@@ -263,7 +263,9 @@ def read_text(data: bytes) -> Iterator[Item | Issue]:
 def open_upload(path: Path) -> IO[bytes]:
     with path.open("rb") as probe:
         gzipped = probe.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if gzipped else path.open("rb")
+    if gzipped:
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
 
 
 def sniff_file_type(path: Path, filename: str) -> str:

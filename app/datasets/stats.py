@@ -9,6 +9,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.datasets.messages import N_
+
 TOKEN_BINS = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 
 
@@ -19,24 +21,24 @@ def script_of(text: str) -> str:
         if char.isalpha():
             code = ord(char)
             if 0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF:
-                counts["Chinese (Han)"] += 1
+                counts[N_("Chinese (Han)")] += 1
             elif 0x3040 <= code <= 0x30FF:
-                counts["Japanese (kana)"] += 1
+                counts[N_("Japanese (kana)")] += 1
             elif 0xAC00 <= code <= 0xD7AF:
-                counts["Korean (Hangul)"] += 1
+                counts[N_("Korean (Hangul)")] += 1
             elif 0x0400 <= code <= 0x04FF:
-                counts["Cyrillic"] += 1
+                counts[N_("Cyrillic")] += 1
             elif 0x0600 <= code <= 0x06FF:
-                counts["Arabic"] += 1
+                counts[N_("Arabic")] += 1
             elif code < 0x0250:
-                counts["Latin"] += 1
+                counts[N_("Latin")] += 1
             else:
-                counts["other"] += 1
+                counts[N_("other")] += 1
     if not counts:
-        return "none"
+        return N_("none")
     # a few Han characters in Latin text still mark the record as containing Chinese
-    if counts["Chinese (Han)"] >= max(5, sum(counts.values()) // 5):
-        return "Chinese (Han)"
+    if counts[N_("Chinese (Han)")] >= max(5, sum(counts.values()) // 5):
+        return N_("Chinese (Han)")
     return counts.most_common(1)[0][0]
 
 

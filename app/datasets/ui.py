@@ -52,7 +52,8 @@ def _detail_context(request: Request, session: Session, dataset: Dataset, user: 
     page = _int(request.query_params.get("page"), 1)
     issue_page = _int(request.query_params.get("issues_page"), 1)
     rows, total = records.page_records(latest, page=page, query=query, split=split) if latest else ([], 0)
-    issues, issue_total = ([], 0)
+    issues: list[records.IssueRow] = []
+    issue_total = 0
     if dataset.report and dataset.report.get("invalid_lines"):
         issues, issue_total = records.page_issues(service.staged_records_key(dataset), page=issue_page)
     return {

@@ -62,7 +62,7 @@ def test_hh_rlhf_gzip_transcripts_become_preference_pairs() -> None:
     ]
     assert report.record_format == "hh_rlhf" and report.kinds == {"preference": report.valid_lines}
     assert report.valid_lines + report.invalid_lines == len(raw) == 2312
-    line, kind, data = records[0]
+    line, _kind, data = records[0]
     original = raw[line - 1]
     last_chosen = original["chosen"].rsplit("\n\nAssistant:", 1)[1].strip()
     last_rejected = original["rejected"].rsplit("\n\nAssistant:", 1)[1].strip()

@@ -28,7 +28,7 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         if REQUIRE_SERVICES:
@@ -42,7 +42,7 @@ def browser() -> Iterator[Any]:
         instance.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`refinery up` on the embedded default (SQLite, filesystem broker) with a fresh data directory."""
     data = tmp_path_factory.mktemp("refinery-live")
@@ -80,3 +80,27 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def shot(page: Any, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+# User data (records, excerpts, templates, names) is not interface text: the language check leaves it out.
+_INTERFACE_TEXT = """() => { const body = document.body.cloneNode(true);
+    // options name JSON fields (prompt, chosen, ...) that stay as they are in every language
+    const data = 'pre, code, option, .records, #issues td, .tokens, [data-dataset] td:first-child, h1, .whoami';
+    body.querySelectorAll(data).forEach((el) => el.remove());
+    return body.innerText; }"""
+
+
+def english_only_messages() -> list[str]:
+    """Catalogue messages whose English text would betray an untranslated string on a Chinese page."""
+    from babel.messages.pofile import read_po
+
+    with (ROOT / "app" / "i18n" / "zh_Hans" / "LC_MESSAGES" / "messages.po").open("rb") as handle:
+        catalog = read_po(handle, locale="zh_Hans")
+    return [m.id for m in catalog if isinstance(m.id, str) and m.id and m.string != m.id and "%(" not in m.id]
+
+
+def untranslated(page: Any, english: list[str]) -> list[str]:
+    import re
+
+    text = page.evaluate(_INTERFACE_TEXT)
+    return [m for m in english if re.search(rf"(?<![\w@]){re.escape(m)}(?![\w@])", text)]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import shot
+from tests.e2e.conftest import english_only_messages, shot, untranslated
 
 pytestmark = pytest.mark.e2e
 ADMIN, PASSWORD = "admin@example.com", "correct-horse-1"
@@ -75,17 +74,6 @@ def test_first_run_admin_login_and_bundled_model_ready(browser: Any, live_server
     context.close()
 
 
-def _english_only_messages() -> list[str]:
-    from babel.messages.pofile import read_po
-
-    from tests.test_i18n import PO
-
-    with PO.open("rb") as handle:
-        catalog = read_po(handle, locale="zh_Hans")
-    # Messages whose English text would betray an untranslated string on a Chinese page.
-    return [m.id for m in catalog if isinstance(m.id, str) and m.id and m.string != m.id and "%(" not in m.id]
-
-
 def test_every_page_in_chinese_has_no_untranslated_text(browser: Any, live_server: str) -> None:
     """Walks the pages that exist in 简体中文 (after the first-run test created the admin)."""
     context = browser.new_context(
@@ -97,13 +85,8 @@ def test_every_page_in_chinese_has_no_untranslated_text(browser: Any, live_serve
     page.goto(live_server + "/login")
     assert page.locator("html").get_attribute("lang") == "zh-Hans"
     shot(page, "zh-01-login")
-    english = _english_only_messages()
-
-    def untranslated() -> list[str]:
-        text = page.locator("body").inner_text().replace(ADMIN, "")  # user data is not interface text
-        return [m for m in english if re.search(rf"(?<![\w@]){re.escape(m)}(?![\w@])", text)]
-
-    assert untranslated() == []
+    english = english_only_messages()
+    assert untranslated(page, english) == []
     page.fill("input[name=email]", ADMIN)
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
@@ -115,11 +98,11 @@ def test_every_page_in_chinese_has_no_untranslated_text(browser: Any, live_serve
         ("/settings/users", "zh-04-users"),
     ):
         page.goto(live_server + path)
-        assert untranslated() == [], path
+        assert untranslated(page, english) == [], path
         shot(page, name)
     page.goto(live_server + "/models")
     page.click("text=SmolLM2-135M-Instruct")
-    assert "对话模板" in page.content() and untranslated() == []
+    assert "对话模板" in page.content() and untranslated(page, english) == []
     shot(page, "zh-05-model-detail")
     # the header switcher changes the language on any page and remembers it for the user
     with page.expect_navigation():
