@@ -45,20 +45,27 @@ def _tokens(renderer: ChatRenderer | None, kind: str, data: dict[str, Any]) -> i
     return max(renderer.count(renderer.render(conversation)) for conversation in record_text(kind, data))
 
 
+def _main_file_ratios(ratios: dict[str, float], covered: set[str]) -> dict[str, float]:
+    """Splits that come from their own file take no records from the main file."""
+    return splits.normalize_ratios({name: (0.0 if name in covered else value) for name, value in ratios.items()})
+
+
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    source = Path(spec["upload_path"])
     dest = Path(spec["dest"])
     dest.mkdir(parents=True, exist_ok=True)
-    file_type = spec.get("file_type") or sniff_file_type(source, spec["filename"])
-    ratios = splits.normalize_ratios(spec["split_ratios"])
+    # (path, file name, forced split, source label): the main file first, then any separate split files
+    files: list[tuple[Path, str, str | None]] = [(Path(spec["upload_path"]), spec["filename"], None)]
+    files += [(Path(f["path"]), f["filename"], f["split"]) for f in spec.get("split_files") or []]
+    ratios = _main_file_ratios(splits.normalize_ratios(spec["split_ratios"]), {f[2] for f in files if f[2]})
     renderer = renderer_for(Path(spec["model_dir"]), spec.get("chat_template")) if spec.get("model_dir") else None
     context = spec.get("context_length")
-    total = _count_lines(source, file_type)
+    main_type = spec.get("file_type") or sniff_file_type(files[0][0], files[0][1])
+    total = sum(_count_lines(path, spec.get("file_type") or sniff_file_type(path, name)) for path, name, _s in files)
 
-    report = Report(file_type=file_type)
+    report = Report(file_type=main_type)
     stats = Stats()
     schema = pa.schema(
         [
@@ -66,15 +73,13 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             ("line", pa.int64()),
             ("kind", pa.string()),
             ("split", pa.string()),
+            ("file", pa.string()),
             ("data", pa.string()),
         ]
     )
     rows: dict[str, list[Any]] = {name: [] for name in schema.names}
-    started, last_report = time.monotonic(), 0.0
-    with (
-        pq.ParquetWriter(str(dest / "records.parquet.partial"), schema) as writer,
-        (dest / "issues.jsonl").open("w") as issues,
-    ):
+    started, last_report, lines_before = time.monotonic(), 0.0, 0
+    with pq.ParquetWriter(str(dest / "records.parquet.partial"), schema) as writer:
 
         def flush() -> None:
             if rows["id"]:
@@ -82,36 +87,53 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                 for column in rows.values():
                     column.clear()
 
-        accepted = validate_items(
-            read_items(source, file_type), report, record_format=spec.get("record_format"), mapping=spec.get("mapping")
-        )
-        for entry in accepted:
-            counts = [_safe_tokens(renderer, record.kind, record.data) for record in entry.records]
-            longest = max((c for c in counts if c is not None), default=0)
-            if context and longest > context:
-                report.withdraw(entry, Issue(entry.line, "too_long", {"tokens": longest, "context": context}))
-                continue
-            for number, (record, tokens) in enumerate(zip(entry.records, counts, strict=True)):
-                record_id = f"{entry.line}" if len(entry.records) == 1 else f"{entry.line}.{number + 1}"
-                split = splits.assign(record_id, spec["seed"], ratios)
-                rows["id"].append(record_id)
-                rows["line"].append(entry.line)
-                rows["kind"].append(record.kind)
-                rows["split"].append(split)
-                rows["data"].append(json.dumps(record.data, ensure_ascii=False))
-                stats.add(record.kind, split, record.data, record_plain_text(record.kind, record.data), tokens)
-            if len(rows["id"]) >= BATCH:
-                flush()
-            now = time.monotonic()
-            if now - last_report > 0.5:
-                last_report = now
-                done = min(0.99, entry.line / total)
-                progress(done, f"Validated {entry.line:,} of about {total:,} lines")
+        for path, filename, forced in files:
+            source = forced or ""
+            report.source = source
+            file_type = main_type if not source else (spec.get("file_type") or sniff_file_type(path, filename))
+            # a split file must use the main file's format: a mismatch is reported, not silently re-detected
+            record_format = spec.get("record_format") or (report.record_format if source else None)
+            last_line = 0
+            for entry in validate_items(
+                read_items(path, file_type), report, record_format=record_format, mapping=spec.get("mapping")
+            ):
+                last_line = entry.line
+                counts = [_safe_tokens(renderer, record.kind, record.data) for record in entry.records]
+                longest = max((c for c in counts if c is not None), default=0)
+                if context and longest > context:
+                    report.withdraw(entry, Issue(entry.line, "too_long", {"tokens": longest, "context": context}))
+                    continue
+                for number, (record, tokens) in enumerate(zip(entry.records, counts, strict=True)):
+                    local = f"{entry.line}" if len(entry.records) == 1 else f"{entry.line}.{number + 1}"
+                    record_id = f"{source}:{local}" if source else local
+                    split = forced or splits.assign(record_id, spec["seed"], ratios)
+                    rows["id"].append(record_id)
+                    rows["line"].append(entry.line)
+                    rows["kind"].append(record.kind)
+                    rows["split"].append(split)
+                    rows["file"].append(source)
+                    rows["data"].append(json.dumps(record.data, ensure_ascii=False))
+                    stats.add(record.kind, split, record.data, record_plain_text(record.kind, record.data), tokens)
+                if len(rows["id"]) >= BATCH:
+                    flush()
+                now = time.monotonic()
+                if now - last_report > 0.5:
+                    last_report = now
+                    done = min(0.99, (lines_before + entry.line) / total)
+                    progress(done, f"Validated {lines_before + entry.line:,} of about {total:,} lines")
+            lines_before += last_line
         flush()
+    with (dest / "issues.jsonl").open("w") as issues:
         for issue in report.issues:
             issues.write(
                 json.dumps(
-                    {"line": issue.line, "code": issue.code, "params": issue.params, "excerpt": issue.excerpt},
+                    {
+                        "line": issue.line,
+                        "code": issue.code,
+                        "params": issue.params,
+                        "excerpt": issue.excerpt,
+                        "source": issue.source,
+                    },
                     ensure_ascii=False,
                 )
                 + "\n"
@@ -122,6 +144,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "stats": stats.as_dict(),
         "seconds": round(time.monotonic() - started, 2),
         "issues_stored": len(report.issues),
+        "split_files": sorted(f[2] for f in files if f[2]),
     }
 
 

@@ -44,6 +44,16 @@ UPLOAD_BODY: dict[str, Any] = {
                         "model_id": {"type": "string", "format": "uuid"},
                         "record_format": {"type": "string"},
                         "file_type": {"type": "string"},
+                        "validation_file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "Optional: a separate file for the validation split.",
+                        },
+                        "test_file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "Optional: a separate file for the test split.",
+                        },
                         "split_train": {"type": "number"},
                         "split_validation": {"type": "number"},
                         "split_test": {"type": "number"},
@@ -61,6 +71,7 @@ def to_read(session: Session, dataset: Dataset) -> DatasetRead:
     run = service.validation_run(session, dataset)
     data = {c.key: getattr(dataset, c.key) for c in Dataset.__table__.columns}
     data["filename"] = service.get_upload(session, dataset).filename
+    data["split_files"] = {split: u.filename for split, u in service.split_uploads(session, dataset).items()}
     data["validation_run"] = RunRead.model_validate(run) if run else None
     data["versions"] = [DatasetVersionRead.model_validate(v) for v in service.versions(session, dataset)]
     return DatasetRead.model_validate(data)
@@ -74,9 +85,16 @@ def to_read(session: Session, dataset: Dataset) -> DatasetRead:
     summary="Upload a file; validation runs in the background",
 )
 async def upload_dataset(request: Request, session: SessionDep, user: CurrentUser) -> DatasetRead:
-    stored, filename, fields = await read_upload_form(request)
-    options = parse_options(fields)
-    dataset = service.create_dataset(session, user=user, stored=stored, filename=filename, **options)
+    received = await read_upload_form(request)
+    options = parse_options(received.fields)
+    dataset = service.create_dataset(
+        session,
+        user=user,
+        stored=received.stored,
+        filename=received.filename,
+        split_files=received.split_files,
+        **options,
+    )
     return to_read(session, dataset)
 
 
@@ -144,8 +162,8 @@ def revalidate(dataset_id: uuid.UUID, body: ValidationOptions, session: SessionD
 )
 async def reupload(dataset_id: uuid.UUID, request: Request, session: SessionDep, user: CurrentUser) -> DatasetRead:
     dataset = service.get_dataset(session, dataset_id, user=user)
-    stored, filename, _fields = await read_upload_form(request)
-    service.replace_upload(session, dataset, user=user, stored=stored, filename=filename)
+    received = await read_upload_form(request)
+    service.replace_upload(session, dataset, user=user, stored=received.stored, filename=received.filename)
     return to_read(session, dataset)
 
 
@@ -169,7 +187,10 @@ def list_records(
     return RecordPage(
         total=total,
         page=page,
-        records=[RecordRead(id=r.id, source_line=r.line, kind=r.kind, split=r.split, data=r.data) for r in rows],
+        records=[
+            RecordRead(id=r.id, source_file=r.file, source_line=r.line, kind=r.kind, split=r.split, data=r.data)
+            for r in rows
+        ],
     )
 
 

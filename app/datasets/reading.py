@@ -30,6 +30,7 @@ class Issue:
     code: str
     params: dict[str, Any] = field(default_factory=dict)
     excerpt: str = ""
+    source: str = ""  # "" for the main file, else the split whose separate file it comes from
 
     @property
     def message(self) -> str:

@@ -21,6 +21,11 @@ class RecordRow:
     kind: str
     split: str
     data: dict[str, Any]
+    file: str = ""  # "" for the main upload, else the split whose separate file the record came from
+
+
+def _row(r: dict[str, Any]) -> RecordRow:
+    return RecordRow(r["id"], r["line"], r["kind"], r["split"], json.loads(r["data"]), r.get("file") or "")
 
 
 def page_records(
@@ -39,7 +44,7 @@ def page_records(
     total = table.num_rows
     start = max(0, (page - 1) * page_size)
     rows = table.slice(start, page_size).to_pylist()
-    return [RecordRow(r["id"], r["line"], r["kind"], r["split"], json.loads(r["data"])) for r in rows], total
+    return [_row(r) for r in rows], total
 
 
 def get_record(version: DatasetVersion, record_id: str) -> RecordRow | None:
@@ -50,8 +55,7 @@ def get_record(version: DatasetVersion, record_id: str) -> RecordRow | None:
     rows = table.filter(pc.equal(table["id"], record_id)).slice(0, 1).to_pylist()
     if not rows:
         return None
-    r = rows[0]
-    return RecordRow(r["id"], r["line"], r["kind"], r["split"], json.loads(r["data"]))
+    return _row(rows[0])
 
 
 def iter_jsonl(version: DatasetVersion) -> Iterator[bytes]:
@@ -78,6 +82,7 @@ class IssueRow:
     code: str
     message: str
     excerpt: str
+    source: str = ""
 
 
 def page_issues(staging_key: str, *, page: int = 1, code: str = "", page_size: int = 50) -> tuple[list[IssueRow], int]:
@@ -93,4 +98,8 @@ def page_issues(staging_key: str, *, page: int = 1, code: str = "", page_size: i
             rows.append(item)
     start = max(0, (page - 1) * page_size)
     chosen = rows[start : start + page_size]
-    return [IssueRow(i["line"], i["code"], describe(i["code"], i["params"]), i["excerpt"]) for i in chosen], len(rows)
+    issues = [
+        IssueRow(i["line"], i["code"], describe(i["code"], i["params"]), i["excerpt"], i.get("source", ""))
+        for i in chosen
+    ]
+    return issues, len(rows)

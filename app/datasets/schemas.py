@@ -34,6 +34,7 @@ class DatasetRead(BaseModel):
     name: str
     status: DatasetStatus
     filename: str
+    split_files: dict[str, str] = Field(default={}, description="Separate files of the validation/test splits.")
     file_type: str | None
     record_format: str | None
     format_override: str | None
@@ -61,6 +62,7 @@ class ValidationOptions(BaseModel):
 
 class RecordRead(BaseModel):
     id: str
+    source_file: str = Field(default="", description="Empty for the main file, else the split file's split.")
     source_line: int
     kind: str
     split: str
@@ -74,6 +76,7 @@ class RecordPage(BaseModel):
 
 
 class IssueRead(BaseModel):
+    source: str = Field(default="", description="Empty for the main file, else the split file's split.")
     line: int
     code: str
     message: str

@@ -125,6 +125,19 @@ def _start_validation(session: Session, dataset: Dataset, user: User) -> Dataset
     return dataset
 
 
+def _upload_row(session: Session, user: User, stored: StoredFile, filename: str) -> Upload:
+    upload = Upload(
+        owner_id=user.id,
+        filename=(filename or "upload").replace("\x00", "")[-255:],
+        size_bytes=stored.size,
+        sha256=stored.sha256,
+        storage_key=stored.key,
+    )
+    session.add(upload)
+    session.flush()
+    return upload
+
+
 def create_dataset(
     session: Session,
     *,
@@ -138,19 +151,22 @@ def create_dataset(
     ratios: dict[str, float] | None = None,
     seed: int | None = None,
     mapping: dict[str, str] | None = None,
+    split_files: dict[str, tuple[StoredFile, str]] | None = None,
 ) -> Dataset:
+    """``split_files``: separate uploads whose records all go to the validation or test split."""
     options = _options(record_format=record_format, file_type=file_type, ratios=ratios, seed=seed, mapping=mapping)
     checked_model = _check_model(session, model_id, user)
-    display = (filename or "upload").replace("\x00", "")[-255:]
-    upload = Upload(
-        owner_id=user.id, filename=display, size_bytes=stored.size, sha256=stored.sha256, storage_key=stored.key
-    )
-    session.add(upload)
-    session.flush()
+    upload = _upload_row(session, user, stored, filename)
+    split_ids = {
+        split: str(_upload_row(session, user, extra, extra_name).id)
+        for split, (extra, extra_name) in (split_files or {}).items()
+        if split in ("validation", "test")
+    }
     dataset = Dataset(
         owner_id=user.id,
-        name=(name or display).strip()[:200] or display,
+        name=(name or upload.filename).strip()[:200] or upload.filename,
         upload_id=upload.id,
+        split_upload_ids=split_ids or None,
         format_override=options["record_format"],
         file_type=options["file_type"],
         column_mapping=options["column_mapping"],
@@ -160,6 +176,15 @@ def create_dataset(
     )
     session.add(dataset)
     return _start_validation(session, dataset, user)
+
+
+def split_uploads(session: Session, dataset: Dataset) -> dict[str, Upload]:
+    uploads = {}
+    for split, upload_id in (dataset.split_upload_ids or {}).items():
+        upload = session.get(Upload, uuid.UUID(upload_id))
+        if upload is not None:
+            uploads[split] = upload
+    return uploads
 
 
 def revalidate(
@@ -187,19 +212,10 @@ def revalidate(
 
 
 def replace_upload(session: Session, dataset: Dataset, *, user: User, stored: StoredFile, filename: str) -> Dataset:
-    """'Fix and re-upload': validate a corrected file under the same dataset and options."""
+    """'Fix and re-upload': validate a corrected main file under the same dataset and options."""
     if dataset.status == DatasetStatus.validating:
         raise Conflict(_("This dataset is being validated; wait for it to finish."))
-    upload = Upload(
-        owner_id=user.id,
-        filename=filename[-255:] or "upload",
-        size_bytes=stored.size,
-        sha256=stored.sha256,
-        storage_key=stored.key,
-    )
-    session.add(upload)
-    session.flush()
-    dataset.upload_id = upload.id
+    dataset.upload_id = _upload_row(session, user, stored, filename).id
     return _start_validation(session, dataset, user)
 
 
@@ -236,6 +252,7 @@ def create_version_from_validation(session: Session, dataset: Dataset) -> Datase
             "column_mapping": dataset.column_mapping,
             "split_ratios": dataset.split_ratios,
             "split_seed": dataset.split_seed,
+            "split_files": {split: u.filename for split, u in split_uploads(session, dataset).items()},
             "model_id": str(dataset.model_id) if dataset.model_id else None,
         },
     )

@@ -59,6 +59,7 @@ def _detail_context(request: Request, session: Session, dataset: Dataset, user: 
     return {
         "dataset": dataset,
         "upload": service.get_upload(session, dataset),
+        "split_files": service.split_uploads(session, dataset),
         "versions": versions,
         "latest": latest,
         "run": service.validation_run(session, dataset),
@@ -151,8 +152,8 @@ async def revalidate(request: Request, session: SessionDep, user: PageUser, data
 @router.post("/datasets/{dataset_id}/upload")
 async def reupload(request: Request, session: SessionDep, user: PageUser, dataset_id: uuid.UUID) -> Response:
     dataset = service.get_dataset(session, dataset_id, user=user)
-    stored, filename, _fields = await read_upload_form(request)
-    service.replace_upload(session, dataset, user=user, stored=stored, filename=filename)
+    received = await read_upload_form(request)
+    service.replace_upload(session, dataset, user=user, stored=received.stored, filename=received.filename)
     return RedirectResponse(f"/datasets/{dataset.id}", status_code=303)
 
 

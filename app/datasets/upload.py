@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
@@ -18,15 +19,34 @@ from app.datasets.storage import StoredFile, save_stream
 MAX_FIELDS = 20
 
 
-async def read_upload_form(request: Request) -> tuple[StoredFile, str, dict[str, Any]]:
-    form = await request.form(max_files=1, max_fields=MAX_FIELDS)
+SPLIT_FILE_FIELDS = {"validation_file": "validation", "test_file": "test"}
+
+
+@dataclass(frozen=True)
+class ReceivedForm:
+    stored: StoredFile
+    filename: str
+    fields: dict[str, str]
+    # separate files for the validation and/or test split: split -> (stored file, file name)
+    split_files: dict[str, tuple[StoredFile, str]]
+
+
+async def read_upload_form(request: Request) -> ReceivedForm:
+    """One main file (field 'file'), optionally 'validation_file' and 'test_file', and a few fields."""
+    form = await request.form(max_files=1 + len(SPLIT_FILE_FIELDS), max_fields=MAX_FIELDS)
+    limit = get_settings().max_upload_bytes
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise InvalidInput(_("Choose a file to upload (form field 'file')."), field="file")
-        stored = await run_in_threadpool(save_stream, upload.file, limit=get_settings().max_upload_bytes)
+        stored = await run_in_threadpool(save_stream, upload.file, limit=limit)
+        split_files = {}
+        for field_name, split in SPLIT_FILE_FIELDS.items():
+            extra = form.get(field_name)
+            if isinstance(extra, UploadFile) and extra.filename:
+                split_files[split] = (await run_in_threadpool(save_stream, extra.file, limit=limit), extra.filename)
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        return stored, upload.filename or "upload", fields
+        return ReceivedForm(stored, upload.filename or "upload", fields, split_files)
     finally:
         await form.close()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from app.datasets.formats import Canonical, Invalid, canonicalize, detect
@@ -32,8 +32,11 @@ class Report:
     by_code: Counter[str] = field(default_factory=Counter)
     kinds: Counter[str] = field(default_factory=Counter)
     columns: list[str] = field(default_factory=list)
+    source: str = ""  # which file is being read now (see Issue.source)
 
     def add_issue(self, issue: Issue) -> None:
+        if self.source and not issue.source:
+            issue = replace(issue, source=self.source)
         self.invalid_lines += 1
         self.by_code[issue.code] += 1
         if len(self.issues) < MAX_STORED_ISSUES:

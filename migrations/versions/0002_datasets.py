@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-21 20:05:37.042471
+Create Date: 2026-11-21 20:26:35.199676
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('status', sa.Enum('validating', 'needs_review', 'ready', 'failed', name='datasetstatus', native_enum=False, length=16), nullable=False),
     sa.Column('upload_id', sa.Uuid(), nullable=False),
+    sa.Column('split_upload_ids', sa.JSON(), nullable=True),
     sa.Column('file_type', sa.String(length=20), nullable=True),
     sa.Column('record_format', sa.String(length=40), nullable=True),
     sa.Column('format_override', sa.String(length=40), nullable=True),

@@ -231,3 +231,29 @@ def test_record_longer_than_the_models_context_is_reported(api: Any, ready_model
     assert done["status"] == "needs_review" and done["report"]["by_code"] == {"too_long": 1}
     issue = api.get(f"/api/v1/datasets/{done['id']}/report").json()["issues"][0]
     assert issue["line"] == 1 and "2048" in issue["message"].replace(",", "")
+
+
+def test_validation_and_test_splits_from_their_own_files(api: Any, tmp_path: Path) -> None:
+    def write(name: str, rows: list[tuple[str, str]], extra: str = "") -> Path:
+        path = tmp_path / name
+        path.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in rows) + extra)
+        return path
+
+    main = write("train.jsonl", [(f"q{i}", f"a{i}") for i in range(40)])
+    test = write("test.jsonl", [("t1", "x"), ("t2", "y")], extra='{"prompt": "t3"}\n')
+    with main.open("rb") as m, test.open("rb") as t:
+        response = api.post("/api/v1/datasets", files={"file": ("train.jsonl", m), "test_file": ("test.jsonl", t)},
+                            data={"split_train": "0.8", "split_validation": "0.2", "split_test": "0.5"})
+    assert response.status_code == 202, response.text
+    assert response.json()["split_files"] == {"test": "test.jsonl"}
+    done = _validate(api, response.json())
+    assert done["status"] == "needs_review"
+    issues = api.get(f"/api/v1/datasets/{done['id']}/report").json()["issues"]
+    assert [(i["source"], i["line"], i["code"]) for i in issues] == [("test", 3, "missing_field")]
+    version = api.post(f"/api/v1/datasets/{done['id']}/import").json()
+    assert version["split_counts"]["test"] == 2  # only the test file's records, none from the main file
+    assert version["split_counts"].get("train", 0) + version["split_counts"].get("validation", 0) == 40
+    assert version["options"]["split_files"] == {"test": "test.jsonl"}
+    tests = api.get(f"/api/v1/datasets/{done['id']}/versions/{version['id']}/records", params={"split": "test"}).json()
+    assert sorted((r["source_file"], r["data"]["messages"][0]["content"]) for r in tests["records"]) == [
+        ("test", "t1"), ("test", "t2")]

@@ -35,6 +35,10 @@ class DatasetValidateHandler:
                 "split_ratios": dataset.split_ratios,
                 "seed": dataset.split_seed,
                 "dest": str(artifact_path(datasets.staged_records_key(dataset))),
+                "split_files": [
+                    {"path": str(artifact_path(u.storage_key)), "filename": u.filename, "split": split}
+                    for split, u in datasets.split_uploads(session, dataset).items()
+                ],
             }
             model = get_model_unchecked(session, dataset.model_id) if dataset.model_id else None
             if model is not None and model.status == ModelStatus.ready and model.storage_key:

@@ -42,6 +42,8 @@ class Dataset(IdMixin, TimestampMixin, Base):
         nullable=False,
     )
     upload_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("uploads.id", ondelete="RESTRICT"))
+    # optional separate files for the validation and/or test split: {"validation": upload id, "test": ...}
+    split_upload_ids: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     # how the upload is read: detected, or chosen by the user
     file_type: Mapped[str | None] = mapped_column(String(20), nullable=True)
     record_format: Mapped[str | None] = mapped_column(String(40), nullable=True)
