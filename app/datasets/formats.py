@@ -10,15 +10,20 @@ Canonical records (``kind`` + ``data``):
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from app.datasets.conversation import (
+    Invalid,
+    Message,
+    assistant_messages,
+    check_conversation,
+    parse_transcript,
+    sharegpt_messages,
+)
 from app.datasets.messages import N_
-
-Message = dict[str, Any]
 
 # code -> display name (marked for translation; translated where it is shown)
 FORMATS: dict[str, str] = {
@@ -45,25 +50,6 @@ FORMAT_KIND = {
     "kto": "kto",
     "text": "text",
 }
-CHAT_ROLES = ("system", "user", "assistant", "tool")
-SHAREGPT_ROLES = {
-    "system": "system",
-    "human": "user",
-    "user": "user",
-    "gpt": "assistant",
-    "assistant": "assistant",
-    "function_call": "assistant",
-    "observation": "tool",
-    "tool": "tool",
-}
-HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")
-
-
-class Invalid(ValueError):
-    def __init__(self, code: str, **params: Any) -> None:
-        super().__init__(code)
-        self.code = code
-        self.params = params
 
 
 @dataclass(frozen=True)
@@ -124,109 +110,6 @@ def _text(record: dict[str, Any], name: str, *, required: bool = True) -> str:
     return value
 
 
-def _content(message: dict[str, Any], index: int) -> str:
-    content = message.get("content")
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts: text only
-        parts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise Invalid("wrong_type", field=f"messages[{index}].content", expected="text parts")
-            parts.append(part["text"])
-        return "".join(parts)
-    raise Invalid("wrong_type", field=f"messages[{index}].content", expected="text")
-
-
-def check_conversation(
-    messages: Any,
-    *,
-    field: str = "messages",
-    need_assistant: bool = True,
-    end_with_assistant: bool = False,
-    check_order: bool = True,
-) -> list[Message]:
-    """Validate roles, content and turn order; returns clean messages."""
-    if not isinstance(messages, list) or not messages:
-        raise Invalid("wrong_type", field=field, expected="a non-empty list of messages")
-    clean: list[Message] = []
-    for index, message in enumerate(messages, start=1):
-        if not isinstance(message, dict):
-            raise Invalid("wrong_type", field=f"{field}[{index - 1}]", expected="an object with role and content")
-        role = message.get("role")
-        if role not in CHAT_ROLES:
-            raise Invalid("unknown_role", index=index, role=str(role)[:30], allowed=", ".join(CHAT_ROLES))
-        content = _content(message, index - 1)
-        tool_calls = message.get("tool_calls")
-        if not content.strip() and not (role == "assistant" and tool_calls):
-            raise Invalid("empty_content", index=index, role=role)
-        item: Message = {"role": role, "content": content}
-        if tool_calls:
-            item["tool_calls"] = tool_calls
-        clean.append(item)
-    if check_order:
-        _check_order(clean)
-    if need_assistant and not any(m["role"] == "assistant" for m in clean):
-        raise Invalid("no_assistant_turn")
-    if end_with_assistant and clean[-1]["role"] != "assistant":
-        raise Invalid(
-            "roles_out_of_order",
-            index=len(clean),
-            role=clean[-1]["role"],
-            previous=clean[-1]["role"],
-            expected="assistant",
-        )
-    return clean
-
-
-def _check_order(messages: list[Message]) -> None:
-    previous = "the start"
-    for index, message in enumerate(messages, start=1):
-        role = message["role"]
-        if role == "system":
-            allowed = previous == "the start"
-            expected = "user"
-        elif role == "user":
-            allowed = previous in ("the start", "system", "assistant")
-            expected = "assistant"
-        elif role == "assistant":
-            allowed = previous in ("user", "tool")
-            expected = "user"
-        else:  # tool results answer an assistant's tool call
-            allowed = previous in ("assistant", "tool") and _called_tools(messages, index - 2)
-            expected = "assistant"
-        if not allowed:
-            raise Invalid(
-                "roles_out_of_order",
-                index=index,
-                role=role,
-                previous=previous,
-                expected=expected if previous != "the start" else "system or user",
-            )
-        previous = role
-
-
-def _called_tools(messages: list[Message], index: int) -> bool:
-    while index >= 0 and messages[index]["role"] == "tool":
-        index -= 1
-    return index >= 0 and messages[index]["role"] == "assistant" and bool(messages[index].get("tool_calls"))
-
-
-def _assistant(text: Any, field: str) -> list[Message]:
-    if isinstance(text, str):
-        if not text.strip():
-            raise Invalid("empty_content", index=1, role="assistant")
-        return [{"role": "assistant", "content": text}]
-    if isinstance(text, list):
-        messages = check_conversation(text, field=field, check_order=False)
-        if any(m["role"] != "assistant" for m in messages):
-            raise Invalid("wrong_type", field=field, expected="assistant messages only")
-        return messages
-    raise Invalid("wrong_type", field=field, expected="text or a list of messages")
-
-
 # --- one function per format ----------------------------------------------------------------------
 
 
@@ -274,41 +157,8 @@ def _alpaca(record: dict[str, Any]) -> list[Canonical]:
     return [Canonical("chat", {"messages": check_conversation(messages)})]
 
 
-def _sharegpt_messages(turns: Any, field: str = "conversations") -> list[Message]:
-    if not isinstance(turns, list) or not turns:
-        raise Invalid("wrong_type", field=field, expected="a non-empty list of {from, value}")
-    messages: list[Message] = []
-    for index, turn in enumerate(turns, start=1):
-        if not isinstance(turn, dict):
-            raise Invalid("wrong_type", field=f"{field}[{index - 1}]", expected="an object with from and value")
-        speaker = turn.get("from")
-        if speaker not in SHAREGPT_ROLES:
-            raise Invalid(
-                "unknown_role",
-                index=index,
-                role=str(speaker)[:30],
-                allowed="human, gpt, system, function_call, observation",
-            )
-        value = turn.get("value")
-        if not isinstance(value, str):
-            raise Invalid("wrong_type", field=f"{field}[{index - 1}].value", expected="text")
-        message: Message = {"role": SHAREGPT_ROLES[speaker], "content": value}
-        if speaker == "function_call":
-            message["tool_calls"] = [{"type": "function", "function": _function_call(value)}]
-        messages.append(message)
-    return messages
-
-
-def _function_call(value: str) -> dict[str, Any]:
-    try:
-        call = json.loads(value)
-    except ValueError:
-        return {"name": "", "arguments": value}
-    return call if isinstance(call, dict) else {"name": "", "arguments": value}
-
-
 def _sharegpt(record: dict[str, Any]) -> list[Canonical]:
-    messages = _sharegpt_messages(_field(record, "conversations"))
+    messages = sharegpt_messages(_field(record, "conversations"))
     system = _text(record, "system", required=False)
     if system and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": system})
@@ -373,12 +223,12 @@ def _preference(record: dict[str, Any]) -> list[Canonical]:
         prompt = _prompt_messages(prompt_raw, "prompt")
     else:
         raise Invalid("missing_field", field="prompt")
-    return [_pair(prompt, _assistant(chosen_raw, "chosen"), _assistant(rejected_raw, "rejected"))]
+    return [_pair(prompt, assistant_messages(chosen_raw, "chosen"), assistant_messages(rejected_raw, "rejected"))]
 
 
 def _sharegpt_preference(record: dict[str, Any]) -> list[Canonical]:
     prompt = check_conversation(
-        _sharegpt_messages(_field(record, "conversations")), field="conversations", need_assistant=False
+        sharegpt_messages(_field(record, "conversations")), field="conversations", need_assistant=False
     )
     chosen = _field(record, "chosen")
     rejected = _field(record, "rejected")
@@ -388,19 +238,8 @@ def _sharegpt_preference(record: dict[str, Any]) -> list[Canonical]:
 def _sharegpt_answer(value: Any, field: str) -> list[Message]:
     """A ShareGPT preference answer is a {from, value} turn or plain text."""
     if isinstance(value, dict):
-        return _assistant(_sharegpt_messages([value], field)[0]["content"], field)
-    return _assistant(value, field)
-
-
-def parse_transcript(text: str, field: str) -> list[Message]:
-    """'\\n\\nHuman: …\\n\\nAssistant: …' into messages."""
-    parts = HH_TURN.split("\n\n" + text.lstrip("\n") if not text.startswith("\n\n") else text)
-    if len(parts) < 3:
-        raise Invalid("wrong_type", field=field, expected="a transcript of Human: / Assistant: turns")
-    messages = []
-    for speaker, content in zip(parts[1::2], parts[2::2], strict=True):
-        messages.append({"role": "user" if speaker == "Human" else "assistant", "content": content.strip()})
-    return messages
+        return assistant_messages(sharegpt_messages([value], field)[0]["content"], field)
+    return assistant_messages(value, field)
 
 
 def _hh_rlhf(record: dict[str, Any]) -> list[Canonical]:
@@ -409,7 +248,13 @@ def _hh_rlhf(record: dict[str, Any]) -> list[Canonical]:
     if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
         raise Invalid("no_assistant_turn")
     prompt = check_conversation(chosen[:-1], field="chosen", need_assistant=False)
-    return [_pair(prompt, _assistant(chosen[-1]["content"], "chosen"), _assistant(rejected[-1]["content"], "rejected"))]
+    return [
+        _pair(
+            prompt,
+            assistant_messages(chosen[-1]["content"], "chosen"),
+            assistant_messages(rejected[-1]["content"], "rejected"),
+        )
+    ]
 
 
 def _ranked(record: dict[str, Any]) -> list[Canonical]:
@@ -429,7 +274,7 @@ def _ranked(record: dict[str, Any]) -> list[Canonical]:
         ranked.append((float(response["rank"]), response["text"]))
     ranked.sort(key=lambda pair: pair[0])  # rank 1 is best
     pairs = [
-        _pair(prompt, _assistant(better, "responses"), _assistant(worse, "responses"))
+        _pair(prompt, assistant_messages(better, "responses"), assistant_messages(worse, "responses"))
         for i, (rank_a, better) in enumerate(ranked)
         for rank_b, worse in ranked[i + 1 :]
         if rank_a < rank_b

@@ -34,7 +34,12 @@ def page_records(
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    table = pq.read_table(str(artifact_path(version.storage_key)))
+    path = str(artifact_path(version.storage_key))
+    if not split and not query:
+        return _page_by_row_groups(pq.ParquetFile(path), (max(1, page) - 1) * page_size, page_size)
+    table = pq.read_table(
+        path, columns=["id", "line", "kind", "split", "file", "data"] if "file" in pq.read_schema(path).names else None
+    )
     if split:
         table = table.filter(pc.equal(table["split"], split))
     if query:
@@ -45,6 +50,23 @@ def page_records(
     start = max(0, (page - 1) * page_size)
     rows = table.slice(start, page_size).to_pylist()
     return [_row(r) for r in rows], total
+
+
+def _page_by_row_groups(parquet: Any, start: int, size: int) -> tuple[list[RecordRow], int]:
+    """Read only the row groups that hold rows [start, start + size) (versions are written in batches)."""
+    total = parquet.metadata.num_rows
+    rows: list[dict[str, Any]] = []
+    offset = 0
+    for group in range(parquet.num_row_groups):
+        count = parquet.metadata.row_group(group).num_rows
+        if offset + count > start and offset < start + size:
+            table = parquet.read_row_group(group)
+            lo = max(0, start - offset)
+            rows += table.slice(lo, start + size - offset - lo).to_pylist()
+        offset += count
+        if offset >= start + size:
+            break
+    return [_row(r) for r in rows[:size]], total
 
 
 def get_record(version: DatasetVersion, record_id: str) -> RecordRow | None:

@@ -8,7 +8,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from app.datasets.formats import Canonical, Invalid, canonicalize, detect
+from app.datasets.conversation import Invalid
+from app.datasets.formats import Canonical, canonicalize, detect
 from app.datasets.reading import Issue, Item, read_bytes
 
 DETECT_SAMPLE = 200

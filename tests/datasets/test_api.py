@@ -242,8 +242,11 @@ def test_validation_and_test_splits_from_their_own_files(api: Any, tmp_path: Pat
     main = write("train.jsonl", [(f"q{i}", f"a{i}") for i in range(40)])
     test = write("test.jsonl", [("t1", "x"), ("t2", "y")], extra='{"prompt": "t3"}\n')
     with main.open("rb") as m, test.open("rb") as t:
-        response = api.post("/api/v1/datasets", files={"file": ("train.jsonl", m), "test_file": ("test.jsonl", t)},
-                            data={"split_train": "0.8", "split_validation": "0.2", "split_test": "0.5"})
+        response = api.post(
+            "/api/v1/datasets",
+            files={"file": ("train.jsonl", m), "test_file": ("test.jsonl", t)},
+            data={"split_train": "0.8", "split_validation": "0.2", "split_test": "0.5"},
+        )
     assert response.status_code == 202, response.text
     assert response.json()["split_files"] == {"test": "test.jsonl"}
     done = _validate(api, response.json())
@@ -256,4 +259,6 @@ def test_validation_and_test_splits_from_their_own_files(api: Any, tmp_path: Pat
     assert version["options"]["split_files"] == {"test": "test.jsonl"}
     tests = api.get(f"/api/v1/datasets/{done['id']}/versions/{version['id']}/records", params={"split": "test"}).json()
     assert sorted((r["source_file"], r["data"]["messages"][0]["content"]) for r in tests["records"]) == [
-        ("test", "t1"), ("test", "t2")]
+        ("test", "t1"),
+        ("test", "t2"),
+    ]

@@ -48,19 +48,19 @@ def _start_worker(settings: Any, log: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def _ready(model_id: Any) -> bool:
+    with session_scope() as session:
+        record = session.get(BaseModelRecord, model_id)
+        return record is not None and record.status == ModelStatus.ready
+
+
 def test_worker_imports_a_model_sent_through_the_broker(broker: Any, tmp_path: Path, tiny_model_dir: Path) -> None:
     with session_scope() as session:
         admin = users.create_user(session, email="a@example.com", password="admin-password", role=Role.admin)
         model_id = models.register_local(session, user=admin, name="tiny", path=str(tiny_model_dir)).id
     proc = _start_worker(broker, tmp_path / "worker.log")
     try:
-
-        def ready() -> bool:
-            with session_scope() as session:
-                record = session.get(BaseModelRecord, model_id)
-                return record is not None and record.status == ModelStatus.ready
-
-        wait_for(ready, timeout=120, interval=0.5, what=f"import via {broker.celery_broker_url}")
+        wait_for(lambda: _ready(model_id), timeout=120, interval=0.5, what=f"import via {broker.celery_broker_url}")
     finally:
         stop_process(proc)
         print((tmp_path / "worker.log").read_text()[-3000:])
@@ -87,12 +87,6 @@ def test_worker_restart_picks_up_runs_queued_while_it_was_down(
             model_id = models.register_local(session, user=admin, name="tiny", path=str(tiny_model_dir)).id
     proc = _start_worker(broker, tmp_path / "worker.log")
     try:
-
-        def ready() -> bool:
-            with session_scope() as session:
-                record = session.get(BaseModelRecord, model_id)
-                return record is not None and record.status == ModelStatus.ready
-
-        wait_for(ready, timeout=120, interval=0.5, what="the re-sent run")
+        wait_for(lambda: _ready(model_id), timeout=120, interval=0.5, what="the re-sent run")
     finally:
         stop_process(proc)
