@@ -137,10 +137,23 @@ def create_app() -> FastAPI:
     from app.core import health
     from app.datasets import api as datasets_api
     from app.datasets import ui as datasets_ui
+    from app.jobs import api as jobs_api
+    from app.jobs import ui as jobs_ui
     from app.runs import api as runs_api
     from app.users import api as users_api
     from app.users import ui as users_ui
 
-    for module in (health, users_ui, users_api, models_ui, models_api, runs_api, datasets_ui, datasets_api):
+    for module in (
+        health,
+        users_ui,
+        users_api,
+        models_ui,
+        models_api,
+        runs_api,
+        datasets_ui,
+        datasets_api,
+        jobs_ui,
+        jobs_api,
+    ):
         app.include_router(module.router)
     return app

@@ -77,3 +77,15 @@ document.addEventListener("change", (event) => {
     input.closest(".dropzone").querySelector("span").textContent = input.files[0].name;
   }
 });
+
+// New-job form: show the settings of the chosen adapter and method only.
+function syncJobForm() {
+  const form = document.getElementById("job-form");
+  if (!form) return;
+  const adapter = form.querySelector("select[name=adapter]").value;
+  const method = form.querySelector("select[name=method]").value;
+  form.querySelectorAll("[data-adapters]").forEach((el) => { el.hidden = !el.dataset.adapters.split(" ").includes(adapter); });
+  form.querySelectorAll("[data-methods]").forEach((el) => { el.hidden = !el.dataset.methods.split(" ").includes(method); });
+}
+document.addEventListener("DOMContentLoaded", syncJobForm);
+document.addEventListener("change", syncJobForm);

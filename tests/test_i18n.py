@@ -123,8 +123,8 @@ def test_template_text_is_marked_for_translation(template: str) -> None:
     unmarked = [
         text
         for text in collector.found
-        # the product name and the "v" of version numbers (v1, v2) are the same in every language
-        if re.search(r"[A-Za-z]", re.sub(r"\bv\b", "", text.replace("Refinery", ""))) and not NOT_PROSE.match(text)
+        # the product name, the "v" of version numbers (v1) and units (GB) are the same in every language
+        if re.search(r"[A-Za-z]", re.sub(r"\b(v|GB)\b", "", text.replace("Refinery", ""))) and not NOT_PROSE.match(text)
     ]
     assert unmarked == [], f"wrap these in {{{{ _('…') }}}} in templates/{template}"
 

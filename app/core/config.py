@@ -65,6 +65,9 @@ class Settings(BaseSettings):
         default=2 * 1024**3, description="Largest dataset upload accepted, in bytes (413 past it)."
     )
     max_request_bytes: int = Field(default=1024**2, description="Largest request body for every other route, in bytes.")
+    gpu_workers: bool = Field(
+        default=False, description="Whether CUDA workers consume the gpu queue (enables QLoRA and 16-bit choices)."
+    )
     workers: int = Field(default=2, description="Worker threads per Celery worker started by `refinery up`.")
 
     @field_validator("secret_key")

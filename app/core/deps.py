@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from app.db.session import get_sessionmaker
 from app.users import service as users
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+log = logging.getLogger(__name__)
 
 
 def get_db() -> Iterator[Session]:
@@ -29,6 +31,7 @@ def get_db() -> Iterator[Session]:
         yield session
         session.commit()
     except OperationalError as exc:
+        log.warning("database error: %s", exc)
         session.rollback()
         raise ServiceUnavailable(_("The database is not reachable right now; try again shortly.")) from exc
     except BaseException:

@@ -61,6 +61,10 @@ def ngettext(singular: str, plural: str, n: int, **variables: object) -> str:
 _ = gettext
 
 
+def N_(message: str) -> str:
+    return message
+
+
 def negotiate(accept_language: str | None) -> str:
     """Pick a supported locale from an Accept-Language header (q-values respected)."""
     if not accept_language:

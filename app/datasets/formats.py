@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from app.core.i18n import N_
 from app.datasets.conversation import (
     Invalid,
     Message,
@@ -23,7 +24,6 @@ from app.datasets.conversation import (
     parse_transcript,
     sharegpt_messages,
 )
-from app.datasets.messages import N_
 
 # code -> display name (marked for translation; translated where it is shown)
 FORMATS: dict[str, str] = {

@@ -7,12 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.core.i18n import gettext
-
-
-def N_(message: str) -> str:
-    return message
-
+from app.core.i18n import N_, gettext
 
 MESSAGES: dict[str, str] = {
     "encoding": N_("This line is not valid UTF-8; save the file as UTF-8."),

@@ -92,6 +92,20 @@ class ChatRenderer:
             shown = max(shown, end)
         return out
 
+    def encode(
+        self, messages: list[dict[str, Any]], roles: tuple[str, ...] = ("assistant",)
+    ) -> tuple[list[int], list[int]]:
+        """Token ids of the rendered conversation and the training mask (1 = learn this token)."""
+        text, spans = self.trained_spans(messages, roles)
+        encoding = _tokenizer(str(self.tokenizer_file)).encode(text, add_special_tokens=False)
+        mask = [
+            int(any(start < s_end and end > s_start for s_start, s_end in spans)) for start, end in encoding.offsets
+        ]
+        return list(encoding.ids), mask
+
+    def token_ids(self, text: str) -> list[int]:
+        return list(_tokenizer(str(self.tokenizer_file)).encode(text, add_special_tokens=False).ids)
+
     def count(self, text: str) -> int:
         return len(_tokenizer(str(self.tokenizer_file)).encode(text, add_special_tokens=False).ids)
 

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from worker.jobs import dataset_validate, model_import
+from worker.jobs import dataset_validate, model_import, training
 
 
 class JobHandler(Protocol):
@@ -19,4 +19,5 @@ class JobHandler(Protocol):
 HANDLERS: dict[str, JobHandler] = {
     model_import.KIND: model_import.HANDLER,
     dataset_validate.KIND: dataset_validate.HANDLER,
+    training.KIND: training.HANDLER,
 }

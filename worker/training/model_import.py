@@ -28,7 +28,7 @@ def _convert_gguf(gguf: Path, tmp: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # The loaded weights are plain float tensors now; drop the GGUF quantiser so the saved
     # directory is an ordinary safetensors model.
-    model.hf_quantizer = None  # type: ignore[assignment]
+    model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     progress(0.8, "Writing safetensors")

@@ -2,6 +2,7 @@
 
 from app.db.models.base_model import BaseModelRecord, ModelStatus
 from app.db.models.dataset import Dataset, DatasetStatus, DatasetVersion, Upload
+from app.db.models.job import TrainingJob
 from app.db.models.run import Run, RunEvent, RunStatus
 from app.db.models.user import ApiKey, Role, User
 
@@ -16,6 +17,7 @@ __all__ = [
     "Run",
     "RunEvent",
     "RunStatus",
+    "TrainingJob",
     "Upload",
     "User",
 ]

@@ -1,0 +1,30 @@
+"""Training jobs: a spec applied to a base model and a dataset version, executed as a background run."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, IdMixin, TimestampMixin
+
+
+class TrainingJob(IdMixin, TimestampMixin, Base):
+    __tablename__ = "training_jobs"
+
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    base_model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("base_models.id", ondelete="RESTRICT"))
+    dataset_version_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("dataset_versions.id", ondelete="RESTRICT"))
+    general_version_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("dataset_versions.id", ondelete="RESTRICT"), nullable=True
+    )
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), nullable=True)
+    # where the job's files live in the artifact store: checkpoints/, final/, metrics.jsonl
+    storage_key: Mapped[str] = mapped_column(String(200), nullable=False)
+    cloned_from_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("training_jobs.id", ondelete="SET NULL"), nullable=True
+    )

@@ -1,0 +1,124 @@
+"""Peak training memory and time, before launch.
+
+Memory = weights + gradients + optimiser states + activations (+ a fixed CUDA/framework overhead):
+
+* weights: 2 bytes/parameter in 16-bit, 4 in fp32, ~0.55 for 4-bit NF4 with double quantisation (QLoRA);
+* trainable parameters (adapter or all): gradients in the training precision and AdamW's two fp32
+  moments (8 bytes), plus an fp32 master copy (4 bytes) when full fine-tuning runs in mixed precision —
+  16 bytes per trained parameter in all, the figure behind "full fine-tuning of a 7B model needs ~112 GB";
+* activations kept for the backward pass: ~``batch × sequence × hidden × layers × 34`` bytes in 16-bit
+  without gradient checkpointing (Korthikanti et al.'s per-layer count, attention scores excluded because
+  SDPA/flash attention does not store them), twice that in fp32; plus the fp32 logits for the loss.
+
+Checked against the published 7B figures (tests/jobs/test_estimate.py): LoRA in 16-bit ≈ 16 GB,
+QLoRA ≈ 6 GB, full fine-tuning with AdamW in mixed precision ≈ 80–120 GB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.jobs.spec import Adapter, TrainingSpec
+
+GIB = 1024**3
+OVERHEAD_BYTES = 0.5 * GIB  # CUDA context, allocator slack, framework buffers
+ACTIVATION_FACTOR = 34
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    parameters: int
+    hidden_size: int
+    layers: int
+    vocab_size: int
+    intermediate_size: int | None = None
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: float
+    overhead: float
+    trainable_parameters: int
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.gradients + self.optimizer + self.activations + self.overhead
+
+    def as_gib(self) -> dict[str, float]:
+        return {
+            name: round(getattr(self, name) / GIB, 2)
+            for name in ("weights", "gradients", "optimizer", "activations", "overhead", "total")
+        }
+
+
+def lora_parameters(shape: ModelShape, rank: int) -> int:
+    """All-linear LoRA: r × (in + out) per adapted matrix, 4 attention + 3 MLP matrices per layer."""
+    hidden = shape.hidden_size
+    intermediate = shape.intermediate_size or 4 * hidden
+    per_layer = rank * (4 * (hidden + hidden) + 3 * (hidden + intermediate))
+    return per_layer * shape.layers
+
+
+def trainable_parameters(spec: TrainingSpec, shape: ModelShape) -> int:
+    if spec.adapter in (Adapter.lora, Adapter.qlora):
+        return lora_parameters(shape, spec.lora_r)
+    if spec.adapter == Adapter.full:
+        return shape.parameters
+    if spec.adapter == Adapter.freeze:
+        return int(shape.parameters * min(1.0, spec.freeze_trainable_layers / max(1, shape.layers)))
+    if spec.adapter == Adapter.ia3:
+        return shape.layers * 3 * shape.hidden_size
+    return spec.num_virtual_tokens * shape.hidden_size  # prompt tuning
+
+
+def estimate_memory(spec: TrainingSpec, shape: ModelShape, *, gpu: bool = True) -> MemoryEstimate:
+    sixteen_bit = gpu and spec.precision != "fp32"
+    weight_bytes = 0.55 if spec.adapter == Adapter.qlora else (2.0 if sixteen_bit else 4.0)
+    trainable = trainable_parameters(spec, shape)
+    grad_bytes = 2.0 if sixteen_bit else 4.0
+    master = 4.0 if (spec.adapter == Adapter.full and sixteen_bit) else 0.0
+    activation_bytes = 1.0 if sixteen_bit else 2.0
+    tokens = spec.batch_size * spec.max_seq_length
+    activations = tokens * shape.hidden_size * shape.layers * ACTIVATION_FACTOR * activation_bytes
+    activations += tokens * shape.vocab_size * 4  # fp32 logits for the loss
+    return MemoryEstimate(
+        weights=shape.parameters * weight_bytes,
+        gradients=trainable * grad_bytes,
+        optimizer=trainable * (8.0 + master),
+        activations=activations,
+        overhead=OVERHEAD_BYTES if gpu else 0.0,
+        trainable_parameters=trainable,
+    )
+
+
+def smaller_configuration(spec: TrainingSpec, shape: ModelShape, budget_bytes: float) -> TrainingSpec | None:
+    """A configuration that fits the budget: QLoRA/LoRA, smaller batches with accumulation, shorter sequences."""
+    candidate = spec
+    steps: list[dict[str, object]] = []
+    if spec.adapter in (Adapter.full, Adapter.freeze):
+        steps.append({"adapter": Adapter.lora})
+    steps += [{"adapter": Adapter.qlora, "use_dora": False}]
+    for update in steps:
+        if estimate_memory(candidate, shape).total <= budget_bytes:
+            return candidate
+        candidate = candidate.model_copy(update=update)
+    while estimate_memory(candidate, shape).total > budget_bytes:
+        if candidate.batch_size > 1:
+            candidate = candidate.model_copy(
+                update={
+                    "batch_size": candidate.batch_size // 2,
+                    "gradient_accumulation_steps": candidate.gradient_accumulation_steps * 2,
+                }
+            )
+        elif candidate.max_seq_length > 256:
+            candidate = candidate.model_copy(update={"max_seq_length": candidate.max_seq_length // 2})
+        else:
+            return None
+    return candidate
+
+
+def estimate_seconds(*, tokens: int, epochs: float, tokens_per_second: float) -> float:
+    return tokens * epochs / max(tokens_per_second, 1e-9)

@@ -1,0 +1,136 @@
+"""The new-job form is rendered from TrainingSpec: one input per field, its help text on hover."""
+
+from __future__ import annotations
+
+import enum
+import json
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from annotated_types import Ge, Gt, Le, Lt
+
+from app.core.i18n import N_, gettext
+from app.jobs.spec import ADAPTER_LABELS, METHOD_LABELS, TrainingSpec, field_groups
+
+LABELS: dict[str, str] = {
+    "method": N_("Method"),
+    "adapter": N_("Adapter"),
+    "learning_rate": N_("Learning rate"),
+    "num_epochs": N_("Epochs"),
+    "max_steps": N_("Max steps"),
+    "batch_size": N_("Batch size"),
+    "gradient_accumulation_steps": N_("Gradient accumulation"),
+    "max_seq_length": N_("Max sequence length"),
+    "lora_r": N_("LoRA rank"),
+    "lora_alpha": N_("LoRA alpha"),
+    "lora_dropout": N_("LoRA dropout"),
+    "lora_target_modules": N_("Target modules"),
+    "use_dora": N_("DoRA"),
+    "use_rslora": N_("rsLoRA"),
+    "qlora_double_quant": N_("Double quantisation"),
+    "qlora_compute_dtype": N_("Compute dtype"),
+    "freeze_trainable_layers": N_("Trainable last layers"),
+    "num_virtual_tokens": N_("Virtual tokens"),
+    "scheduler": N_("Scheduler"),
+    "warmup_ratio": N_("Warm-up ratio"),
+    "weight_decay": N_("Weight decay"),
+    "max_grad_norm": N_("Gradient clipping"),
+    "precision": N_("Precision"),
+    "packing": N_("Packing"),
+    "assistant_only_loss": N_("Assistant-only loss"),
+    "eval_steps": N_("Eval every N steps"),
+    "early_stopping_patience": N_("Early stopping patience"),
+    "save_steps": N_("Checkpoint every N steps"),
+    "save_total_limit": N_("Checkpoints kept"),
+    "seed": N_("Seed"),
+    "dpo_beta": N_("DPO beta"),
+    "cpt_general_ratio": N_("General text per domain record"),
+}
+# which adapter each adapter-group field belongs to (the form shows them with that adapter)
+ADAPTER_FIELDS = {
+    "lora_r": "lora qlora",
+    "lora_alpha": "lora qlora",
+    "lora_dropout": "lora qlora",
+    "lora_target_modules": "lora qlora",
+    "use_dora": "lora",
+    "use_rslora": "lora qlora",
+    "qlora_double_quant": "qlora",
+    "qlora_compute_dtype": "qlora",
+    "freeze_trainable_layers": "freeze",
+    "num_virtual_tokens": "prompt_tuning",
+}
+
+
+@dataclass(frozen=True)
+class FormField:
+    name: str
+    label: str
+    help: str
+    kind: str  # select | checkbox | number | text
+    value: Any
+    options: list[tuple[str, str]]
+    minimum: float | None
+    maximum: float | None
+    step: str
+    adapters: str
+
+
+def _options(annotation: Any) -> list[tuple[str, str]]:
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        labels = METHOD_LABELS if annotation.__name__ == "Method" else ADAPTER_LABELS
+        return [(m.value, gettext(labels.get(m.value, m.value))) for m in annotation]
+    return [(str(v), str(v)) for v in typing.get_args(annotation)]
+
+
+def form_fields(values: TrainingSpec | None = None) -> dict[str, list[FormField]]:
+    current = (values or TrainingSpec()).model_dump(mode="json")
+    grouped: dict[str, list[FormField]] = {}
+    for group, fields in field_groups().items():
+        out = []
+        for name, info in fields:
+            annotation = info.annotation
+            bounds = {type(m): m for m in info.metadata}
+            minimum = next((getattr(bounds[t], a) for t, a in ((Ge, "ge"), (Gt, "gt")) if t in bounds), None)
+            maximum = next((getattr(bounds[t], a) for t, a in ((Le, "le"), (Lt, "lt")) if t in bounds), None)
+            if annotation is bool:
+                kind = "checkbox"
+            elif (isinstance(annotation, type) and issubclass(annotation, enum.Enum)) or typing.get_origin(
+                annotation
+            ) is typing.Literal:
+                kind = "select"
+            elif annotation in (int, float):
+                kind = "number"
+            else:
+                kind = "text"
+            out.append(
+                FormField(
+                    name=name,
+                    label=gettext(LABELS.get(name, name)),
+                    help=gettext(info.description or ""),
+                    kind=kind,
+                    value=current[name],
+                    options=_options(annotation) if kind == "select" else [],
+                    minimum=minimum,
+                    maximum=maximum,
+                    step="1" if annotation is int else "any",
+                    adapters=ADAPTER_FIELDS.get(name, ""),
+                )
+            )
+        grouped[group] = out
+    return grouped
+
+
+def spec_from_form(form: dict[str, str]) -> dict[str, Any]:
+    """Form strings into spec values; checkboxes are absent when off."""
+    raw: dict[str, Any] = {}
+    for name, info in TrainingSpec.model_fields.items():
+        if info.annotation is bool:
+            raw[name] = form.get(name) in ("on", "true", "1")
+        elif name in form and form[name] != "":
+            raw[name] = form[name]
+    return raw
+
+
+def spec_json(spec: TrainingSpec) -> str:
+    return json.dumps(spec.model_dump(mode="json"), indent=2)

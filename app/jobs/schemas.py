@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from app.jobs.spec import TrainingSpec
+from app.runs.schemas import RunRead
+
+
+class JobCreate(BaseModel):
+    name: str = Field(default="", max_length=200, description="Display name (defaults to model · dataset).")
+    model_id: uuid.UUID = Field(description="A ready base model.")
+    dataset_version_id: uuid.UUID = Field(description="The dataset version to train on (its train split).")
+    general_version_id: uuid.UUID | None = Field(
+        default=None, description="Continued pre-training: a dataset version of general text to mix in."
+    )
+    spec: TrainingSpec = Field(default_factory=TrainingSpec, description="Method, adapter and hyper-parameters.")
+
+
+class JobRead(BaseModel):
+    id: uuid.UUID
+    name: str
+    model_id: uuid.UUID
+    dataset_version_id: uuid.UUID
+    general_version_id: uuid.UUID | None
+    spec: dict[str, Any]
+    created_at: datetime
+    run: RunRead
+    adapter_available: bool
+
+
+class MetricRow(BaseModel):
+    step: int
+    epoch: float | None = None
+    time: float | None = None
+    loss: float | None = None
+    eval_loss: float | None = None
+    learning_rate: float | None = None
+    grad_norm: float | None = None
+    tokens_per_second: float | None = None

@@ -1,0 +1,296 @@
+"""Training jobs: validate a spec against its model and data, launch, watch, cancel, download."""
+
+from __future__ import annotations
+
+import json
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.basemodels import service as models
+from app.core.config import get_settings
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.i18n import _
+from app.datasets import service as datasets
+from app.datasets.storage import artifact_path
+from app.db.models import BaseModelRecord, Dataset, DatasetVersion, ModelStatus, Run, RunStatus, TrainingJob, User
+from app.jobs.spec import Problem, TrainingSpec, check_compatibility
+from app.runs import service as runs
+
+TRAIN_KIND = "training"
+
+
+def parse_spec(raw: dict[str, Any]) -> TrainingSpec:
+    try:
+        return TrainingSpec.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or None
+        raise InvalidInput(f"{field}: {first['msg']}" if field else str(first["msg"]), field=field) from exc
+
+
+def usable_versions(session: Session, *, user: User) -> list[tuple[Dataset, DatasetVersion]]:
+    pairs = []
+    for dataset in datasets.list_datasets(session, user=user):
+        for version in datasets.versions(session, dataset):
+            pairs.append((dataset, version))
+    return pairs
+
+
+def owned_version(session: Session, version_id: uuid.UUID, *, user: User) -> tuple[Dataset, DatasetVersion]:
+    version = session.get(DatasetVersion, version_id)
+    dataset = session.get(Dataset, version.dataset_id) if version else None
+    if version is None or dataset is None or dataset.owner_id != user.id:
+        raise NotFound(_("No such dataset version."))
+    return dataset, version
+
+
+def problems_for(
+    session: Session, spec: TrainingSpec, *, model: BaseModelRecord, version: DatasetVersion
+) -> list[Problem]:
+    return check_compatibility(
+        spec,
+        kinds=version.kind_counts,
+        context_length=model.context_length,
+        cuda=get_settings().gpu_workers,
+        train_records=version.split_counts.get("train", 0),
+    )
+
+
+def create_job(
+    session: Session,
+    *,
+    user: User,
+    name: str,
+    model_id: uuid.UUID,
+    version_id: uuid.UUID,
+    spec: TrainingSpec,
+    general_version_id: uuid.UUID | None = None,
+    cloned_from: TrainingJob | None = None,
+) -> TrainingJob:
+    model = models.get_model(session, model_id, user=user)
+    if model.status != ModelStatus.ready:
+        raise InvalidInput(_("That model is not ready yet; wait for its import to finish."), field="model_id")
+    dataset, version = owned_version(session, version_id, user=user)
+    if general_version_id is not None:
+        owned_version(session, general_version_id, user=user)
+    problems = problems_for(session, spec, model=model, version=version)
+    if problems:
+        raise InvalidInput(problems[0].message, field=problems[0].field, code="incompatible")
+    job = TrainingJob(
+        owner_id=user.id,
+        name=(name.strip() or f"{model.name} · {dataset.name} v{version.number}")[:200],
+        base_model_id=model.id,
+        dataset_version_id=version.id,
+        general_version_id=general_version_id,
+        spec=spec.model_dump(mode="json"),
+        storage_key="",
+        cloned_from_id=cloned_from.id if cloned_from else None,
+    )
+    session.add(job)
+    session.flush()
+    job.storage_key = f"jobs/{job.id.hex}"
+    run = runs.create_run(session, kind=TRAIN_KIND, owner=user, params={"job_id": str(job.id)}, queue="gpu")
+    job.run_id = run.id
+    session.flush()
+    return job
+
+
+def list_jobs(session: Session, *, user: User) -> list[TrainingJob]:
+    stmt = select(TrainingJob).where(TrainingJob.owner_id == user.id).order_by(TrainingJob.created_at.desc())
+    return list(session.scalars(stmt))
+
+
+def get_job(session: Session, job_id: uuid.UUID, *, user: User) -> TrainingJob:
+    job = session.get(TrainingJob, job_id)
+    if job is None or job.owner_id != user.id:
+        raise NotFound(_("No such training job."))
+    return job
+
+
+def job_run(session: Session, job: TrainingJob) -> Run:
+    run = session.get(Run, job.run_id) if job.run_id else None
+    assert run is not None
+    return run
+
+
+def cancel_job(session: Session, job: TrainingJob) -> Run:
+    return runs.request_cancel(session, job_run(session, job))
+
+
+def metrics(job: TrainingJob, *, after_step: int = 0) -> list[dict[str, Any]]:
+    """Logged rows after a step; a resumed attempt re-logs steps after its checkpoint, so the last row wins."""
+    path = artifact_path(f"{job.storage_key}/metrics.jsonl")
+    if not path.is_file():
+        return []
+    by_step: dict[tuple[int, bool], dict[str, Any]] = {}
+    with path.open() as handle:
+        for line in handle:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line being written right now
+            if row.get("step", 0) > after_step:
+                by_step[(row["step"], "eval_loss" in row)] = row
+    return [by_step[key] for key in sorted(by_step)]
+
+
+def final_dir(job: TrainingJob) -> Path:
+    return artifact_path(f"{job.storage_key}/final")
+
+
+def model_card(session: Session, job: TrainingJob) -> str:
+    model = session.get(BaseModelRecord, job.base_model_id)
+    version = session.get(DatasetVersion, job.dataset_version_id)
+    dataset = session.get(Dataset, version.dataset_id) if version else None
+    run = job_run(session, job)
+    spec = TrainingSpec.model_validate(job.spec)
+    result = run.result or {}
+    lines = [
+        f"# {job.name}",
+        "",
+        f"Fine-tuned with Refinery from **{model.name if model else '?'}** "
+        f"({spec.method.value.upper()}, {spec.adapter.value}).",
+        "",
+        "## Lineage",
+        "",
+        f"- base model: {model.name if model else '?'} ({model.source if model else '?'}: "
+        f"`{model.source_ref if model else '?'}`), license {model.license if model else '?'}",
+        f"- dataset: {dataset.name if dataset else '?'} v{version.number if version else '?'} "
+        f"({version.record_count if version else '?'} records, splits {version.split_counts if version else {}})",
+        f"- job: `{job.id}`, finished {run.finished_at.isoformat() if run.finished_at else '—'}",
+        "",
+        "## Final metrics",
+        "",
+        *[
+            f"- {key}: {value}"
+            for key, value in result.items()
+            if key in ("train_loss", "eval_loss", "steps", "epochs", "trainable_parameters", "tokens_seen", "seconds")
+        ],
+        "",
+        "## Training spec",
+        "",
+        "```json",
+        json.dumps(job.spec, indent=2),
+        "```",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from peft import PeftModel",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        "base = AutoModelForCausalLM.from_pretrained('<base model directory>')",
+        "model = PeftModel.from_pretrained(base, '<this directory>')",
+        "tokenizer = AutoTokenizer.from_pretrained('<this directory>')",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def adapter_zip(session: Session, job: TrainingJob) -> Iterator[bytes]:
+    """Checks first (so a refusal is a clean error), then streams the zip from a temporary file: full
+    fine-tuning weights can be gigabytes."""
+    import tempfile
+
+    run = job_run(session, job)
+    directory = final_dir(job)
+    if run.status != RunStatus.succeeded or not directory.is_dir():
+        raise Conflict(_("The adapter is available once the job has succeeded."))
+    card = model_card(session, job)
+    files = [
+        p
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != "README.md" and p.suffix not in (".bin", ".pt", ".pth", ".pkl")
+    ]
+
+    def chunks() -> Iterator[bytes]:
+        with tempfile.TemporaryFile() as spool:
+            with zipfile.ZipFile(spool, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                for path in files:
+                    archive.write(path, path.relative_to(directory).as_posix())
+                archive.writestr("README.md", card)
+            spool.seek(0)
+            while block := spool.read(1024 * 1024):
+                yield block
+
+    return chunks()
+
+
+def _training_failed(session: Session, run_id: uuid.UUID, message: str) -> None:
+    """Nothing to mark: a job's state is its run's. Kept so the hook registry knows the kind."""
+
+
+runs.on_run_failure(TRAIN_KIND, _training_failed)
+
+
+def model_shape(model: BaseModelRecord) -> Any:
+    from app.jobs.estimate import ModelShape
+
+    config_path = artifact_path(f"{model.storage_key}/config.json") if model.storage_key else None
+    config = json.loads(config_path.read_text()) if config_path and config_path.is_file() else {}
+    return ModelShape(
+        parameters=model.num_parameters or 0,
+        hidden_size=int(config.get("hidden_size", 768)),
+        layers=int(config.get("num_hidden_layers", 12)),
+        vocab_size=int(config.get("vocab_size", 32000)),
+        intermediate_size=config.get("intermediate_size"),
+    )
+
+
+def measured_tokens_per_second(session: Session, model: BaseModelRecord) -> float | None:
+    """Throughput of this user's earlier finished jobs on the same model (the basis of the time estimate)."""
+    stmt = (
+        select(Run.result)
+        .join(TrainingJob, TrainingJob.run_id == Run.id)
+        .where(TrainingJob.base_model_id == model.id, Run.status == RunStatus.succeeded)
+    )
+    rates = [
+        r["tokens_seen"] / r["seconds"]
+        for r in session.scalars(stmt)
+        if r and r.get("tokens_seen") and r.get("seconds")
+    ]
+    return sum(rates) / len(rates) if rates else None
+
+
+def estimate(
+    session: Session, spec: TrainingSpec, *, model: BaseModelRecord, version: DatasetVersion, gpu_gib: float
+) -> dict[str, Any]:
+    from app.jobs.estimate import GIB, estimate_memory, smaller_configuration
+
+    shape = model_shape(model)
+    memory = estimate_memory(spec, shape, gpu=True)
+    budget = gpu_gib * GIB
+    suggestion = None
+    if memory.total > budget:
+        smaller = smaller_configuration(spec, shape, budget)
+        if smaller is not None:
+            changed = {k: v for k, v in smaller.model_dump(mode="json").items() if v != spec.model_dump(mode="json")[k]}
+            suggestion = {"changes": changed, "total": round(estimate_memory(smaller, shape).total / GIB, 2)}
+    mean_tokens = ((version.stats or {}).get("tokens") or {}).get("mean") or 0
+    train_records = version.split_counts.get("train", 0)
+    tokens = int(mean_tokens * train_records)
+    if spec.max_steps:
+        tokens = min(tokens, int(spec.max_steps * spec.effective_batch * (mean_tokens or spec.max_seq_length)))
+        epochs = 1.0
+    else:
+        epochs = spec.num_epochs
+    rate = measured_tokens_per_second(session, model)
+    return {
+        "memory": memory.as_gib(),
+        "trainable": memory.trainable_parameters,
+        "fits": memory.total <= budget,
+        "gpu_gib": gpu_gib,
+        "suggestion": suggestion,
+        "tokens": int(tokens * epochs),
+        "rate": rate,
+        "seconds": (tokens * epochs / rate) if rate else None,
+        "problems": problems_for(session, spec, model=model, version=version),
+    }

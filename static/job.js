@@ -1,0 +1,85 @@
+// Live training charts: fetch the metrics logged after the last step we have (so a reconnect resumes),
+// redraw, and flag loss spikes and divergence. Drawn with the vendored uPlot.
+(() => {
+  const root = document.getElementById("charts");
+  if (!root) return;
+  const labels = JSON.parse(root.dataset.labels);
+  const url = root.dataset.metricsUrl;
+  const rows = [];
+  let lastStep = 0;
+  const charts = {};
+
+  function series(key) {
+    const steps = [], values = [];
+    for (const r of rows) if (r[key] !== undefined && r[key] !== null) { steps.push(r.step); values.push(r[key]); }
+    return [steps, values];
+  }
+
+  // small values (learning rates) read as 2.0e-4, not 0
+  const tick = (v) => (v === 0 ? "0" : Math.abs(v) < 0.01 ? v.toExponential(1) : +v.toPrecision(4));
+
+  function draw(key) {
+    const el = root.querySelector(`[data-chart="${key}"]`);
+    const width = Math.max(300, el.clientWidth || 500);
+    let data, seriesOpts;
+    if (key === "loss") {
+      const [s1, v1] = series("loss");
+      const evals = new Map(rows.filter((r) => r.eval_loss != null).map((r) => [r.step, r.eval_loss]));
+      data = [s1, v1, s1.map((s) => (evals.has(s) ? evals.get(s) : null))];
+      seriesOpts = [{}, { label: labels.loss, stroke: "#2f6fde", width: 2 },
+        { label: labels.eval_loss, stroke: "#d9822b", width: 2, spanGaps: true, points: { show: true, size: 6 } }];
+    } else {
+      data = series(key);
+      seriesOpts = [{}, { label: labels[key], stroke: "#17833d", width: 2 }];
+    }
+    if (!data[0].length) return;
+    if (charts[key]) { charts[key].setData(data); return; }
+    el.textContent = "";
+    charts[key] = new uPlot({
+      width, height: 200, title: labels[key],
+      scales: { x: { time: false } },
+      axes: [{ label: labels.step }, { size: 60, values: (u, ticks) => ticks.map(tick) }],
+      series: seriesOpts,
+    }, data, el);
+  }
+
+  function flag() {
+    const losses = rows.filter((r) => r.loss != null);
+    const box = document.getElementById("loss-flag");
+    if (!box || losses.length < 12) return;
+    const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
+    let message = "";
+    for (let i = 10; i < losses.length; i++) {
+      const m = median(losses.slice(i - 10, i).map((r) => r.loss));
+      if (losses[i].loss > 2 * m) {
+        message = labels.spike.replace("%(step)s", losses[i].step).replace("%(value)s", losses[i].loss.toFixed(3));
+      }
+    }
+    if (losses.length >= 20) {
+      const mean = (xs) => xs.reduce((a, r) => a + r.loss, 0) / xs.length;
+      const last = mean(losses.slice(-10)), before = mean(losses.slice(-20, -10));
+      if (last > 1.2 * before) message = labels.diverging.replace("%%", "%");
+    }
+    box.textContent = message;
+    box.hidden = !message;
+  }
+
+  async function poll() {
+    let live = true;
+    try {
+      const response = await fetch(`${url}?after=${lastStep}`, { headers: { Accept: "application/json" } });
+      const body = await response.json();
+      live = body.live;
+      for (const r of body.rows) {
+        const i = rows.findIndex((x) => x.step === r.step && ("eval_loss" in x) === ("eval_loss" in r));
+        if (i >= 0) rows[i] = r; else rows.push(r);
+      }
+      rows.sort((a, b) => a.step - b.step);
+      if (body.rows.length) lastStep = Math.max(...rows.filter((r) => r.loss != null).map((r) => r.step), lastStep);
+      ["loss", "learning_rate", "grad_norm", "tokens_per_second"].forEach(draw);
+      flag();
+    } catch (_) { /* the next poll retries */ }
+    if (live) setTimeout(poll, 2000);
+  }
+  document.addEventListener("DOMContentLoaded", poll);
+})();

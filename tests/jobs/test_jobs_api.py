@@ -1,0 +1,161 @@
+"""Jobs through the API: launch on the tiny model, run for real (child process), metrics, events, zip, 404s."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import csrf_of, login, make_admin
+from worker import lifecycle
+
+
+@pytest.fixture
+def setup(client: Any, tiny_model_dir: Path, tmp_path: Path) -> dict[str, Any]:
+    make_admin(client)
+    token = csrf_of(client, "/models")
+    client.headers["X-CSRF-Token"] = token
+    model = client.post("/api/v1/models/local", json={"name": "tiny", "path": str(tiny_model_dir)}).json()
+    lifecycle.execute(model["import_run"]["id"])
+    rows = [
+        {"messages": [{"role": "user", "content": f"Add {i} and {i}."}, {"role": "assistant", "content": f"{2 * i}"}]}
+        for i in range(30)
+    ]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    with path.open("rb") as handle:
+        dataset = client.post("/api/v1/datasets", files={"file": ("chat.jsonl", handle)}).json()
+    lifecycle.execute(dataset["validation_run"]["id"])
+    version = client.get(f"/api/v1/datasets/{dataset['id']}").json()["versions"][0]
+    return {"model": model["id"], "version": version["id"]}
+
+
+def test_launch_train_watch_and_download(client: Any, setup: dict[str, Any], tiny_model_dir: Path) -> None:
+    body = {
+        "name": "tiny sft",
+        "model_id": setup["model"],
+        "dataset_version_id": setup["version"],
+        "spec": {"max_steps": 3, "batch_size": 4, "save_steps": 2, "eval_steps": 0, "max_seq_length": 128},
+    }
+    job = client.post("/api/v1/jobs", json=body)
+    assert job.status_code == 201, job.text
+    job = job.json()
+    assert job["run"]["status"] == "queued" and not job["adapter_available"]
+    assert client.get(f"/api/v1/jobs/{job['id']}/adapter").status_code == 409
+    lifecycle.execute(job["run"]["id"])
+    done = client.get(f"/api/v1/jobs/{job['id']}").json()
+    assert done["run"]["status"] == "succeeded", done["run"]
+    assert done["adapter_available"] and done["run"]["result"]["steps"] == 3
+    metrics = client.get(f"/api/v1/jobs/{job['id']}/metrics").json()
+    training = [m for m in metrics if m["loss"] is not None]
+    assert [m["step"] for m in training] == [1, 2, 3] and all(m["loss"] > 0 for m in training)
+    assert [m["step"] for m in metrics if m["eval_loss"] is not None] == [3]  # final evaluation on validation
+    later = client.get(f"/api/v1/jobs/{job['id']}/metrics", params={"after": 2}).json()
+    assert {m["step"] for m in later} == {3}
+    events = [e["message"] for e in client.get(f"/api/v1/jobs/{job['id']}/events").json()]
+    assert events[0] == "Queued." and events[-1] == "Succeeded."
+    page = client.get(f"/jobs/{job['id']}")
+    assert page.status_code == 200 and "Download adapter" in page.text
+
+    archive = client.get(f"/api/v1/jobs/{job['id']}/adapter")
+    assert archive.status_code == 200 and "attachment" in archive.headers["content-disposition"]
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as zipped:
+        names = set(zipped.namelist())
+        assert {
+            "adapter_model.safetensors",
+            "adapter_config.json",
+            "tokenizer.json",
+            "chat_template.jinja",
+            "README.md",
+        } <= names
+        assert not [n for n in names if n.endswith((".bin", ".pt", ".pkl"))]
+        card = zipped.read("README.md").decode()
+        assert "from **tiny**" in card and "chat.jsonl v1" in card and '"max_steps": 3' in card
+        unpacked = Path(str(tiny_model_dir)).parent / f"unzipped-{job['id'][:8]}"
+        zipped.extractall(unpacked)
+    # the adapter loads with plain peft, outside Refinery, and reproduces the trained model's logits
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from worker.training.train import probe_logits
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)), str(unpacked))
+    probe = probe_logits(model, AutoTokenizer.from_pretrained(str(unpacked)))
+    assert probe == pytest.approx(done["run"]["result"]["probe_logits"], abs=1e-3)
+
+
+def test_incompatible_spec_is_refused_and_queued_job_cancels(client: Any, setup: dict[str, Any]) -> None:
+    base = {"model_id": setup["model"], "dataset_version_id": setup["version"]}
+    dpo = client.post("/api/v1/jobs", json={**base, "spec": {"method": "dpo"}})
+    assert dpo.status_code == 422 and dpo.json()["error"]["field"] == "method"
+    too_long = client.post("/api/v1/jobs", json={**base, "spec": {"max_seq_length": 100_000}})
+    assert too_long.status_code == 422 and "2048" in too_long.json()["error"]["message"].replace(",", "")
+    job = client.post("/api/v1/jobs", json={**base, "spec": {"max_steps": 2}}).json()
+    cancelled = client.post(f"/api/v1/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    lifecycle.execute(job["run"]["id"])  # a delivery after cancel does nothing
+    assert client.get(f"/api/v1/jobs/{job['id']}").json()["run"]["status"] == "cancelled"
+
+
+def test_new_job_form_and_estimate(client: Any, setup: dict[str, Any]) -> None:
+    page = client.get("/jobs/new")
+    assert page.status_code == 200 and 'name="lora_r"' in page.text and "title=" in page.text
+    estimate = client.post(
+        "/jobs/estimate",
+        data={
+            "model_id": setup["model"],
+            "dataset_version_id": setup["version"],
+            "method": "sft",
+            "adapter": "lora",
+            "gpu_gib": "8",
+        },
+    )
+    assert estimate.status_code == 200 and "Peak GPU memory" in estimate.text and 'data-fits="yes"' in estimate.text
+    refused = client.post(
+        "/jobs/estimate",
+        data={
+            "model_id": setup["model"],
+            "dataset_version_id": setup["version"],
+            "method": "sft",
+            "adapter": "qlora",
+            "gpu_gib": "8",
+        },
+    )
+    assert 'data-problem="adapter"' in refused.text
+    launched = client.post(
+        "/jobs",
+        data={"model_id": setup["model"], "dataset_version_id": setup["version"], "method": "sft", "adapter": "qlora"},
+    )
+    assert launched.status_code == 422 and "CUDA" in launched.text
+
+
+def test_another_users_job_is_404(client: Any, setup: dict[str, Any]) -> None:
+    job = client.post(
+        "/api/v1/jobs",
+        json={"model_id": setup["model"], "dataset_version_id": setup["version"], "spec": {"max_steps": 2}},
+    ).json()
+    client.post("/api/v1/users", json={"email": "eve@example.com", "password": "eve-password-1"})
+    client.post("/logout", data={"csrf_token": client.headers["X-CSRF-Token"]})
+    del client.headers["X-CSRF-Token"]
+    login(client, "eve@example.com", "eve-password-1")
+    client.headers["X-CSRF-Token"] = csrf_of(client, "/models")
+    for method, url in [
+        ("get", f"/api/v1/jobs/{job['id']}"),
+        ("get", f"/api/v1/jobs/{job['id']}/metrics"),
+        ("get", f"/api/v1/jobs/{job['id']}/events"),
+        ("post", f"/api/v1/jobs/{job['id']}/cancel"),
+        ("get", f"/api/v1/jobs/{job['id']}/adapter"),
+        ("get", f"/jobs/{job['id']}"),
+        ("get", f"/jobs/{job['id']}/_live"),
+        ("get", f"/jobs/{job['id']}/metrics"),
+        ("post", f"/jobs/{job['id']}/cancel"),
+        ("get", f"/jobs/{job['id']}/adapter.zip"),
+    ]:
+        assert getattr(client, method)(url).status_code == 404, url
+    stolen = client.post("/api/v1/jobs", json={"model_id": setup["model"], "dataset_version_id": setup["version"]})
+    assert stolen.status_code == 404  # another user's dataset version cannot be trained on
+    assert client.get("/api/v1/jobs").json() == []

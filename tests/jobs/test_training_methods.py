@@ -1,0 +1,165 @@
+"""Every method and adapter trains the tiny random Llama for real: trainable weights change and the
+saved adapter (or model) reloads to the same logits as the trained model (the probe the child records)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from worker.training import train
+from worker.training.callbacks import latest_complete_checkpoint
+
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("line", pa.int64()),
+        ("kind", pa.string()),
+        ("split", pa.string()),
+        ("file", pa.string()),
+        ("data", pa.string()),
+    ]
+)
+
+
+def _write(path: Path, records: list[tuple[str, dict[str, Any]]]) -> Path:
+    rows = [
+        {
+            "id": str(i),
+            "line": i,
+            "kind": kind,
+            "split": "validation" if i % 8 == 0 else "train",
+            "file": "",
+            "data": json.dumps(data),
+        }
+        for i, (kind, data) in enumerate(records, start=1)
+    ]
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), str(path))
+    return path
+
+
+def _chat(i: int) -> tuple[str, dict[str, Any]]:
+    return "chat", {
+        "messages": [
+            {"role": "user", "content": f"What is {i} plus {i}?"},
+            {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."},
+        ]
+    }
+
+
+def _pref(i: int) -> tuple[str, dict[str, Any]]:
+    return "preference", {
+        "prompt": [{"role": "user", "content": f"Say {i}"}],
+        "chosen": [{"role": "assistant", "content": f"{i}"}],
+        "rejected": [{"role": "assistant", "content": "no"}],
+    }
+
+
+def _run(
+    tmp_path: Path, tiny_model_dir: Path, records: Path, spec: dict[str, Any], general: Path | None = None
+) -> dict[str, Any]:
+    job = {
+        "spec": {
+            "max_steps": 4,
+            "batch_size": 4,
+            "save_steps": 2,
+            "eval_steps": 2,
+            "max_seq_length": 128,
+            "learning_rate": 5e-3,
+            **spec,
+        },
+        "model_dir": str(tiny_model_dir),
+        "chat_template": (tiny_model_dir / "chat_template.jinja").read_text(),
+        "records_path": str(records),
+        "general_records_path": str(general) if general else None,
+        "output_dir": str(tmp_path / "checkpoints"),
+        "final_dir": str(tmp_path / "final"),
+        "metrics_path": str(tmp_path / "metrics.jsonl"),
+    }
+    return train.run(job)
+
+
+def _reload_probe(tiny_model_dir: Path, final: Path, peft: bool) -> list[float]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if peft:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)), str(final))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(final))
+    return train.probe_logits(model, AutoTokenizer.from_pretrained(str(final)))
+
+
+@pytest.mark.parametrize(
+    ("adapter", "extra", "peft"),
+    [
+        ("lora", {}, True),
+        ("lora", {"use_dora": True, "use_rslora": True, "lora_target_modules": "q_proj,v_proj"}, True),
+        ("ia3", {}, True),
+        ("prompt_tuning", {"num_virtual_tokens": 4}, True),
+        ("full", {"learning_rate": 1e-3}, False),
+        ("freeze", {"freeze_trainable_layers": 1, "learning_rate": 1e-3}, False),
+    ],
+)
+def test_sft_with_each_adapter(
+    tmp_path: Path, tiny_model_dir: Path, adapter: str, extra: dict[str, Any], peft: bool
+) -> None:
+    records = _write(tmp_path / "v.parquet", [_chat(i) for i in range(24)])
+    result = _run(tmp_path, tiny_model_dir, records, {"adapter": adapter, **extra})
+    final = tmp_path / "final"
+    assert result["steps"] == 4 and result["trainable_parameters"] > 0
+    assert not list(final.glob("*.bin"))  # only safetensors leave the trainer
+    if adapter == "lora":
+        weights = load_file(str(final / "adapter_model.safetensors"))
+        lora_b = [t for name, t in weights.items() if "lora_B" in name]
+        assert lora_b and any(torch.count_nonzero(t) > 0 for t in lora_b)  # B starts at zero: it was trained
+    if adapter == "freeze":
+        from transformers import AutoModelForCausalLM
+
+        base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).state_dict()
+        tuned = AutoModelForCausalLM.from_pretrained(str(final)).state_dict()
+        assert torch.equal(base["model.layers.0.mlp.up_proj.weight"], tuned["model.layers.0.mlp.up_proj.weight"])
+        assert not torch.equal(base["model.layers.1.mlp.up_proj.weight"], tuned["model.layers.1.mlp.up_proj.weight"])
+    reloaded = _reload_probe(tiny_model_dir, final, peft)
+    assert reloaded == pytest.approx(result["probe_logits"], abs=1e-3)
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "loss" in m] == [1, 2, 3, 4]
+    assert any("eval_loss" in m for m in metrics)
+    assert latest_complete_checkpoint(tmp_path / "checkpoints") is not None
+
+
+def test_continued_pretraining_mixes_general_text(tmp_path: Path, tiny_model_dir: Path) -> None:
+    domain = _write(tmp_path / "d.parquet", [("text", {"text": f"Domain fact number {i}. " * 20}) for i in range(8)])
+    general = _write(tmp_path / "g.parquet", [_chat(i) for i in range(40)])
+    result = _run(tmp_path, tiny_model_dir, domain, {"method": "cpt", "cpt_general_ratio": 2}, general=general)
+    train_domain = sum(1 for i in range(1, 9) if i % 8 != 0)
+    assert result["train_records"] == train_domain * 3  # 1 domain : 2 general
+    assert _reload_probe(tiny_model_dir, tmp_path / "final", True) == pytest.approx(result["probe_logits"], abs=1e-3)
+
+
+def test_dpo_on_preference_pairs(tmp_path: Path, tiny_model_dir: Path) -> None:
+    records = _write(tmp_path / "p.parquet", [_pref(i) for i in range(24)])
+    result = _run(tmp_path, tiny_model_dir, records, {"method": "dpo", "learning_rate": 1e-3})
+    assert result["steps"] == 4
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any("rewards_accuracies" in m or "loss" in m for m in metrics)
+    assert _reload_probe(tiny_model_dir, tmp_path / "final", True) == pytest.approx(result["probe_logits"], abs=1e-3)
+
+
+def test_resume_continues_from_the_last_complete_checkpoint(tmp_path: Path, tiny_model_dir: Path) -> None:
+    records = _write(tmp_path / "v.parquet", [_chat(i) for i in range(24)])
+    _run(tmp_path, tiny_model_dir, records, {"max_steps": 4})
+    # a checkpoint without the completion marker (killed mid-save) must be ignored and removed
+    broken = tmp_path / "checkpoints" / "checkpoint-6"
+    broken.mkdir()
+    (broken / "adapter_model.safetensors").write_bytes(b"partial")
+    result = _run(tmp_path, tiny_model_dir, records, {"max_steps": 6})
+    assert result["resumed_from"] == "checkpoint-4" and result["steps"] == 6
+    assert not broken.exists() or (broken / "refinery-complete.json").exists()

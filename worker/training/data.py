@@ -1,0 +1,69 @@
+"""Turn a dataset version (Parquet of canonical records) into what each trainer consumes."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from app.datasets.template import ChatRenderer
+
+
+class DataError(ValueError):
+    """The data cannot be trained on; the message says what to change."""
+
+
+def read_records(path: Path, *, split: str, kinds: set[str]) -> list[dict[str, Any]]:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(str(path), columns=["id", "kind", "split", "data"])
+    table = table.filter(pc.equal(table["split"], split))
+    return [
+        {"id": r["id"], "kind": r["kind"], **json.loads(r["data"])} for r in table.to_pylist() if r["kind"] in kinds
+    ]
+
+
+def sft_rows(
+    records: list[dict[str, Any]], renderer: ChatRenderer, *, max_length: int, assistant_only: bool
+) -> list[dict[str, list[int]]]:
+    """Pre-tokenised rows with our own assistant mask (built from the rendered turns, so it is right for
+    templates without generation markers such as SmolLM2's)."""
+    rows = []
+    for record in records:
+        ids, mask = renderer.encode(record["messages"])
+        if not assistant_only:
+            mask = [1] * len(ids)
+        ids, mask = ids[:max_length], mask[:max_length]
+        if any(mask):  # a record truncated before its answer teaches nothing
+            rows.append({"input_ids": ids, "assistant_masks": mask})
+    return rows
+
+
+def cpt_rows(records: list[dict[str, Any]], renderer: ChatRenderer, *, max_length: int) -> list[dict[str, list[int]]]:
+    rows = []
+    for record in records:
+        text = record["text"] if record["kind"] == "text" else renderer.render(record["messages"])
+        ids = renderer.token_ids(text)
+        for start in range(0, len(ids), max_length):  # long documents become several training windows
+            chunk = ids[start : start + max_length]
+            if len(chunk) > 1:
+                rows.append({"input_ids": chunk, "assistant_masks": [1] * len(chunk)})
+    return rows
+
+
+def mix_general(
+    domain: list[dict[str, Any]], general: list[dict[str, Any]], ratio: int, seed: int
+) -> list[dict[str, Any]]:
+    """1 domain : ``ratio`` general rows (as far as the general corpus goes), shuffled with the seed."""
+    rng = random.Random(seed)  # noqa: S311  (reproducible shuffling, not security)
+    wanted = min(len(general), ratio * len(domain))
+    mixed = domain + rng.sample(general, wanted)
+    rng.shuffle(mixed)
+    return mixed
+
+
+def dpo_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """TRL's conversational preference format: the trainer applies the model's chat template."""
+    return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in records]

@@ -1,0 +1,259 @@
+"""Child process: one training attempt. Resumes from the last complete checkpoint of an earlier attempt.
+
+Reports progress and a classified failure through worker/training/protocol.py; the supervisor
+(worker/lifecycle.py) owns the job's state.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from app.datasets.template import renderer_for
+from app.jobs.spec import Adapter, Method, TrainingSpec
+from worker.training.adapters import apply_adapter, count_parameters, load_model
+from worker.training.callbacks import RefineryCallback, latest_complete_checkpoint
+from worker.training.data import DataError, cpt_rows, dpo_rows, mix_general, read_records, sft_rows
+from worker.training.protocol import emit, fail, progress
+
+OOM_ADVICE = (
+    "Out of memory. Lower the batch size (raise gradient accumulation to keep the effective batch), "
+    "shorten max sequence length, or use LoRA/QLoRA instead of full fine-tuning."
+)
+
+
+def _datasets(spec: TrainingSpec, job: dict[str, Any], renderer: Any) -> tuple[Any, Any]:
+    from datasets import Dataset
+
+    path = Path(job["records_path"])
+    if spec.method == Method.dpo:
+        train = dpo_rows(read_records(path, split="train", kinds={"preference"}))
+        evaluation = dpo_rows(read_records(path, split="validation", kinds={"preference"}))
+    elif spec.method == Method.cpt:
+        kinds = {"text", "chat"}
+        train = cpt_rows(read_records(path, split="train", kinds=kinds), renderer, max_length=spec.max_seq_length)
+        evaluation = cpt_rows(
+            read_records(path, split="validation", kinds=kinds), renderer, max_length=spec.max_seq_length
+        )
+        if job.get("general_records_path") and spec.cpt_general_ratio:
+            general = cpt_rows(
+                read_records(Path(job["general_records_path"]), split="train", kinds=kinds),
+                renderer,
+                max_length=spec.max_seq_length,
+            )
+            train = mix_general(train, general, spec.cpt_general_ratio, spec.seed)
+    else:
+        train = sft_rows(
+            read_records(path, split="train", kinds={"chat"}),
+            renderer,
+            max_length=spec.max_seq_length,
+            assistant_only=spec.assistant_only_loss,
+        )
+        evaluation = sft_rows(
+            read_records(path, split="validation", kinds={"chat"}),
+            renderer,
+            max_length=spec.max_seq_length,
+            assistant_only=spec.assistant_only_loss,
+        )
+    if not train:
+        raise DataError(
+            "The train split has no usable records for this method; check the dataset version "
+            "(kinds and splits) and max sequence length."
+        )
+    return Dataset.from_list(train), (Dataset.from_list(evaluation) if evaluation else None)
+
+
+def _common_args(spec: TrainingSpec, output_dir: Path, has_eval: bool, cuda: bool) -> dict[str, Any]:
+    import torch
+
+    bf16 = cuda and spec.precision in ("auto", "bf16") and torch.cuda.is_bf16_supported()
+    fp16 = cuda and (spec.precision == "fp16" or (spec.precision == "auto" and not bf16))
+    evaluate = has_eval and spec.eval_steps > 0
+    return {
+        "output_dir": str(output_dir),
+        "learning_rate": spec.learning_rate,
+        "num_train_epochs": spec.num_epochs,
+        "max_steps": spec.max_steps if spec.max_steps > 0 else -1,
+        "per_device_train_batch_size": spec.batch_size,
+        "per_device_eval_batch_size": spec.batch_size,
+        "gradient_accumulation_steps": spec.gradient_accumulation_steps,
+        "lr_scheduler_type": spec.scheduler,
+        "warmup_steps": float(spec.warmup_ratio),  # a float below 1 is a ratio of the total steps
+        "weight_decay": spec.weight_decay,
+        "max_grad_norm": spec.max_grad_norm,
+        "bf16": bf16,
+        "fp16": fp16,
+        "logging_steps": 1,
+        "eval_strategy": "steps" if evaluate else "no",
+        "eval_steps": spec.eval_steps if evaluate else None,
+        "save_strategy": "steps",
+        "save_steps": spec.save_steps,
+        "save_total_limit": spec.save_total_limit,
+        "load_best_model_at_end": bool(evaluate and spec.early_stopping_patience),
+        "metric_for_best_model": "eval_loss" if evaluate and spec.early_stopping_patience else None,
+        "greater_is_better": False if evaluate and spec.early_stopping_patience else None,
+        "seed": spec.seed,
+        "report_to": [],
+        "disable_tqdm": True,
+        "use_cpu": not cuda,
+        "dataloader_num_workers": 0,
+        "include_num_input_tokens_seen": "non_padding",
+    }
+
+
+def _trainer(
+    spec: TrainingSpec,
+    model: Any,
+    tokenizer: Any,
+    train: Any,
+    evaluation: Any,
+    output_dir: Path,
+    callbacks: list[Any],
+    cuda: bool,
+) -> Any:
+    args = _common_args(spec, output_dir, evaluation is not None, cuda)
+    if spec.early_stopping_patience and args["eval_strategy"] != "no":
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=spec.early_stopping_patience))
+    if spec.method == Method.dpo:
+        from trl import DPOConfig, DPOTrainer
+
+        config = DPOConfig(**args, beta=spec.dpo_beta, max_length=spec.max_seq_length)
+        return DPOTrainer(
+            model=model,
+            args=config,
+            train_dataset=train,
+            eval_dataset=evaluation,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
+    from trl import SFTConfig, SFTTrainer
+
+    config = SFTConfig(**args, max_length=spec.max_seq_length, packing=spec.packing, dataset_num_proc=None)
+    return SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
+def run(job: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from transformers import AutoTokenizer, set_seed
+
+    spec = TrainingSpec.model_validate(job["spec"])
+    cuda = torch.cuda.is_available()
+    if spec.adapter == Adapter.qlora and not cuda:
+        raise DataError("QLoRA needs a CUDA GPU and this worker has none; choose LoRA.")
+    set_seed(spec.seed)
+    model_dir = Path(job["model_dir"])
+    output_dir = Path(job["output_dir"])
+    output_dir.mkdir(parents=True, exist_ok=True)
+    renderer = renderer_for(model_dir, job.get("chat_template"))
+    if renderer is None:
+        raise DataError("The base model has no tokenizer.json or chat template; it cannot be trained here.")
+    progress(0.0, "Tokenising the dataset")
+    train, evaluation = _datasets(spec, job, renderer)
+    progress(0.0, "Loading the base model")
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    try:
+        model = apply_adapter(load_model(model_dir, spec, cuda), spec)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(str(exc)) from exc
+    trainable, total = count_parameters(model)
+    metrics_path = Path(job["metrics_path"])
+    callback = RefineryCallback(metrics_path)
+    trainer = _trainer(spec, model, tokenizer, train, evaluation, output_dir, [callback], cuda)
+    resume = latest_complete_checkpoint(output_dir)
+    if resume is not None:
+        progress(0.0, f"Resuming from {resume.name}")
+        # a checkpoint the platform did not finish writing is never resumed from
+        for partial in output_dir.glob("checkpoint-*"):
+            if partial != resume and not (partial / "refinery-complete.json").exists():
+                shutil.rmtree(partial, ignore_errors=True)
+    started = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if callback.stop_requested:
+        sys.exit(75)  # stopped by the worker: the checkpoint is saved; the supervisor re-queues
+    final_dir = Path(job["final_dir"])
+    partial_final = final_dir.with_name(final_dir.name + ".partial")
+    shutil.rmtree(partial_final, ignore_errors=True)
+    trainer.save_model(str(partial_final))
+    tokenizer.save_pretrained(str(partial_final))
+    (partial_final / "training_args.bin").unlink(missing_ok=True)  # a pickle: never shipped with an adapter
+    shutil.rmtree(final_dir, ignore_errors=True)
+    partial_final.rename(final_dir)
+    evals = [row for row in trainer.state.log_history if "eval_loss" in row]
+    eval_loss = evals[-1]["eval_loss"] if evals and evals[-1].get("step") == trainer.state.global_step else None
+    if evaluation is not None and eval_loss is None:  # not evaluated at the last step yet
+        eval_loss = trainer.evaluate().get("eval_loss")
+    return {
+        "probe_logits": probe_logits(trainer.model, tokenizer),
+        "train_loss": result.training_loss,
+        "eval_loss": eval_loss,
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "resumed_from": resume.name if resume else None,
+        "seconds": round(time.monotonic() - started, 1),
+        "train_records": len(train),
+        "tokens_seen": int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0),
+        "size_bytes": sum(p.stat().st_size for p in final_dir.rglob("*") if p.is_file()),
+    }
+
+
+PROBE_TEXT = "Refinery probe: the quick brown fox"
+
+
+def probe_logits(model: Any, tokenizer: Any) -> list[float]:
+    """A fingerprint of the trained weights: logits of a fixed text. A reloaded adapter must reproduce it."""
+    import torch
+
+    model.eval()
+    ids = tokenizer(PROBE_TEXT, return_tensors="pt").to(next(model.parameters()).device)
+    with torch.no_grad():
+        logits = model(**ids).logits[0, -1, :8]
+    return [round(float(x), 5) for x in logits]
+
+
+class ModelLoadError(RuntimeError):
+    pass
+
+
+def main(job: dict[str, Any]) -> int:
+    import torch
+
+    try:
+        result = run(job)
+    except DataError as exc:
+        fail("data", str(exc))
+        return 1
+    except ModelLoadError as exc:
+        fail("model_load", f"The base model could not be loaded ({exc}); re-import it and try again.")
+        return 1
+    except torch.OutOfMemoryError:
+        fail("oom", OOM_ADVICE)
+        return 1
+    except (RuntimeError, ValueError) as exc:
+        if "out of memory" in str(exc).lower():
+            fail("oom", OOM_ADVICE)
+        else:
+            fail("training", f"Training stopped with an error: {exc}. Lower the learning rate or check the data.")
+        return 1
+    emit(result=result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(json.loads(sys.argv[1])))
