@@ -1,0 +1,50 @@
+"""Training in the browser on the real SmolLM2: launch from the form, watch the chart grow, cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import wait_for
+from tests.e2e.conftest import shot
+from tests.e2e.test_02_datasets import _login
+
+pytestmark = pytest.mark.e2e
+
+
+def test_launch_watch_and_cancel(browser: Any, live_server: str) -> None:
+    page = _login(browser, live_server)  # the Alpaca 5000 dataset exists from tests/e2e/test_02_datasets.py
+    page.goto(live_server + "/jobs/new")
+    option = page.locator("select[name=dataset_version_id] option", has_text="Alpaca 5000").first
+    page.select_option("select[name=dataset_version_id]", value=option.get_attribute("value"))
+    page.fill("input[name=max_steps]", "300")
+    page.fill("input[name=batch_size]", "2")
+    page.fill("input[name=max_seq_length]", "256")
+    page.click("summary:has-text('Advanced')")
+    page.fill("input[name=eval_steps]", "0")
+    page.dispatch_event("input[name=eval_steps]", "change")
+    page.wait_for_selector("#estimate [data-fits]", timeout=20_000)
+    assert "peak gpu memory" in page.locator("#estimate").inner_text().lower()  # th is upper-cased by CSS
+    shot(page, "07-new-training-job")
+    page.click("button:has-text('Launch')")
+    page.wait_for_url("**/jobs/*")
+    job_url = page.url
+    # the chart grows while the job trains; the page is never reloaded
+    page.wait_for_selector("[data-chart=loss] canvas", timeout=300_000)
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+
+    def steps() -> int:
+        rows = httpx.get(job_url + "/metrics", cookies=cookies, timeout=10).json()["rows"]
+        return len([r for r in rows if r.get("loss") is not None])
+
+    wait_for(lambda: steps() >= 3, timeout=300, interval=1, what="three logged steps")
+    shot(page, "08-training-live")
+    page.click("button:has-text('Cancel')")
+    page.wait_for_selector("[data-status=cancelled]", timeout=120_000)
+    logged = steps()
+    assert 3 <= logged < 300
+    assert "Cancellation requested." in page.locator(".events").inner_text()
+    page.reload()
+    assert page.locator("[data-chart=loss] canvas").count() == 1  # the curve so far is still there
