@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 
 from app.basemodels.bundled import BUNDLED_LICENSE, BUNDLED_NAME, bundled_gguf_path
 from app.core.config import get_settings
-from app.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from app.core.errors import Conflict, Forbidden, InvalidInput
 from app.core.i18n import _
+from app.core.ownership import get_owned
 from app.db.models import BaseModelRecord, ModelStatus, Run, User
 from app.runs.service import create_run, on_run_failure
 
@@ -32,10 +33,7 @@ def list_models(session: Session, *, user: User) -> list[BaseModelRecord]:
 
 
 def get_model(session: Session, model_id: uuid.UUID, *, user: User) -> BaseModelRecord:
-    model = session.get(BaseModelRecord, model_id)
-    if model is None or model.owner_id not in (None, user.id):
-        raise NotFound(_("No such model."))
-    return model
+    return get_owned(session, BaseModelRecord, model_id, user=user, message=_("No such model."), shared_ok=True)
 
 
 def get_model_unchecked(session: Session, model_id: uuid.UUID) -> BaseModelRecord | None:

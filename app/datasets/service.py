@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from app.basemodels import service as models
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.i18n import _
+from app.core.ownership import get_owned
 from app.datasets.formats import FORMATS
 from app.datasets.reading import FILE_TYPES
 from app.datasets.splits import DEFAULT_RATIOS, SPLITS, normalize_ratios
@@ -43,10 +44,7 @@ def list_datasets(session: Session, *, user: User) -> list[Dataset]:
 
 
 def get_dataset(session: Session, dataset_id: uuid.UUID, *, user: User) -> Dataset:
-    dataset = session.get(Dataset, dataset_id)
-    if dataset is None or dataset.owner_id != user.id:
-        raise NotFound(_("No such dataset."))
-    return dataset
+    return get_owned(session, Dataset, dataset_id, user=user, message=_("No such dataset."))
 
 
 def get_upload(session: Session, dataset: Dataset) -> Upload:

@@ -17,6 +17,7 @@ from app.basemodels import service as models
 from app.core.config import get_settings
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.i18n import _
+from app.core.ownership import get_owned
 from app.datasets import service as datasets
 from app.datasets.storage import artifact_path
 from app.db.models import BaseModelRecord, Dataset, DatasetVersion, ModelStatus, Run, RunStatus, TrainingJob, User
@@ -108,10 +109,7 @@ def list_jobs(session: Session, *, user: User) -> list[TrainingJob]:
 
 
 def get_job(session: Session, job_id: uuid.UUID, *, user: User) -> TrainingJob:
-    job = session.get(TrainingJob, job_id)
-    if job is None or job.owner_id != user.id:
-        raise NotFound(_("No such training job."))
-    return job
+    return get_owned(session, TrainingJob, job_id, user=user, message=_("No such training job."))
 
 
 def job_run(session: Session, job: TrainingJob) -> Run:

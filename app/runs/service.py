@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from app.core.config import get_settings
 from app.core.errors import Conflict, NotFound
 from app.core.i18n import _
+from app.core.ownership import get_owned
 from app.core.queue import send_run
 from app.db.base import utcnow
 from app.db.models import Run, RunEvent, RunStatus, User
@@ -78,10 +79,12 @@ def create_run(session: Session, *, kind: str, owner: User | None, params: dict[
 
 
 def get_run(session: Session, run_id: uuid.UUID, *, user: User | None = None) -> Run:
-    run = session.get(Run, run_id)
-    if run is None or (user is not None and run.owner_id not in (None, user.id)):
-        raise NotFound(_("No such run."))
-    return run
+    if user is None:  # the worker's own access
+        run = session.get(Run, run_id)
+        if run is None:
+            raise NotFound(_("No such run."))
+        return run
+    return get_owned(session, Run, run_id, user=user, message=_("No such run."), shared_ok=True)
 
 
 def list_events(session: Session, run_id: uuid.UUID, *, after: int = 0) -> list[RunEvent]:

@@ -90,3 +90,15 @@ def test_worker_restart_picks_up_runs_queued_while_it_was_down(
         wait_for(lambda: _ready(model_id), timeout=120, interval=0.5, what="the re-sent run")
     finally:
         stop_process(proc)
+
+
+def test_worker_refuses_to_start_on_an_unmigrated_database(tmp_path: Path) -> None:
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFINERY_")}
+    env.update({"REFINERY_DATA_DIR": str(tmp_path / "empty"), "REFINERY_QUEUE_PREFIX": "unmigrated"})
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "worker"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "refinery migrate" in result.stdout + result.stderr
