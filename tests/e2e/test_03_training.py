@@ -47,4 +47,4 @@ def test_launch_watch_and_cancel(browser: Any, live_server: str) -> None:
     assert 3 <= logged < 300
     assert "Cancellation requested." in page.locator(".events").inner_text()
     page.reload()
-    assert page.locator("[data-chart=loss] canvas").count() == 1  # the curve so far is still there
+    page.wait_for_selector("[data-chart=loss] canvas", timeout=30_000)  # the curve so far is still there
