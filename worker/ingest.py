@@ -14,6 +14,7 @@ from typing import Any
 
 from app.datasets import splits
 from app.datasets.reading import Issue, open_upload, read_items, sniff_file_type
+from app.datasets.records import record_schema
 from app.datasets.stats import Stats, record_plain_text
 from app.datasets.template import ChatRenderer, TemplateRenderError, record_text, renderer_for
 from app.datasets.validation import Report, validate_items
@@ -67,16 +68,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
     report = Report(file_type=main_type)
     stats = Stats()
-    schema = pa.schema(
-        [
-            ("id", pa.string()),
-            ("line", pa.int64()),
-            ("kind", pa.string()),
-            ("split", pa.string()),
-            ("file", pa.string()),
-            ("data", pa.string()),
-        ]
-    )
+    schema = record_schema()
     rows: dict[str, list[Any]] = {name: [] for name in schema.names}
     started, last_report, lines_before = time.monotonic(), 0.0, 0
     with pq.ParquetWriter(str(dest / "records.parquet.partial"), schema) as writer:

@@ -12,6 +12,21 @@ from app.datasets.storage import artifact_path
 from app.db.models import DatasetVersion
 
 PAGE_SIZE = 20
+RECORD_COLUMNS = (
+    ("id", "string"),
+    ("line", "int64"),
+    ("kind", "string"),
+    ("split", "string"),
+    ("file", "string"),
+    ("data", "string"),
+)
+
+
+def record_schema() -> Any:
+    """The Parquet schema of a dataset version: one canonical record per row, ``data`` as JSON."""
+    import pyarrow as pa
+
+    return pa.schema([(name, getattr(pa, kind)()) for name, kind in RECORD_COLUMNS])
 
 
 @dataclass(frozen=True)

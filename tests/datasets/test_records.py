@@ -9,18 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from app.datasets.records import _page_by_row_groups
+from app.datasets.records import _page_by_row_groups, record_schema
 
-SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("line", pa.int64()),
-        ("kind", pa.string()),
-        ("split", pa.string()),
-        ("file", pa.string()),
-        ("data", pa.string()),
-    ]
-)
+SCHEMA = record_schema()
 
 
 @pytest.mark.parametrize(("start", "size"), [(0, 5), (5, 5), (6, 10), (30, 10), (35, 5), (33, 2)])

@@ -13,19 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from app.datasets.records import record_schema
 from worker.training import train
 from worker.training.callbacks import latest_complete_checkpoint
 
-SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("line", pa.int64()),
-        ("kind", pa.string()),
-        ("split", pa.string()),
-        ("file", pa.string()),
-        ("data", pa.string()),
-    ]
-)
+SCHEMA = record_schema()
 
 
 def _write(path: Path, records: list[tuple[str, dict[str, Any]]]) -> Path:
