@@ -13,7 +13,7 @@ function drawHistogram(el) {
       { label: spec.x_label, values: (u, ticks) => ticks.map((t) => spec.labels[t] ?? ""), splits: () => xs },
       { label: spec.y_label },
     ],
-    series: [{}, { label: spec.y_label, fill: "rgba(47,111,222,0.55)", stroke: "#2f6fde", paths: bars, points: { show: false } }],
+    series: [{ label: spec.x_label }, { label: spec.y_label, fill: "rgba(47,111,222,0.55)", stroke: "#2f6fde", paths: bars, points: { show: false } }],
   }, [xs, spec.counts], el);
 }
 document.addEventListener("DOMContentLoaded", () => {

@@ -26,11 +26,11 @@
       const [s1, v1] = series("loss");
       const evals = new Map(rows.filter((r) => r.eval_loss != null).map((r) => [r.step, r.eval_loss]));
       data = [s1, v1, s1.map((s) => (evals.has(s) ? evals.get(s) : null))];
-      seriesOpts = [{}, { label: labels.loss, stroke: "#2f6fde", width: 2 },
+      seriesOpts = [{ label: labels.step }, { label: labels.loss, stroke: "#2f6fde", width: 2 },
         { label: labels.eval_loss, stroke: "#d9822b", width: 2, spanGaps: true, points: { show: true, size: 6 } }];
     } else {
       data = series(key);
-      seriesOpts = [{}, { label: labels[key], stroke: "#17833d", width: 2 }];
+      seriesOpts = [{ label: labels.step }, { label: labels[key], stroke: "#17833d", width: 2 }];
     }
     if (!data[0].length) return;
     if (charts[key]) { charts[key].setData(data); return; }

@@ -166,3 +166,19 @@ def test_accept_language_negotiation_and_locale_formats() -> None:
     finally:
         i18n.set_locale("en")
     assert "Mar 4, 2026" in i18n.format_dt(moment) and i18n.format_number(8192) == "8,192"
+
+
+def test_run_texts_are_stored_as_codes_and_shown_in_the_readers_language() -> None:
+    from app.runs.messages import TEXTS, describe, english
+
+    reason = {"code": "killed", "params": {"signal": 9}}
+    params = {"reason": reason, "attempt": 2}
+    assert english("requeued", params) == "The job process was killed by signal 9. Re-queued for attempt 2."
+    i18n.set_locale("zh_Hans")
+    try:
+        assert describe("requeued", params) == "任务进程被信号 9 终止。 已重新排队，进行第 2 次尝试。"
+        assert describe(None, None, "fallback") == "fallback"
+    finally:
+        i18n.set_locale("en")
+    catalogue = _catalogue()
+    assert all(template in catalogue for code, template in TEXTS.items() if code != "plain")

@@ -112,7 +112,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                 if now - last_report > 0.5:
                     last_report = now
                     done = min(0.99, (lines_before + entry.line) / total)
-                    progress(done, f"Validated {lines_before + entry.line:,} of about {total:,} lines")
+                    progress(done, "validated_lines", done=f"{lines_before + entry.line:,}", total=f"{total:,}")
             lines_before += last_line
         flush()
     with (dest / "issues.jsonl").open("w") as issues:
@@ -151,7 +151,7 @@ def main(spec: dict[str, Any]) -> int:
     try:
         result = run(spec)
     except OSError as exc:
-        fail("data", f"The upload could not be read ({exc}); upload the file again.")
+        fail("data", "upload_unreadable", detail=str(exc))
         return 1
     emit(result=result)
     return 0

@@ -53,14 +53,20 @@ def execute(run_id: str) -> None:
                 lease,
                 RunStatus.failed,
                 error_kind="internal",
-                error_message=f"This worker does not know how to run '{kind}' jobs; upgrade it.",
+                error={"code": "unknown_kind", "params": {"kind": kind}},
             )
         return
     try:
         argv = handler.argv(rid, params, lease.attempt)
     except Exception as exc:
         with session_scope() as session:
-            runs.finish(session, lease, RunStatus.failed, error_kind="data", error_message=str(exc))
+            runs.finish(
+                session,
+                lease,
+                RunStatus.failed,
+                error_kind="data",
+                error={"code": "not_prepared", "params": {"detail": str(exc)}},
+            )
         return
     Supervisor(lease, argv, handler).run()
 
@@ -71,9 +77,9 @@ class Supervisor:
     argv: list[str]
     handler: Any
     progress: float = 0.0
-    message: str | None = None
+    note: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
-    error: dict[str, str] | None = None
+    error: dict[str, Any] | None = None
     started: float = field(default_factory=time.monotonic)
 
     def run(self) -> None:
@@ -115,7 +121,7 @@ class Supervisor:
                             session,
                             self.lease,
                             progress=self.progress,
-                            message=self.message,
+                            note=self.note,
                             eta_seconds=self._eta(),
                         )
                     last_ok = now
@@ -138,13 +144,18 @@ class Supervisor:
             return
         if "progress" in msg:
             self.progress = float(msg["progress"])
-            self.message = str(msg.get("message") or "") or self.message
+            if isinstance(msg.get("code"), str):
+                self.note = {"code": msg["code"], "params": msg.get("params") or {}}
+            elif msg.get("message"):
+                self.note = {"code": "plain", "params": {"detail": str(msg["message"])}}
         if isinstance(msg.get("result"), dict):
             self.result = msg["result"]
         if isinstance(msg.get("error"), dict):
+            error = msg["error"]
             self.error = {
-                "kind": str(msg["error"].get("kind", "internal")),
-                "message": str(msg["error"].get("message", "")),
+                "kind": str(error.get("kind", "internal")),
+                "code": str(error.get("code", "plain")),
+                "params": error.get("params") or {"detail": str(error.get("message", ""))},
             }
 
     def _eta(self) -> float | None:
@@ -160,21 +171,27 @@ class Supervisor:
             elif verdict == "cancel":
                 runs.finish(session, self.lease, RunStatus.cancelled)
             elif verdict == "stopping":
-                runs.release_for_retry(session, self.lease, "The worker was stopped.", count_attempt=False)
+                runs.release_for_retry(
+                    session, self.lease, {"code": "worker_stopped", "params": {}}, count_attempt=False
+                )
             elif self.error is not None:
                 runs.finish(
                     session,
                     self.lease,
                     RunStatus.failed,
                     error_kind=self.error["kind"],
-                    error_message=self.error["message"],
+                    error={"code": self.error["code"], "params": self.error["params"]},
                 )
             elif code == 0 and self.result is not None:
                 self.handler.on_success(session, self.lease.run_id, self.result)
                 runs.finish(session, self.lease, RunStatus.succeeded, result=self.result)
             else:
-                how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-                runs.release_for_retry(session, self.lease, f"The job process {how}.")
+                reason = (
+                    {"code": "killed", "params": {"signal": -code}}
+                    if code < 0
+                    else {"code": "exited", "params": {"code": code}}
+                )
+                runs.release_for_retry(session, self.lease, reason)
 
 
 def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:

@@ -17,11 +17,15 @@ class RunRead(BaseModel):
     status: RunStatus
     progress: float
     progress_message: str | None
+    progress_code: str | None = None
+    progress_params: dict[str, Any] | None = None
     eta_seconds: float | None
     attempt: int
     max_attempts: int
     error_kind: str | None
     error_message: str | None
+    error_code: str | None = None
+    error_params: dict[str, Any] | None = None
     result: dict[str, Any] | None
     created_at: datetime
     started_at: datetime | None
@@ -35,4 +39,6 @@ class RunEventRead(BaseModel):
     created_at: datetime
     level: str
     message: str
+    code: str | None = None
+    params: dict[str, Any] | None = None
     attempt: int

@@ -22,6 +22,7 @@ from app.core.ownership import get_owned
 from app.core.queue import send_run
 from app.db.base import utcnow
 from app.db.models import Run, RunEvent, RunStatus, User
+from app.runs.messages import english
 
 _PENDING_KEY = "refinery_enqueue_after_commit"
 
@@ -57,9 +58,28 @@ def enqueue_after_commit(session: Session, run: Run) -> None:
     session.info.setdefault(_PENDING_KEY, []).append((str(run.id), run.queue))
 
 
-def add_event(session: Session, run_id: uuid.UUID, message: str, *, level: str = "info", attempt: int = 0) -> None:
+def add_event(
+    session: Session,
+    run_id: uuid.UUID,
+    code: str,
+    params: dict[str, Any] | None = None,
+    *,
+    level: str = "info",
+    attempt: int = 0,
+) -> None:
+    """An event is a text code with parameters (app/runs/messages.py), plus its English rendering."""
     seq = session.scalar(select(func.coalesce(func.max(RunEvent.seq), 0)).where(RunEvent.run_id == run_id)) or 0
-    session.add(RunEvent(run_id=run_id, seq=seq + 1, message=message, level=level, attempt=attempt))
+    session.add(
+        RunEvent(
+            run_id=run_id,
+            seq=seq + 1,
+            message=english(code, params),
+            code=code,
+            params=params or {},
+            level=level,
+            attempt=attempt,
+        )
+    )
 
 
 def create_run(session: Session, *, kind: str, owner: User | None, params: dict[str, Any], queue: str = "cpu") -> Run:
@@ -73,7 +93,7 @@ def create_run(session: Session, *, kind: str, owner: User | None, params: dict[
     )
     session.add(run)
     session.flush()
-    add_event(session, run.id, "Queued.")
+    add_event(session, run.id, "queued")
     enqueue_after_commit(session, run)
     return run
 
@@ -122,7 +142,7 @@ def claim(session: Session, run_id: uuid.UUID, owner: str) -> Lease | None:
     if _rowcount(result) != 1:
         return None
     attempt = session.scalar(select(Run.attempt).where(Run.id == run_id)) or 1
-    add_event(session, run_id, f"Started attempt {attempt} on {owner}.", attempt=attempt)
+    add_event(session, run_id, "started", {"attempt": attempt, "worker": owner}, attempt=attempt)
     return Lease(run_id=run_id, owner=owner, attempt=attempt)
 
 
@@ -140,16 +160,18 @@ def heartbeat(
     lease: Lease,
     *,
     progress: float | None = None,
-    message: str | None = None,
+    note: dict[str, Any] | None = None,
     eta_seconds: float | None = None,
 ) -> tuple[bool, bool]:
-    """Renew the lease. Returns (still held, cancel requested)."""
+    """Renew the lease, recording progress and its text (``{"code", "params"}``). Returns (held, cancel)."""
     values: dict[str, Any] = {"heartbeat_at": utcnow()}
     if progress is not None:
         values["progress"] = max(0.0, min(1.0, progress))
         values["eta_seconds"] = eta_seconds
-    if message is not None:
-        values["progress_message"] = message[:500]
+    if note is not None:
+        values["progress_message"] = english(note["code"], note.get("params"))[:500]
+        values["progress_code"] = note["code"]
+        values["progress_params"] = note.get("params") or {}
     result = session.execute(
         update(Run).where(_held(lease)).values(**values).execution_options(synchronize_session=False)
     )
@@ -166,15 +188,18 @@ def finish(
     *,
     result: dict[str, Any] | None = None,
     error_kind: str | None = None,
-    error_message: str | None = None,
+    error: dict[str, Any] | None = None,
 ) -> bool:
+    """``error`` is the failure's text (``{"code", "params"}``) saying what to change."""
     values: dict[str, Any] = {
         "status": status,
         "finished_at": utcnow(),
         "lease_owner": None,
         "result": result,
         "error_kind": error_kind,
-        "error_message": error_message,
+        "error_message": english(error["code"], error.get("params")) if error else None,
+        "error_code": error["code"] if error else None,
+        "error_params": (error.get("params") or {}) if error else None,
     }
     if status == RunStatus.succeeded:
         values |= {"progress": 1.0, "eta_seconds": 0.0}
@@ -187,27 +212,31 @@ def finish(
         == 1
     )
     if done:
-        text = {
-            RunStatus.succeeded: "Succeeded.",
-            RunStatus.cancelled: "Cancelled.",
-            RunStatus.failed: f"Failed ({error_kind}): {error_message}",
-        }.get(status, str(status))
-        add_event(
-            session,
-            lease.run_id,
-            text,
-            level="error" if status == RunStatus.failed else "info",
-            attempt=lease.attempt,
-        )
+        if status == RunStatus.failed:
+            add_event(
+                session,
+                lease.run_id,
+                "failed",
+                {"kind": error_kind, "reason": error or {"code": "failed"}},
+                level="error",
+                attempt=lease.attempt,
+            )
+        else:
+            add_event(
+                session,
+                lease.run_id,
+                "succeeded" if status == RunStatus.succeeded else "cancelled",
+                attempt=lease.attempt,
+            )
         if status != RunStatus.succeeded:
-            _notify_failure(session, lease.run_id, error_message or text)
+            _notify_failure(session, lease.run_id, values["error_message"] or english("cancelled"))
     return done
 
 
 def release_for_retry(
     session: Session,
     lease: Lease,
-    reason: str,
+    reason: dict[str, Any],
     *,
     stale_before: datetime | None = None,
     count_attempt: bool = True,
@@ -227,13 +256,13 @@ def release_for_retry(
     if run.cancel_requested:
         finish(session, lease, RunStatus.cancelled)
         return RunStatus.cancelled
-    if lease.attempt >= run.max_attempts:
+    if count_attempt and lease.attempt >= run.max_attempts:
         finish(
             session,
             lease,
             RunStatus.failed,
             error_kind="internal",
-            error_message=f"{reason} It failed {lease.attempt} times; see the event log.",
+            error={"code": "gave_up", "params": {"reason": reason, "attempts": lease.attempt}},
         )
         return RunStatus.failed
     # A graceful stop of the worker is not the job's fault: it does not use up an attempt.
@@ -248,7 +277,8 @@ def release_for_retry(
         add_event(
             session,
             run.id,
-            f"{reason} Re-queued for attempt {next_attempt + 1}.",
+            "requeued",
+            {"reason": reason, "attempt": next_attempt + 1},
             level="warning",
             attempt=lease.attempt,
         )
@@ -263,10 +293,10 @@ def request_cancel(session: Session, run: Run) -> Run:
     if run.status == RunStatus.queued:
         run.status = RunStatus.cancelled
         run.finished_at = utcnow()
-        add_event(session, run.id, "Cancelled before it started.")
+        add_event(session, run.id, "cancelled_before_start")
         _notify_failure(session, run.id, "Cancelled.")
     else:
-        add_event(session, run.id, "Cancellation requested.")
+        add_event(session, run.id, "cancel_requested")
     session.flush()
     return run
 
@@ -284,7 +314,7 @@ def reconcile(session: Session, *, now: datetime | None = None, resend_all: bool
     stale = session.scalars(select(Run).where(Run.status == RunStatus.running, Run.heartbeat_at < stale_cutoff)).all()
     for run in stale:
         lease = Lease(run.id, run.lease_owner or "", run.attempt)
-        outcome = release_for_retry(session, lease, "The worker stopped sending heartbeats.", stale_before=stale_cutoff)
+        outcome = release_for_retry(session, lease, {"code": "lost_heartbeat", "params": {}}, stale_before=stale_cutoff)
         if outcome == RunStatus.queued:
             counts["requeued"] += 1
         elif outcome == RunStatus.failed:

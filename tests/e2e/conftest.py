@@ -103,4 +103,5 @@ def untranslated(page: Any, english: list[str]) -> list[str]:
     import re
 
     text = page.evaluate(_INTERFACE_TEXT)
-    return [m for m in english if re.search(rf"(?<![\w@]){re.escape(m)}(?![\w@])", text)]
+    # identifiers such as 'all-linear' are not words of the interface: hyphens join them
+    return [m for m in english if re.search(rf"(?<![\w@-]){re.escape(m)}(?![\w@-])", text)]

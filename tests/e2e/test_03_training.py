@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.conftest import wait_for
-from tests.e2e.conftest import shot
+from tests.e2e.conftest import english_only_messages, shot, untranslated
 from tests.e2e.test_02_datasets import _login
 
 pytestmark = pytest.mark.e2e
@@ -48,3 +48,16 @@ def test_launch_watch_and_cancel(browser: Any, live_server: str) -> None:
     assert "Cancellation requested." in page.locator(".events").inner_text()
     page.reload()
     page.wait_for_selector("[data-chart=loss] canvas", timeout=30_000)  # the curve so far is still there
+
+    # the same pages in Chinese, events and progress texts included
+    with page.expect_navigation():
+        page.select_option("#locale-select", "zh_Hans")
+    english = english_only_messages()
+    page.wait_for_selector("[data-chart=loss] canvas", timeout=30_000)
+    assert untranslated(page, english) == [] and "已请求取消。" in page.locator(".events").inner_text()
+    shot(page, "zh-08-training-job")
+    for path in ("/jobs", "/jobs/new"):
+        page.goto(live_server + path)
+        assert untranslated(page, english) == [], path
+    with page.expect_navigation():
+        page.select_option("#locale-select", "en")

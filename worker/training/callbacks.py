@@ -62,8 +62,16 @@ class RefineryCallback(TrainerCallback):  # type: ignore[misc]
             with self.metrics_path.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
         total = max(1, state.max_steps)
-        loss = f", loss {row['loss']:.4f}" if "loss" in row else ""
-        progress(min(0.99, state.global_step / total), f"step {state.global_step}/{total}{loss}")
+        if "loss" in row:
+            progress(
+                min(0.99, state.global_step / total),
+                "step_loss",
+                step=state.global_step,
+                total=total,
+                loss=f"{row['loss']:.4f}",
+            )
+        else:
+            progress(min(0.99, state.global_step / total), "step", step=state.global_step, total=total)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.last_time = time.monotonic()  # evaluation time is not training throughput

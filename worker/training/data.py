@@ -11,7 +11,12 @@ from app.datasets.template import ChatRenderer
 
 
 class DataError(ValueError):
-    """The data cannot be trained on; the message says what to change."""
+    """The data cannot be trained on: a text code (app/runs/messages.py) saying what to change."""
+
+    def __init__(self, code: str, **params: Any) -> None:
+        super().__init__(code)
+        self.code = code
+        self.params = params
 
 
 def read_records(path: Path, *, split: str, kinds: set[str]) -> list[dict[str, Any]]:

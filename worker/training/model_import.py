@@ -22,16 +22,16 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 def _convert_gguf(gguf: Path, tmp: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    progress(0.05, "Reading the GGUF tokenizer")
+    progress(0.05, "gguf_tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    progress(0.35, "De-quantising GGUF weights")
+    progress(0.35, "gguf_weights")
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # The loaded weights are plain float tensors now; drop the GGUF quantiser so the saved
     # directory is an ordinary safetensors model.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    progress(0.8, "Writing safetensors")
+    progress(0.8, "writing_safetensors")
     model.save_pretrained(str(tmp), safe_serialization=True)
     tokenizer.save_pretrained(str(tmp))
 
@@ -43,13 +43,13 @@ def _copy_local(src: Path, tmp: Path) -> None:
     for path in files:
         shutil.copyfile(path, tmp / path.name)
         done += path.stat().st_size
-        progress(0.05 + 0.85 * done / total, f"Copying {path.name}")
+        progress(0.05 + 0.85 * done / total, "copying", file=path.name)
 
 
 def _download_hub(repo_id: str, revision: str, endpoint: str, tmp: Path) -> None:
     from huggingface_hub import snapshot_download
 
-    progress(0.05, f"Downloading {repo_id}@{revision}")
+    progress(0.05, "downloading", repo=repo_id, revision=revision)
     snapshot_download(
         repo_id=repo_id,
         revision=revision,
@@ -126,22 +126,18 @@ def main(spec: dict[str, Any]) -> int:
         elif spec["source"] == "hub":
             _download_hub(spec["source_ref"], spec.get("revision") or "main", spec["hub_endpoint"], tmp)
         else:
-            fail("internal", f"Unknown model source {spec['source']!r}.")
+            fail("internal", "unknown_source", source=repr(spec["source"]))
             return 1
         if any(p.suffix in PICKLE_SUFFIXES for p in tmp.iterdir()):
-            fail("model_load", "The model ships pickle weights; only safetensors are loaded. Convert it first.")
+            fail("model_load", "pickle_weights")
             return 1
-        progress(0.92, "Reading model metadata")
+        progress(0.92, "model_metadata")
         info = describe(tmp, spec.get("license"))
     except FileNotFoundError as exc:
-        fail("model_load", f"A file of the model is missing: {exc.filename}. Check the directory and retry.")
+        fail("model_load", "missing_file", file=str(exc.filename))
         return 1
     except Exception as exc:  # any reader error (safetensors, config, tokenizer) is the model's fault
-        fail(
-            "model_load",
-            f"The model could not be read ({type(exc).__name__}: {exc}). Check that it is a "
-            "Hugging Face model directory with valid safetensors weights.",
-        )
+        fail("model_load", "unreadable_model", detail=f"{type(exc).__name__}: {exc}")
         return 1
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)

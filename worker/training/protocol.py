@@ -1,4 +1,8 @@
-"""How a job's child process talks to its supervisor: one JSON object per stdout line."""
+"""How a job's child process talks to its supervisor: one JSON object per stdout line.
+
+Texts are codes with parameters (app/runs/messages.py) so that the interface can show them in the reader's
+language; the English rendering travels along for logs.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,18 @@ import json
 import sys
 from typing import Any
 
+from app.runs.messages import english
+
 
 def emit(**message: Any) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
 
 
-def progress(fraction: float, message: str) -> None:
-    emit(progress=fraction, message=message)
+def progress(fraction: float, code: str, **params: Any) -> None:
+    emit(progress=fraction, code=code, params=params, message=english(code, params))
 
 
-def fail(kind: str, message: str) -> None:
+def fail(kind: str, code: str, **params: Any) -> None:
     """A classified failure: the supervisor marks the run failed (no retry) with this sentence."""
-    emit(error={"kind": kind, "message": message})
+    emit(error={"kind": kind, "code": code, "params": params, "message": english(code, params)})

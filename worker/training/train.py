@@ -20,11 +20,6 @@ from worker.training.callbacks import RefineryCallback, latest_complete_checkpoi
 from worker.training.data import DataError, cpt_rows, dpo_rows, mix_general, read_records, sft_rows
 from worker.training.protocol import emit, fail, progress
 
-OOM_ADVICE = (
-    "Out of memory. Lower the batch size (raise gradient accumulation to keep the effective batch), "
-    "shorten max sequence length, or use LoRA/QLoRA instead of full fine-tuning."
-)
-
 
 def _datasets(spec: TrainingSpec, job: dict[str, Any], renderer: Any) -> tuple[Any, Any]:
     from datasets import Dataset
@@ -60,10 +55,7 @@ def _datasets(spec: TrainingSpec, job: dict[str, Any], renderer: Any) -> tuple[A
             assistant_only=spec.assistant_only_loss,
         )
     if not train:
-        raise DataError(
-            "The train split has no usable records for this method; check the dataset version "
-            "(kinds and splits) and max sequence length."
-        )
+        raise DataError("no_train_records")
     return Dataset.from_list(train), (Dataset.from_list(evaluation) if evaluation else None)
 
 
@@ -152,17 +144,17 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     spec = TrainingSpec.model_validate(job["spec"])
     cuda = torch.cuda.is_available()
     if spec.adapter == Adapter.qlora and not cuda:
-        raise DataError("QLoRA needs a CUDA GPU and this worker has none; choose LoRA.")
+        raise DataError("qlora_no_cuda")
     set_seed(spec.seed)
     model_dir = Path(job["model_dir"])
     output_dir = Path(job["output_dir"])
     output_dir.mkdir(parents=True, exist_ok=True)
     renderer = renderer_for(model_dir, job.get("chat_template"))
     if renderer is None:
-        raise DataError("The base model has no tokenizer.json or chat template; it cannot be trained here.")
-    progress(0.0, "Tokenising the dataset")
+        raise DataError("no_template")
+    progress(0.0, "tokenising")
     train, evaluation = _datasets(spec, job, renderer)
-    progress(0.0, "Loading the base model")
+    progress(0.0, "loading_model")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -176,7 +168,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     trainer = _trainer(spec, model, tokenizer, train, evaluation, output_dir, [callback], cuda)
     resume = latest_complete_checkpoint(output_dir)
     if resume is not None:
-        progress(0.0, f"Resuming from {resume.name}")
+        progress(0.0, "resuming", checkpoint=resume.name)
         # a checkpoint the platform did not finish writing is never resumed from
         for partial in output_dir.glob("checkpoint-*"):
             if partial != resume and not (partial / "refinery-complete.json").exists():
@@ -237,19 +229,19 @@ def main(job: dict[str, Any]) -> int:
     try:
         result = run(job)
     except DataError as exc:
-        fail("data", str(exc))
+        fail("data", exc.code, **exc.params)
         return 1
     except ModelLoadError as exc:
-        fail("model_load", f"The base model could not be loaded ({exc}); re-import it and try again.")
+        fail("model_load", "model_load", detail=str(exc))
         return 1
     except torch.OutOfMemoryError:
-        fail("oom", OOM_ADVICE)
+        fail("oom", "oom")
         return 1
     except (RuntimeError, ValueError) as exc:
         if "out of memory" in str(exc).lower():
-            fail("oom", OOM_ADVICE)
+            fail("oom", "oom")
         else:
-            fail("training", f"Training stopped with an error: {exc}. Lower the learning rate or check the data.")
+            fail("training", "training_error", detail=str(exc))
         return 1
     emit(result=result)
     return 0

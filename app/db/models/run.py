@@ -56,6 +56,9 @@ class Run(IdMixin, TimestampMixin, Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     progress: Mapped[float] = mapped_column(Float, default=0.0, nullable=False)
     progress_message: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # the same texts as codes + parameters (app/runs/messages.py), shown in the reader's language
+    progress_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    progress_params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     eta_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     attempt: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3, nullable=False)
@@ -67,6 +70,8 @@ class Run(IdMixin, TimestampMixin, Base):
     cancel_requested: Mapped[bool] = mapped_column(default=False, nullable=False)
     error_kind: Mapped[str | None] = mapped_column(String(20), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    error_params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     events: Mapped[list[RunEvent]] = relationship(
         back_populates="run", lazy="raise", order_by="RunEvent.seq", cascade="all, delete-orphan"
@@ -79,7 +84,9 @@ class RunEvent(IdMixin, TimestampMixin, Base):
     run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     seq: Mapped[int] = mapped_column(Integer, nullable=False)
     level: Mapped[str] = mapped_column(String(10), default="info", nullable=False)
-    message: Mapped[str] = mapped_column(Text, nullable=False)
+    message: Mapped[str] = mapped_column(Text, nullable=False)  # English, for logs and API clients
+    code: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     attempt: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
 
     run: Mapped[Run] = relationship(back_populates="events", lazy="raise")

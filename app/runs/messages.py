@@ -1,0 +1,96 @@
+"""Texts that background runs produce (events, progress, failures), as codes with parameters.
+
+They are stored as code + params and rendered in the reader's language when shown; the English rendering
+is also stored for logs and API clients. A parameter that is itself ``{"code", "params"}`` is rendered too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.core.i18n import N_, gettext, translations
+
+TEXTS: dict[str, str] = {
+    # events
+    "queued": N_("Queued."),
+    "started": N_("Started attempt %(attempt)s on %(worker)s."),
+    "succeeded": N_("Succeeded."),
+    "cancelled": N_("Cancelled."),
+    "cancelled_before_start": N_("Cancelled before it started."),
+    "cancel_requested": N_("Cancellation requested."),
+    "failed": N_("Failed (%(kind)s): %(reason)s"),
+    "requeued": N_("%(reason)s Re-queued for attempt %(attempt)s."),
+    "gave_up": N_("%(reason)s It failed %(attempts)s times; see the event log."),
+    "lost_heartbeat": N_("The worker stopped sending heartbeats."),
+    "worker_stopped": N_("The worker was stopped."),
+    "killed": N_("The job process was killed by signal %(signal)s."),
+    "exited": N_("The job process exited with code %(code)s."),
+    "unknown_kind": N_("This worker does not know how to run '%(kind)s' jobs; upgrade it."),
+    "not_prepared": N_("The job could not be prepared: %(detail)s"),
+    # progress
+    "gguf_tokenizer": N_("Reading the GGUF tokenizer"),
+    "gguf_weights": N_("De-quantising GGUF weights"),
+    "writing_safetensors": N_("Writing safetensors"),
+    "copying": N_("Copying %(file)s"),
+    "downloading": N_("Downloading %(repo)s@%(revision)s"),
+    "model_metadata": N_("Reading model metadata"),
+    "validated_lines": N_("Validated %(done)s of about %(total)s lines"),
+    "tokenising": N_("Tokenising the dataset"),
+    "loading_model": N_("Loading the base model"),
+    "resuming": N_("Resuming from %(checkpoint)s"),
+    "step": N_("step %(step)s/%(total)s"),
+    "step_loss": N_("step %(step)s/%(total)s, loss %(loss)s"),
+    # failures (each says what to change)
+    "unknown_source": N_("Unknown model source %(source)s."),
+    "pickle_weights": N_("The model ships pickle weights; only safetensors are loaded. Convert it first."),
+    "missing_file": N_("A file of the model is missing: %(file)s. Check the directory and retry."),
+    "unreadable_model": N_(
+        "The model could not be read (%(detail)s). Check that it is a Hugging Face model "
+        "directory with valid safetensors weights."
+    ),
+    "no_train_records": N_(
+        "The train split has no usable records for this method; check the dataset version "
+        "(kinds and splits) and max sequence length."
+    ),
+    "qlora_no_cuda": N_("QLoRA needs a CUDA GPU and this worker has none; choose LoRA."),
+    "no_template": N_("The base model has no tokenizer.json or chat template; it cannot be trained here."),
+    "model_load": N_("The base model could not be loaded (%(detail)s); re-import it and try again."),
+    "oom": N_(
+        "Out of memory. Lower the batch size (raise gradient accumulation to keep the effective batch), "
+        "shorten max sequence length, or use LoRA/QLoRA instead of full fine-tuning."
+    ),
+    "training_error": N_("Training stopped with an error: %(detail)s. Lower the learning rate or check the data."),
+    "upload_unreadable": N_("The upload could not be read (%(detail)s); upload the file again."),
+    # a child that sends a plain sentence instead of a code (shown as it is)
+    "plain": "%(detail)s",
+}
+
+
+def text(code: str, **params: Any) -> dict[str, Any]:
+    return {"code": code, "params": params}
+
+
+def _render(code: str, params: dict[str, Any], translate: Any) -> str:
+    template = TEXTS.get(code)
+    if template is None:
+        return code
+    values = {
+        k: _render(v["code"], v.get("params") or {}, translate) if isinstance(v, dict) and "code" in v else v
+        for k, v in params.items()
+    }
+    rendered = translate(template)
+    try:
+        return str(rendered % values) if values else str(rendered)
+    except (KeyError, TypeError, ValueError):
+        return str(template % values) if values else template
+
+
+def describe(code: str | None, params: dict[str, Any] | None, fallback: str | None = None) -> str:
+    """In the current request's language."""
+    if not code:
+        return fallback or ""
+    return _render(code, params or {}, gettext)
+
+
+def english(code: str, params: dict[str, Any] | None = None) -> str:
+    return _render(code, params or {}, translations("en").gettext)
