@@ -8,6 +8,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from annotated_types import Ge, Gt, Le, Lt
 
 from app.core.i18n import N_, gettext
@@ -134,3 +135,24 @@ def spec_from_form(form: dict[str, str]) -> dict[str, Any]:
 
 def spec_json(spec: TrainingSpec) -> str:
     return json.dumps(spec.model_dump(mode="json"), indent=2)
+
+
+def spec_to_yaml(spec: TrainingSpec) -> str:
+    header = "# Refinery training spec: import it on the New job page, or send it as 'spec' to /api/v1/jobs\n"
+    return header + yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def spec_from_yaml(raw: bytes) -> TrainingSpec:
+    """Safe YAML only (no tags, no objects); unknown or bad fields name themselves."""
+    from app.core.errors import InvalidInput
+    from app.jobs.service import parse_spec
+
+    try:
+        loaded = yaml.safe_load(raw.decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InvalidInput(
+            gettext("The file is not valid YAML: %(msg)s", msg=str(exc)[:200]), field="spec_file"
+        ) from exc
+    if not isinstance(loaded, dict):
+        raise InvalidInput(gettext("The YAML must be a mapping of spec fields."), field="spec_file")
+    return parse_spec(loaded)

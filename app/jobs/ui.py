@@ -9,14 +9,16 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile
 
 from app.basemodels import service as models
 from app.core.deps import PageUser, SessionDep, csrf_protect
-from app.core.errors import RefineryError
+from app.core.errors import InvalidInput, NotFound, RefineryError
+from app.core.i18n import _
 from app.core.templating import render
 from app.db.models import ModelStatus, RunStatus, TrainingJob, User
 from app.jobs import service
-from app.jobs.forms import form_fields, spec_from_form
+from app.jobs.forms import form_fields, spec_from_form, spec_from_yaml, spec_to_yaml
 from app.jobs.spec import TrainingSpec
 from app.runs.service import list_events
 
@@ -40,9 +42,59 @@ def jobs_page(request: Request, session: SessionDep, user: PageUser) -> Response
 
 @router.get("/jobs/new")
 def new_job_page(request: Request, session: SessionDep, user: PageUser) -> Response:
+    """A blank form, or (``?from=JOB``) a clone of an earlier job to change and launch again."""
     selected = request.query_params.get("version", "")
+    form: dict[str, str] = {}
+    values = None
+    source = request.query_params.get("from")
+    if source:
+        try:
+            job = service.get_job(session, uuid.UUID(source), user=user)
+        except ValueError as exc:
+            raise NotFound(_("No such training job.")) from exc
+        values = TrainingSpec.model_validate(job.spec)
+        selected = str(job.dataset_version_id)
+        form = {"model_id": str(job.base_model_id), "name": f"{job.name} (2)", "cloned_from": str(job.id)}
     return render(
-        request, "jobs/new.html", {**_choices(session, user), "fields": form_fields(), "selected": selected, "form": {}}
+        request,
+        "jobs/new.html",
+        {**_choices(session, user), "fields": form_fields(values), "selected": selected, "form": form},
+    )
+
+
+@router.post("/jobs/new/import")
+async def import_spec(request: Request, session: SessionDep, user: PageUser) -> Response:
+    """Fill the form from an exported YAML spec (nothing is launched)."""
+    form = await request.form(max_files=1, max_fields=5)
+    upload = form.get("spec_file")
+    error = None
+    values = None
+    try:
+        if not isinstance(upload, UploadFile):
+            raise InvalidInput(_("Choose a YAML file exported from a job."), field="spec_file")
+        raw = await upload.read(64 * 1024 + 1)
+        if len(raw) > 64 * 1024:
+            raise InvalidInput(_("A spec file is at most 64 KB."), field="spec_file")
+        values = spec_from_yaml(raw)
+    except RefineryError as exc:
+        error = exc.message
+    finally:
+        await form.close()
+    return render(
+        request,
+        "jobs/new.html",
+        {**_choices(session, user), "fields": form_fields(values), "selected": "", "form": {}, "error": error},
+        status_code=422 if error else 200,
+    )
+
+
+@router.get("/jobs/{job_id}/spec.yaml")
+def export_spec(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID) -> Response:
+    job = service.get_job(session, job_id, user=user)
+    return Response(
+        spec_to_yaml(TrainingSpec.model_validate(job.spec)),
+        media_type="application/x-yaml",
+        headers={"Content-Disposition": f'attachment; filename="spec-{job.id.hex[:8]}.yaml"'},
     )
 
 
@@ -79,6 +131,7 @@ async def create_job(request: Request, session: SessionDep, user: PageUser) -> R
     try:
         spec, model, version = _parse(session, user, form)
         general = form.get("general_version_id")
+        cloned = form.get("cloned_from")
         job = service.create_job(
             session,
             user=user,
@@ -87,6 +140,7 @@ async def create_job(request: Request, session: SessionDep, user: PageUser) -> R
             version_id=version.id,
             spec=spec,
             general_version_id=uuid.UUID(general) if general else None,
+            cloned_from=service.get_job(session, uuid.UUID(cloned), user=user) if cloned else None,
         )
     except (RefineryError, ValueError) as exc:
         message = exc.message if isinstance(exc, RefineryError) else str(exc)

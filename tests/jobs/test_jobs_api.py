@@ -159,3 +159,37 @@ def test_another_users_job_is_404(client: Any, setup: dict[str, Any]) -> None:
     stolen = client.post("/api/v1/jobs", json={"model_id": setup["model"], "dataset_version_id": setup["version"]})
     assert stolen.status_code == 404  # another user's dataset version cannot be trained on
     assert client.get("/api/v1/jobs").json() == []
+
+
+def test_clone_and_yaml_export_import_of_the_spec(client: Any, setup: dict[str, Any]) -> None:
+    spec = {"max_steps": 7, "lora_r": 8, "learning_rate": 0.0003, "use_rslora": True}
+    job = client.post(
+        "/api/v1/jobs", json={"model_id": setup["model"], "dataset_version_id": setup["version"], "spec": spec}
+    ).json()
+    exported = client.get(f"/jobs/{job['id']}/spec.yaml")
+    assert exported.status_code == 200 and "attachment" in exported.headers["content-disposition"]
+    assert "max_steps: 7" in exported.text and "lora_r: 8" in exported.text
+    imported = client.post("/jobs/new/import", files={"spec_file": ("spec.yaml", exported.content)})
+    assert imported.status_code == 200
+    assert 'name="max_steps" value="7"' in imported.text and 'name="lora_r" value="8"' in imported.text
+    bad = client.post("/jobs/new/import", files={"spec_file": ("x.yaml", b"lora_r: -3\n")})
+    assert bad.status_code == 422 and "lora_r" in bad.text
+    unsafe = client.post("/jobs/new/import", files={"spec_file": ("x.yaml", b"!!python/object/apply:os.system [id]")})
+    assert unsafe.status_code == 422  # safe YAML only: no object construction
+    clone = client.get(f"/jobs/new?from={job['id']}")
+    assert clone.status_code == 200 and f'name="cloned_from" value="{job["id"]}"' in clone.text
+    assert 'name="max_steps" value="7"' in clone.text
+    form = {
+        "model_id": setup["model"],
+        "dataset_version_id": setup["version"],
+        "cloned_from": job["id"],
+        "max_steps": "9",
+        "lora_r": "8",
+        "method": "sft",
+        "adapter": "lora",
+    }
+    launched = client.post("/jobs", data=form, follow_redirects=False)
+    assert launched.status_code == 303
+    clone_id = launched.headers["location"].rsplit("/", 1)[1]
+    cloned = client.get(f"/api/v1/jobs/{clone_id}").json()
+    assert cloned["spec"]["max_steps"] == 9 and cloned["spec"]["lora_r"] == 8
