@@ -18,6 +18,7 @@ from app.core.deps import LoginRequired
 from app.core.errors import InvalidInput, RefineryError
 from app.core.limits import BodyLimitMiddleware
 from app.core.templating import ROOT, render
+from app.core.validation import describe_error
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -116,7 +117,7 @@ def create_app() -> FastAPI:
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         field = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        message = f"{field}: {first.get('msg', 'invalid')}" if field else str(first.get("msg", "invalid request"))
+        message = describe_error(dict(first)) if first else "invalid request"
         return await domain_error(request, InvalidInput(message, code="invalid_request", field=field))
 
     @app.exception_handler(LoginRequired)

@@ -182,3 +182,22 @@ def test_run_texts_are_stored_as_codes_and_shown_in_the_readers_language() -> No
         i18n.set_locale("en")
     catalogue = _catalogue()
     assert all(template in catalogue for code, template in TEXTS.items() if code != "plain")
+
+
+def test_validation_errors_read_in_the_readers_language() -> None:
+    from pydantic import ValidationError
+
+    from app.core.validation import describe_error
+    from app.jobs.spec import TrainingSpec
+
+    try:
+        TrainingSpec.model_validate({"learning_rate": 0, "batch_size": "many"})
+    except ValidationError as exc:
+        errors = [dict(e) for e in exc.errors()]
+    assert describe_error(errors[0]) == "learning_rate: Must be greater than 0."
+    i18n.set_locale("zh_Hans")
+    try:
+        assert describe_error(errors[0]) == "learning_rate: 必须大于 0。"
+        assert describe_error(errors[1]) == "batch_size: 必须是整数。"
+    finally:
+        i18n.set_locale("en")

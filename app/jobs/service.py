@@ -18,6 +18,7 @@ from app.core.config import get_settings
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.i18n import _
 from app.core.ownership import get_owned
+from app.core.validation import describe_error
 from app.datasets import service as datasets
 from app.datasets.storage import artifact_path
 from app.db.models import BaseModelRecord, Dataset, DatasetVersion, ModelStatus, Run, RunStatus, TrainingJob, User
@@ -33,7 +34,7 @@ def parse_spec(raw: dict[str, Any]) -> TrainingSpec:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or None
-        raise InvalidInput(f"{field}: {first['msg']}" if field else str(first["msg"]), field=field) from exc
+        raise InvalidInput(describe_error(dict(first)), field=field) from exc
 
 
 def usable_versions(session: Session, *, user: User) -> list[tuple[Dataset, DatasetVersion]]:

@@ -1,0 +1,46 @@
+"""Pydantic's validation errors as sentences in the reader's language (the error type stays the code)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.core.i18n import N_, gettext
+
+SENTENCES = {
+    "missing": N_("This field is required."),
+    "greater_than": N_("Must be greater than %(gt)s."),
+    "greater_than_equal": N_("Must be at least %(ge)s."),
+    "less_than": N_("Must be less than %(lt)s."),
+    "less_than_equal": N_("Must be at most %(le)s."),
+    "int_parsing": N_("Must be a whole number."),
+    "int_from_float": N_("Must be a whole number."),
+    "float_parsing": N_("Must be a number."),
+    "bool_parsing": N_("Must be true or false."),
+    "enum": N_("Must be one of: %(expected)s."),
+    "literal_error": N_("Must be one of: %(expected)s."),
+    "string_pattern_mismatch": N_("Contains characters that are not allowed here."),
+    "string_too_short": N_("Must have at least %(min_length)s characters."),
+    "string_too_long": N_("Must have at most %(max_length)s characters."),
+    "extra_forbidden": N_("This field is not part of the spec; remove it."),
+    "uuid_parsing": N_("Must be an id (UUID)."),
+}
+
+
+def describe_error(error: dict[str, Any]) -> str:
+    """``field: sentence`` for one pydantic error."""
+    where = ("body", "query", "path", "header", "cookie")
+    field = ".".join(str(p) for p in error.get("loc", ()) if p not in where)
+    template = SENTENCES.get(str(error.get("type")))
+    if template is None:
+        sentence = str(error.get("msg", "invalid"))
+    else:
+        context = {
+            k: (f"{v:g}" if isinstance(v, float) else v)
+            for k, v in (error.get("ctx") or {}).items()
+            if isinstance(v, str | int | float)
+        }
+        try:
+            sentence = gettext(template, **context) if context else gettext(template)
+        except (KeyError, ValueError):
+            sentence = str(error.get("msg", "invalid"))
+    return f"{field}: {sentence}" if field else sentence
