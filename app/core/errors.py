@@ -40,6 +40,16 @@ class InvalidInput(RefineryError):
     code = "invalid_input"
 
 
+class TooLarge(RefineryError):
+    status_code = 413
+    code = "too_large"
+
+
+class InsufficientStorage(RefineryError):
+    status_code = 507
+    code = "insufficient_storage"
+
+
 class ServiceUnavailable(RefineryError):
     status_code = 503
     code = "unavailable"

@@ -99,12 +99,6 @@ def _excerpt(raw: bytes | str) -> str:
     return text[:EXCERPT]
 
 
-def decompress(data: bytes) -> bytes:
-    if data[:2] == b"\x1f\x8b":
-        return gzip.decompress(data)
-    return data
-
-
 def guess_file_type(filename: str, head: bytes) -> str:
     name = filename.lower().removesuffix(".gz")
     for suffix, kind in (

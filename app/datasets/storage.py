@@ -11,20 +11,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from app.core.config import get_settings
-from app.core.errors import NotFound, RefineryError
+from app.core.errors import InsufficientStorage, NotFound, TooLarge
 from app.core.i18n import _
 
 CHUNK = 1024 * 1024
-
-
-class TooLarge(RefineryError):
-    status_code = 413
-    code = "too_large"
-
-
-class InsufficientStorage(RefineryError):
-    status_code = 507
-    code = "insufficient_storage"
 
 
 @dataclass(frozen=True)

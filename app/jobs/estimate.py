@@ -118,7 +118,3 @@ def smaller_configuration(spec: TrainingSpec, shape: ModelShape, budget_bytes: f
         else:
             return None
     return candidate
-
-
-def estimate_seconds(*, tokens: int, epochs: float, tokens_per_second: float) -> float:
-    return tokens * epochs / max(tokens_per_second, 1e-9)

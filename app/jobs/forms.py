@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -131,10 +130,6 @@ def spec_from_form(form: dict[str, str]) -> dict[str, Any]:
         elif name in form and form[name] != "":
             raw[name] = form[name]
     return raw
-
-
-def spec_json(spec: TrainingSpec) -> str:
-    return json.dumps(spec.model_dump(mode="json"), indent=2)
 
 
 def spec_to_yaml(spec: TrainingSpec) -> str:

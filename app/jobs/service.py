@@ -223,13 +223,6 @@ def adapter_zip(session: Session, job: TrainingJob) -> Iterator[bytes]:
     return chunks()
 
 
-def _training_failed(session: Session, run_id: uuid.UUID, message: str) -> None:
-    """Nothing to mark: a job's state is its run's. Kept so the hook registry knows the kind."""
-
-
-runs.on_run_failure(TRAIN_KIND, _training_failed)
-
-
 def model_shape(model: BaseModelRecord) -> Any:
     from app.jobs.estimate import ModelShape
 

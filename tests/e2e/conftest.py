@@ -26,6 +26,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
+ADMIN, PASSWORD = "admin@example.com", "correct-horse-1"
 
 
 @pytest.fixture(scope="session")
@@ -105,3 +106,23 @@ def untranslated(page: Any, english: list[str]) -> list[str]:
     text = page.evaluate(_INTERFACE_TEXT)
     # identifiers such as 'all-linear' are not words of the interface: hyphens join them
     return [m for m in english if re.search(rf"(?<![\w@-]){re.escape(m)}(?![\w@-])", text)]
+
+
+def logged_in_page(browser: Any, live_server: str, *, locale: str = "en") -> Any:
+    """A page logged in as the admin (created first when this module runs alone), in ``locale``, with the
+    bundled model ready. The language is remembered per user, so it is set explicitly."""
+    browser_locale = "zh-CN" if locale == "zh_Hans" else "en-US"
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale=browser_locale)
+    page = context.new_page()
+    page.goto(live_server + "/login")
+    if page.url.endswith("/setup"):
+        page.fill("input[name=password_again]", PASSWORD)
+    page.fill("input[name=email]", ADMIN)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/models")
+    if page.locator("#locale-select").input_value() != locale:
+        with page.expect_navigation():
+            page.select_option("#locale-select", locale)
+    page.wait_for_selector("tr[data-model='SmolLM2-135M-Instruct'][data-status=ready]", timeout=300_000)
+    return page

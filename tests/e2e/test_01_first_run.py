@@ -7,10 +7,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import english_only_messages, shot, untranslated
+from tests.e2e.conftest import ADMIN, PASSWORD, english_only_messages, shot, untranslated
 
 pytestmark = pytest.mark.e2e
-ADMIN, PASSWORD = "admin@example.com", "correct-horse-1"
 
 
 def test_first_run_admin_login_and_bundled_model_ready(browser: Any, live_server: str) -> None:

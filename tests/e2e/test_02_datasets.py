@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import SHARED_DATASETS
-from tests.e2e.conftest import english_only_messages, shot, untranslated
-from tests.e2e.test_01_first_run import ADMIN, PASSWORD
+from tests.e2e.conftest import english_only_messages, logged_in_page, shot, untranslated
 
 pytestmark = pytest.mark.e2e
 
@@ -31,25 +30,8 @@ XSS_ROWS = [
 ]
 
 
-def _login(browser: Any, live_server: str) -> Any:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
-    page = context.new_page()
-    page.goto(live_server + "/login")
-    if page.url.endswith("/setup"):  # this module run on its own: create the admin first
-        page.fill("input[name=password_again]", PASSWORD)
-    page.fill("input[name=email]", ADMIN)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url("**/models")
-    if page.locator("#locale-select").input_value() != "en":  # the language is remembered per user
-        with page.expect_navigation():
-            page.select_option("#locale-select", "en")
-    page.wait_for_selector("tr[data-model='SmolLM2-135M-Instruct'][data-status=ready]", timeout=300_000)
-    return page
-
-
 def test_upload_report_escaping_and_template_view(browser: Any, live_server: str, tmp_path: Path) -> None:
-    page = _login(browser, live_server)
+    page = logged_in_page(browser, live_server)
     events: list[str] = []
     page.on("dialog", lambda dialog: (events.append(dialog.message), dialog.dismiss()))
     page.on("pageerror", lambda exc: events.append(str(exc)))
@@ -77,7 +59,7 @@ def test_upload_report_escaping_and_template_view(browser: Any, live_server: str
 
 
 def test_alpaca_upload_statistics_and_histogram(browser: Any, live_server: str) -> None:
-    page = _login(browser, live_server)
+    page = logged_in_page(browser, live_server)
     page.goto(live_server + "/datasets")
     page.set_input_files("#upload-file", str(SHARED_DATASETS / "alpaca_5000.json"))
     page.fill("input[name=name]", "Alpaca 5000")
@@ -96,20 +78,7 @@ def test_alpaca_upload_statistics_and_histogram(browser: Any, live_server: str) 
 
 
 def test_dataset_pages_in_chinese_have_no_untranslated_text(browser: Any, live_server: str) -> None:
-    context = browser.new_context(
-        viewport={"width": 1280, "height": 900},
-        locale="zh-CN",
-        extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"},
-    )
-    page = context.new_page()
-    page.goto(live_server + "/login")
-    page.fill("input[name=email]", ADMIN)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url("**/models")
-    if page.locator("#locale-select").input_value() != "zh_Hans":  # remembered from the previous test
-        with page.expect_navigation():
-            page.select_option("#locale-select", "zh_Hans")
+    page = logged_in_page(browser, live_server, locale="zh_Hans")
     english = english_only_messages()
     page.goto(live_server + "/datasets")
     assert untranslated(page, english) == []
@@ -120,4 +89,4 @@ def test_dataset_pages_in_chinese_have_no_untranslated_text(browser: Any, live_s
     shot(page, "zh-07-dataset-detail")
     page.click("[data-record] >> text=模型看到的内容 >> nth=0")
     assert untranslated(page, english) == []
-    context.close()
+    page.context.close()

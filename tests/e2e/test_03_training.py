@@ -8,14 +8,13 @@ import httpx
 import pytest
 
 from tests.conftest import wait_for
-from tests.e2e.conftest import english_only_messages, shot, untranslated
-from tests.e2e.test_02_datasets import _login
+from tests.e2e.conftest import english_only_messages, logged_in_page, shot, untranslated
 
 pytestmark = pytest.mark.e2e
 
 
 def test_launch_watch_and_cancel(browser: Any, live_server: str) -> None:
-    page = _login(browser, live_server)  # the Alpaca 5000 dataset exists from tests/e2e/test_02_datasets.py
+    page = logged_in_page(browser, live_server)  # the Alpaca 5000 dataset exists from tests/e2e/test_02_datasets.py
     page.goto(live_server + "/jobs/new")
     option = page.locator("select[name=dataset_version_id] option", has_text="Alpaca 5000").first
     page.select_option("select[name=dataset_version_id]", value=option.get_attribute("value"))

@@ -85,6 +85,14 @@ def _events(run_id: uuid.UUID) -> list[str]:
         return [e.message for e in runs.list_events(session, run_id)]
 
 
+def _start_in_thread(run_id: uuid.UUID, tmp_path: Path) -> tuple[threading.Thread, int]:
+    """Execute the run as a worker thread would; returns the thread and the child's pid once it started."""
+    worker = threading.Thread(target=lifecycle.execute, args=(str(run_id),))
+    worker.start()
+    pid = wait_for(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text(), timeout=30, what="child pid")
+    return worker, int(pid)
+
+
 def test_run_succeeds_and_a_second_delivery_is_a_no_op(script_kind: str, tmp_path: Path) -> None:
     run_id = _create(tmp_path)
     lifecycle.execute(str(run_id))
@@ -120,15 +128,7 @@ def test_stale_heartbeat_is_requeued_by_the_reconciler_and_completes_once(script
 
 def test_killed_child_is_retried_as_attempt_two(script_kind: str, tmp_path: Path) -> None:
     run_id = _create(tmp_path, steps=200, sleep=0.05)
-    worker = threading.Thread(target=lifecycle.execute, args=(str(run_id),))
-    worker.start()
-    pid = int(
-        wait_for(
-            lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text(),
-            timeout=30,
-            what="child pid",
-        )
-    )
+    worker, pid = _start_in_thread(run_id, tmp_path)
     os.kill(pid, signal.SIGKILL)
     worker.join(timeout=30)
     assert not worker.is_alive()
@@ -164,15 +164,7 @@ def test_cancel_stops_the_child_and_is_never_requeued(
 ) -> None:
     configure(heartbeat_seconds=0.2)
     run_id = _create(tmp_path, steps=400, sleep=0.05)
-    worker = threading.Thread(target=lifecycle.execute, args=(str(run_id),))
-    worker.start()
-    pid = int(
-        wait_for(
-            lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text(),
-            timeout=30,
-            what="child pid",
-        )
-    )
+    worker, pid = _start_in_thread(run_id, tmp_path)
     wait_for(lambda: _get(run_id).progress > 0, timeout=30, what="progress")
     with session_scope() as session:
         runs.request_cancel(session, session.get(Run, run_id))
