@@ -157,4 +157,5 @@ def create_app() -> FastAPI:
         jobs_api,
     ):
         app.include_router(module.router)
+    app.include_router(jobs_api.preset_router)
     return app

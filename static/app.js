@@ -89,3 +89,10 @@ function syncJobForm() {
 }
 document.addEventListener("DOMContentLoaded", syncJobForm);
 document.addEventListener("change", syncJobForm);
+// Enter in the preset name saves the preset; it must not launch the job the form describes.
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && event.target instanceof HTMLInputElement && event.target.name === "preset_name") {
+    event.preventDefault();
+    document.getElementById("save-preset")?.click();
+  }
+});

@@ -9,13 +9,24 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from app.core.deps import CurrentUser, SessionDep, csrf_protect
+from app.core.i18n import gettext
 from app.db.models import RunStatus, TrainingJob
-from app.jobs import service
-from app.jobs.schemas import JobCreate, JobRead, MetricRow
+from app.jobs import presets, service
+from app.jobs.schemas import (
+    CheckpointRead,
+    JobCreate,
+    JobRead,
+    JobResume,
+    MetricRow,
+    PresetCreate,
+    PresetRead,
+)
+from app.jobs.spec import TrainingSpec
 from app.runs.schemas import RunEventRead, RunRead
 from app.runs.service import list_events
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Depends(csrf_protect)])
+preset_router = APIRouter(prefix="/api/v1/presets", tags=["presets"], dependencies=[Depends(csrf_protect)])
 
 
 def to_read(session: Session, job: TrainingJob) -> JobRead:
@@ -30,6 +41,8 @@ def to_read(session: Session, job: TrainingJob) -> JobRead:
         created_at=job.created_at,
         run=RunRead.model_validate(run),
         adapter_available=run.status == RunStatus.succeeded and service.final_dir(job).is_dir(),
+        cloned_from_id=job.cloned_from_id,
+        resume_checkpoint=job.resume_checkpoint,
     )
 
 
@@ -88,3 +101,54 @@ def adapter(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Stream
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+
+@router.get("/{job_id}/checkpoints", response_model=list[CheckpointRead], summary="The job's complete checkpoints")
+def job_checkpoints(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> list[CheckpointRead]:
+    job = service.get_job(session, job_id, user=user)
+    return [CheckpointRead.model_validate(c) for c in service.checkpoints(job)]
+
+
+@router.post(
+    "/{job_id}/resume", response_model=JobRead, status_code=201, summary="A new job resuming from a checkpoint"
+)
+def resume(job_id: uuid.UUID, body: JobResume, session: SessionDep, user: CurrentUser) -> JobRead:
+    source = service.get_job(session, job_id, user=user)
+    job = service.create_job(
+        session,
+        user=user,
+        name=body.name or f"{source.name} ({body.checkpoint})",
+        model_id=source.base_model_id,
+        version_id=source.dataset_version_id,
+        spec=body.spec or TrainingSpec.model_validate(source.spec),
+        general_version_id=source.general_version_id,
+        cloned_from=source,
+        resume_checkpoint=body.checkpoint,
+    )
+    return to_read(session, job)
+
+
+def _builtin_read(preset: presets.BuiltinPreset) -> PresetRead:
+    return PresetRead(
+        id=preset.key, name=gettext(preset.name), builtin=True, spec=preset.spec().model_dump(mode="json")
+    )
+
+
+@preset_router.get("", response_model=list[PresetRead], summary="Built-in presets and yours")
+def list_presets(session: SessionDep, user: CurrentUser) -> list[PresetRead]:
+    mine = [
+        PresetRead(id=str(p.id), name=p.name, builtin=False, spec=p.spec)
+        for p in presets.list_presets(session, user=user)
+    ]
+    return [_builtin_read(p) for p in presets.BUILTIN] + mine
+
+
+@preset_router.post("", response_model=PresetRead, status_code=201, summary="Save a spec as a preset")
+def create_preset(body: PresetCreate, session: SessionDep, user: CurrentUser) -> PresetRead:
+    preset = presets.save_preset(session, user=user, name=body.name, spec=body.spec)
+    return PresetRead(id=str(preset.id), name=preset.name, builtin=False, spec=preset.spec)
+
+
+@preset_router.delete("/{preset_id}", status_code=204, summary="Delete one of your presets")
+def delete_preset(preset_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> None:
+    presets.delete_preset(session, presets.get_preset(session, preset_id, user=user))

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.jobs.spec import Adapter, TrainingSpec
+from app.jobs.spec import Adapter, Method, TrainingSpec
 
 GIB = 1024**3
 OVERHEAD_BYTES = 0.5 * GIB  # CUDA context, allocator slack, framework buffers
 ACTIVATION_FACTOR = 34
+REFERENCE_METHODS = (Method.dpo, Method.kto)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,11 @@ def trainable_parameters(spec: TrainingSpec, shape: ModelShape) -> int:
         return int(shape.parameters * min(1.0, spec.freeze_trainable_layers / max(1, shape.layers)))
     if spec.adapter == Adapter.ia3:
         return shape.layers * 3 * shape.hidden_size
+    if spec.adapter == Adapter.prefix_tuning:  # a key and a value vector per virtual token and layer
+        return spec.num_virtual_tokens * shape.layers * 2 * shape.hidden_size
+    if spec.adapter == Adapter.p_tuning:  # the virtual tokens plus their MLP encoder
+        encoder = spec.encoder_hidden_size
+        return spec.num_virtual_tokens * shape.hidden_size + 2 * shape.hidden_size * encoder + encoder * encoder
     return spec.num_virtual_tokens * shape.hidden_size  # prompt tuning
 
 
@@ -84,8 +90,11 @@ def estimate_memory(spec: TrainingSpec, shape: ModelShape, *, gpu: bool = True) 
     tokens = spec.batch_size * spec.max_seq_length
     activations = tokens * shape.hidden_size * shape.layers * ACTIVATION_FACTOR * activation_bytes
     activations += tokens * shape.vocab_size * 4  # fp32 logits for the loss
+    weights = shape.parameters * weight_bytes
+    if spec.method in REFERENCE_METHODS and spec.adapter in (Adapter.full, Adapter.freeze):
+        weights *= 2  # a frozen reference copy (adapters get theirs by switching the adapter off)
     return MemoryEstimate(
-        weights=shape.parameters * weight_bytes,
+        weights=weights,
         gradients=trainable * grad_bytes,
         optimizer=trainable * (8.0 + master),
         activations=activations,

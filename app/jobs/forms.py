@@ -32,6 +32,11 @@ LABELS: dict[str, str] = {
     "qlora_compute_dtype": N_("Compute dtype"),
     "freeze_trainable_layers": N_("Trainable last layers"),
     "num_virtual_tokens": N_("Virtual tokens"),
+    "encoder_hidden_size": N_("Prompt encoder size"),
+    "num_generations": N_("Answers per prompt"),
+    "max_completion_length": N_("Longest answer (tokens)"),
+    "num_gpus": N_("GPUs"),
+    "distributed": N_("Multi-GPU strategy"),
     "scheduler": N_("Scheduler"),
     "warmup_ratio": N_("Warm-up ratio"),
     "weight_decay": N_("Weight decay"),
@@ -44,7 +49,7 @@ LABELS: dict[str, str] = {
     "save_steps": N_("Checkpoint every N steps"),
     "save_total_limit": N_("Checkpoints kept"),
     "seed": N_("Seed"),
-    "dpo_beta": N_("DPO beta"),
+    "dpo_beta": N_("Beta"),
     "cpt_general_ratio": N_("General text per domain record"),
 }
 # which adapter each adapter-group field belongs to (the form shows them with that adapter)
@@ -58,7 +63,15 @@ ADAPTER_FIELDS = {
     "qlora_double_quant": "qlora",
     "qlora_compute_dtype": "qlora",
     "freeze_trainable_layers": "freeze",
-    "num_virtual_tokens": "prompt_tuning",
+    "num_virtual_tokens": "prompt_tuning prefix_tuning p_tuning",
+    "encoder_hidden_size": "p_tuning",
+}
+# which methods each method-group field belongs to (the form shows them with that method)
+METHOD_FIELDS = {
+    "dpo_beta": "dpo orpo kto",
+    "num_generations": "grpo rloo",
+    "max_completion_length": "grpo rloo",
+    "cpt_general_ratio": "cpt",
 }
 
 
@@ -74,6 +87,7 @@ class FormField:
     maximum: float | None
     step: str
     adapters: str
+    methods: str
 
 
 def _options(annotation: Any) -> list[tuple[str, str]]:
@@ -115,6 +129,7 @@ def form_fields(values: TrainingSpec | None = None) -> dict[str, list[FormField]
                     maximum=maximum,
                     step="1" if annotation is int else "any",
                     adapters=ADAPTER_FIELDS.get(name, ""),
+                    methods=METHOD_FIELDS.get(name, ""),
                 )
             )
         grouped[group] = out

@@ -20,6 +20,35 @@ class JobCreate(BaseModel):
     spec: TrainingSpec = Field(default_factory=TrainingSpec, description="Method, adapter and hyper-parameters.")
 
 
+class JobResume(BaseModel):
+    checkpoint: str = Field(max_length=40, description="A complete checkpoint of the job, e.g. checkpoint-50.")
+    name: str = Field(default="", max_length=200, description="Display name of the new job.")
+    spec: TrainingSpec | None = Field(
+        default=None,
+        description="Changed hyper-parameters (same method and adapter); defaults to the job's own spec.",
+    )
+
+
+class CheckpointRead(BaseModel):
+    name: str
+    step: int
+    loss: float | None
+    eval_loss: float | None
+    size_bytes: int
+
+
+class PresetCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    spec: TrainingSpec
+
+
+class PresetRead(BaseModel):
+    id: str = Field(description="A built-in preset's key, or the id of one of yours.")
+    name: str
+    builtin: bool
+    spec: dict[str, Any]
+
+
 class JobRead(BaseModel):
     id: uuid.UUID
     name: str
@@ -30,6 +59,8 @@ class JobRead(BaseModel):
     created_at: datetime
     run: RunRead
     adapter_available: bool
+    cloned_from_id: uuid.UUID | None = None
+    resume_checkpoint: str | None = None
 
 
 class MetricRow(BaseModel):

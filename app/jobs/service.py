@@ -22,7 +22,7 @@ from app.core.validation import describe_error
 from app.datasets import service as datasets
 from app.datasets.storage import artifact_path
 from app.db.models import BaseModelRecord, Dataset, DatasetVersion, ModelStatus, Run, RunStatus, TrainingJob, User
-from app.jobs.spec import Problem, TrainingSpec, check_compatibility
+from app.jobs.spec import Method, Problem, TrainingSpec, check_compatibility
 from app.runs import service as runs
 
 TRAIN_KIND = "training"
@@ -54,15 +54,43 @@ def owned_version(session: Session, version_id: uuid.UUID, *, user: User) -> tup
 
 
 def problems_for(
-    session: Session, spec: TrainingSpec, *, model: BaseModelRecord, version: DatasetVersion
+    session: Session, spec: TrainingSpec, *, model: BaseModelRecord, version: DatasetVersion, user: User
 ) -> list[Problem]:
-    return check_compatibility(
+    problems = check_compatibility(
         spec,
         kinds=version.kind_counts,
         context_length=model.context_length,
         cuda=get_settings().gpu_workers,
         train_records=version.split_counts.get("train", 0),
     )
+    if (
+        spec.method in (Method.grpo, Method.rloo)
+        and spec.reward_job_id
+        and not _is_reward_model(session, spec.reward_job_id, user=user)
+    ):
+        problems.append(
+            Problem(
+                field="reward_job_id",
+                message=_(
+                    "The chosen reward model is not one of your succeeded reward-model jobs; pick another or "
+                    "wait for it to finish."
+                ),
+            )
+        )
+    return problems
+
+
+def reward_models(session: Session, *, user: User) -> list[TrainingJob]:
+    """This user's succeeded reward-model jobs: what GRPO and RLOO can be driven by."""
+    return [
+        job
+        for job in list_jobs(session, user=user)
+        if job.spec.get("method") == Method.reward.value and job_run(session, job).status == RunStatus.succeeded
+    ]
+
+
+def _is_reward_model(session: Session, job_id: str, *, user: User) -> bool:
+    return any(str(job.id) == job_id.lower() for job in reward_models(session, user=user))
 
 
 def create_job(
@@ -75,6 +103,7 @@ def create_job(
     spec: TrainingSpec,
     general_version_id: uuid.UUID | None = None,
     cloned_from: TrainingJob | None = None,
+    resume_checkpoint: str | None = None,
 ) -> TrainingJob:
     model = models.get_model(session, model_id, user=user)
     if model.status != ModelStatus.ready:
@@ -82,9 +111,11 @@ def create_job(
     dataset, version = owned_version(session, version_id, user=user)
     if general_version_id is not None:
         owned_version(session, general_version_id, user=user)
-    problems = problems_for(session, spec, model=model, version=version)
+    problems = problems_for(session, spec, model=model, version=version, user=user)
     if problems:
         raise InvalidInput(problems[0].message, field=problems[0].field, code="incompatible")
+    if resume_checkpoint:
+        _check_resumable(session, cloned_from, resume_checkpoint, model_id=model.id, spec=spec)
     job = TrainingJob(
         owner_id=user.id,
         name=(name.strip() or f"{model.name} · {dataset.name} v{version.number}")[:200],
@@ -94,6 +125,7 @@ def create_job(
         spec=spec.model_dump(mode="json"),
         storage_key="",
         cloned_from_id=cloned_from.id if cloned_from else None,
+        resume_checkpoint=resume_checkpoint or None,
     )
     session.add(job)
     session.flush()
@@ -138,6 +170,45 @@ def metrics(job: TrainingJob, *, after_step: int = 0) -> list[dict[str, Any]]:
             if row.get("step", 0) > after_step:
                 by_step[(row["step"], "eval_loss" in row)] = row
     return [by_step[key] for key in sorted(by_step)]
+
+
+def checkpoints(job: TrainingJob) -> list[dict[str, Any]]:
+    """The job's complete checkpoints (a checkpoint being written, or cut off by a kill, is not listed),
+    each with the metrics logged at its step."""
+    from app.jobs.checkpoints import complete_checkpoints
+
+    rows = {row["step"]: row for row in metrics(job) if "loss" in row}
+    evals = {row["step"]: row["eval_loss"] for row in metrics(job) if "eval_loss" in row}
+    found = []
+    for step, path in complete_checkpoints(artifact_path(f"{job.storage_key}/checkpoints")):
+        found.append(
+            {
+                "name": path.name,
+                "step": step,
+                "loss": rows.get(step, {}).get("loss"),
+                "eval_loss": evals.get(step),
+                "size_bytes": sum(p.stat().st_size for p in path.rglob("*") if p.is_file()),
+            }
+        )
+    return found
+
+
+def _check_resumable(
+    session: Session, source: TrainingJob | None, name: str, *, model_id: uuid.UUID, spec: TrainingSpec
+) -> None:
+    if source is None or name not in {c["name"] for c in checkpoints(source)}:
+        raise InvalidInput(_("That checkpoint does not exist or is not complete; pick one from the job's page."))
+    if not job_run(session, source).status.is_final:
+        raise InvalidInput(_("Resume from a checkpoint once its job has stopped, or cancel the job first."))
+    source_spec = TrainingSpec.model_validate(source.spec)
+    if source.base_model_id != model_id or (source_spec.method, source_spec.adapter) != (spec.method, spec.adapter):
+        raise InvalidInput(
+            _(
+                "A checkpoint resumes with the same base model, method and adapter; clone the job instead to "
+                "change those."
+            ),
+            field="adapter",
+        )
 
 
 def final_dir(job: TrainingJob) -> Path:
@@ -253,7 +324,13 @@ def measured_tokens_per_second(session: Session, model: BaseModelRecord) -> floa
 
 
 def estimate(
-    session: Session, spec: TrainingSpec, *, model: BaseModelRecord, version: DatasetVersion, gpu_gib: float
+    session: Session,
+    spec: TrainingSpec,
+    *,
+    model: BaseModelRecord,
+    version: DatasetVersion,
+    gpu_gib: float,
+    user: User,
 ) -> dict[str, Any]:
     from app.jobs.estimate import GIB, estimate_memory, smaller_configuration
 
@@ -284,5 +361,43 @@ def estimate(
         "tokens": int(tokens * epochs),
         "rate": rate,
         "seconds": (tokens * epochs / rate) if rate else None,
-        "problems": problems_for(session, spec, model=model, version=version),
+        "problems": problems_for(session, spec, model=model, version=version, user=user),
+    }
+
+
+COMPARED_RESULTS = ("train_loss", "eval_loss", "steps", "epochs", "tokens_seen", "seconds", "trainable_parameters")
+
+
+def compare(session: Session, jobs: list[TrainingJob]) -> dict[str, Any]:
+    """Several runs side by side: their loss curves, the spec fields that differ, the final metrics."""
+    specs = [TrainingSpec.model_validate(job.spec).model_dump(mode="json") for job in jobs]
+    differing = [name for name in TrainingSpec.model_fields if len({json.dumps(s[name]) for s in specs}) > 1]
+    context: dict[str, list[str]] = {"models": [], "datasets": []}
+    for job in jobs:
+        model = session.get(BaseModelRecord, job.base_model_id)
+        version = session.get(DatasetVersion, job.dataset_version_id)
+        dataset = session.get(Dataset, version.dataset_id) if version else None
+        context["models"].append(model.name if model else "?")
+        context["datasets"].append(f"{dataset.name if dataset else '?'} v{version.number if version else '?'}")
+    curves = []
+    for job in jobs:
+        rows = metrics(job)
+        curves.append(
+            {
+                "name": job.name,
+                "loss": [[r["step"], r["loss"]] for r in rows if "loss" in r],
+                "eval_loss": [[r["step"], r["eval_loss"]] for r in rows if "eval_loss" in r],
+            }
+        )
+    results = [job_run(session, job).result or {} for job in jobs]
+    return {
+        "jobs": jobs,
+        "runs": [job_run(session, job) for job in jobs],
+        "differing": [(name, [s[name] for s in specs]) for name in differing],
+        "same_model": len(set(context["models"])) == 1,
+        "same_dataset": len(set(context["datasets"])) == 1,
+        "models": context["models"],
+        "datasets": context["datasets"],
+        "results": [(key, [r.get(key) for r in results]) for key in COMPARED_RESULTS],
+        "curves": curves,
     }

@@ -1,7 +1,8 @@
 """TrainingSpec: the one documented contract between the form, the APIs and the worker.
 
 Every field carries its help text (shown on hover in the form) and a group: "basic" fields are shown,
-"adapter" fields follow the adapter choice, "advanced" fields are folded. Defaults follow common practice
+"method" and "adapter" fields follow the method and adapter choices, "advanced" fields are folded, and
+"linked" fields (another job) get their own select. Defaults follow common practice
 for LoRA SFT of small instruct models (the values LLaMA-Factory and TRL's examples start from).
 """
 
@@ -19,6 +20,11 @@ class Method(enum.StrEnum):
     sft = "sft"
     cpt = "cpt"
     dpo = "dpo"
+    orpo = "orpo"
+    kto = "kto"
+    reward = "reward"
+    grpo = "grpo"
+    rloo = "rloo"
 
 
 class Adapter(enum.StrEnum):
@@ -28,12 +34,19 @@ class Adapter(enum.StrEnum):
     freeze = "freeze"
     ia3 = "ia3"
     prompt_tuning = "prompt_tuning"
+    prefix_tuning = "prefix_tuning"
+    p_tuning = "p_tuning"
 
 
 METHOD_LABELS = {
     "sft": N_("Supervised fine-tuning"),
     "cpt": N_("Continued pre-training"),
     "dpo": N_("DPO (direct preference optimisation)"),
+    "orpo": N_("ORPO (odds-ratio preference optimisation)"),
+    "kto": N_("KTO (answers labelled good or bad)"),
+    "reward": N_("Reward model (scores answers, for RLHF)"),
+    "grpo": N_("RLHF with GRPO (driven by a reward model)"),
+    "rloo": N_("RLHF with RLOO (driven by a reward model)"),
 }
 ADAPTER_LABELS = {
     "lora": N_("LoRA"),
@@ -42,9 +55,34 @@ ADAPTER_LABELS = {
     "freeze": N_("Freeze-tuning (last N layers)"),
     "ia3": N_("IA3"),
     "prompt_tuning": N_("Prompt tuning"),
+    "prefix_tuning": N_("Prefix tuning"),
+    "p_tuning": N_("P-tuning"),
 }
-# which dataset kinds each method trains on
-METHOD_KINDS = {"sft": {"chat"}, "cpt": {"text", "chat"}, "dpo": {"preference"}}
+# which dataset kinds each method trains on (RLHF takes its prompts from conversations or preference pairs)
+METHOD_KINDS = {
+    "sft": {"chat"},
+    "cpt": {"text", "chat"},
+    "dpo": {"preference"},
+    "orpo": {"preference"},
+    "kto": {"kto"},
+    "reward": {"preference"},
+    "grpo": {"chat", "preference"},
+    "rloo": {"chat", "preference"},
+}
+PROMPT_LEARNING = {Adapter.prompt_tuning, Adapter.prefix_tuning, Adapter.p_tuning}
+WEIGHT_ADAPTERS = {Adapter.lora, Adapter.qlora, Adapter.full, Adapter.freeze}
+# which adapters each method can train: the preference and RL trainers need a reference model made by
+# disabling the adapter, and a reward model needs its score head trained, which prompt learning cannot do
+METHOD_ADAPTERS: dict[str, set[Adapter]] = {
+    "sft": set(Adapter),
+    "cpt": set(Adapter),
+    "dpo": WEIGHT_ADAPTERS | {Adapter.ia3},
+    "orpo": WEIGHT_ADAPTERS | {Adapter.ia3},
+    "kto": WEIGHT_ADAPTERS | {Adapter.ia3},
+    "reward": WEIGHT_ADAPTERS,
+    "grpo": WEIGHT_ADAPTERS,
+    "rloo": WEIGHT_ADAPTERS,
+}
 
 
 def _f(default: Any, help_text: str, group: str = "basic", **kwargs: Any) -> Any:
@@ -57,8 +95,9 @@ class TrainingSpec(BaseModel):
     method: Method = _f(
         Method.sft,
         N_(
-            "What the model learns from: conversations (SFT), raw text (continued "
-            "pre-training) or preference pairs (DPO)."
+            "What the model learns from: conversations (SFT), raw text (continued pre-training), preference "
+            "pairs (DPO, ORPO, reward model), answers labelled good or bad (KTO), or the scores of a reward "
+            "model trained here (GRPO, RLOO)."
         ),
     )
     adapter: Adapter = _f(
@@ -114,7 +153,16 @@ class TrainingSpec(BaseModel):
     freeze_trainable_layers: int = _f(
         2, N_("Freeze-tuning: how many of the last transformer layers are trained."), "adapter", ge=1, le=1000
     )
-    num_virtual_tokens: int = _f(20, N_("Prompt tuning: number of trained virtual tokens."), "adapter", ge=1, le=1000)
+    num_virtual_tokens: int = _f(
+        20, N_("Prompt, prefix and P-tuning: number of trained virtual tokens."), "adapter", ge=1, le=1000
+    )
+    encoder_hidden_size: int = _f(
+        128,
+        N_("P-tuning: hidden size of the prompt encoder (an MLP) that produces the virtual tokens."),
+        "adapter",
+        ge=8,
+        le=16384,
+    )
     # --- advanced -----------------------------------------------------------------------------------
     scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = _f(
         "cosine", N_("How the learning rate changes over training."), "advanced"
@@ -162,7 +210,34 @@ class TrainingSpec(BaseModel):
     save_total_limit: int = _f(2, N_("How many checkpoints to keep."), "advanced", ge=1, le=100)
     seed: int = _f(42, N_("Random seed for initialisation and shuffling."), "advanced", ge=0, le=2**31 - 1)
     dpo_beta: float = _f(
-        0.1, N_("DPO: how far the model may move from the base model (higher = closer)."), "advanced", gt=0, le=10
+        0.1,
+        N_(
+            "DPO and KTO: how far the model may move from the base model (higher = closer); ORPO: the weight "
+            "of the odds-ratio term."
+        ),
+        "method",
+        gt=0,
+        le=10,
+    )
+    reward_job_id: str = _f(
+        "",
+        N_("GRPO and RLOO: the succeeded reward-model job whose model scores the generated answers."),
+        "linked",
+        max_length=36,
+        pattern=r"^[0-9a-fA-F-]*$",
+    )
+    num_generations: int = _f(
+        4,
+        N_(
+            "GRPO and RLOO: answers generated per prompt and compared with each other; the batch size × "
+            "gradient accumulation must be a multiple of it."
+        ),
+        "method",
+        ge=2,
+        le=64,
+    )
+    max_completion_length: int = _f(
+        128, N_("GRPO and RLOO: longest generated answer, in tokens."), "method", ge=1, le=32768
     )
     cpt_general_ratio: int = _f(
         5,
@@ -170,9 +245,28 @@ class TrainingSpec(BaseModel):
             "Continued pre-training: records of the chosen general-text dataset version mixed in per domain "
             "record, to limit forgetting (0 = none)."
         ),
-        "advanced",
+        "method",
         ge=0,
         le=100,
+    )
+
+    num_gpus: int = _f(
+        1,
+        N_(
+            "GPUs on the worker to train on. Above 1 the worker starts the training with 'accelerate launch' "
+            "and the strategy below."
+        ),
+        "advanced",
+        ge=1,
+        le=64,
+    )
+    distributed: Literal["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"] = _f(
+        "ddp",
+        N_(
+            "Multi-GPU strategy: DDP copies the model to each GPU; FSDP and DeepSpeed ZeRO-3 shard weights, "
+            "gradients and optimiser states (for models that do not fit one GPU); ZeRO-2 shards the last two."
+        ),
+        "advanced",
     )
 
     @model_validator(mode="after")
@@ -192,10 +286,12 @@ class TrainingSpec(BaseModel):
 
 def field_groups() -> dict[str, list[tuple[str, Any]]]:
     """Fields in declaration order, grouped for the form."""
-    groups: dict[str, list[tuple[str, Any]]] = {"basic": [], "adapter": [], "advanced": []}
+    groups: dict[str, list[tuple[str, Any]]] = {"basic": [], "method": [], "adapter": [], "advanced": []}
     for name, info in TrainingSpec.model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-        groups[str(extra.get("group", "basic"))].append((name, info))
+        group = str(extra.get("group", "basic"))
+        if group in groups:  # "linked" fields (another job, a dataset) have their own selects in the form
+            groups[group].append((name, info))
     return groups
 
 
@@ -213,7 +309,17 @@ def check_compatibility(
     problems: list[Problem] = []
     wanted = METHOD_KINDS[spec.method.value]
     usable = sum(n for kind, n in kinds.items() if kind in wanted)
-    if not usable:
+    if not usable and spec.method == Method.kto:
+        problems.append(
+            Problem(
+                field="method",
+                message=_(
+                    "KTO learns from answers labelled good or bad, and this dataset version has no labelled "
+                    "records; upload records with 'messages' and a true/false 'label', or choose SFT or DPO."
+                ),
+            )
+        )
+    elif not usable:
         have = ", ".join(sorted(k for k, n in kinds.items() if n)) or "—"
         problems.append(
             Problem(
@@ -266,11 +372,47 @@ def check_compatibility(
                 message=_("The train split of this version is empty; change the split ratios of the dataset."),
             )
         )
-    if spec.method == Method.dpo and spec.adapter in (Adapter.prompt_tuning,):
+    allowed = METHOD_ADAPTERS[spec.method.value]
+    if spec.adapter not in allowed:
         problems.append(
             Problem(
                 field="adapter",
-                message=_("DPO here supports LoRA, QLoRA, IA3, freeze and full fine-tuning; choose one of those."),
+                message=_(
+                    "%(method)s trains with %(allowed)s; choose one of those adapters.",
+                    method=spec.method.value.upper(),
+                    allowed=", ".join(a.value for a in Adapter if a in allowed),
+                ),
+            )
+        )
+    if spec.method in (Method.grpo, Method.rloo):
+        if not spec.reward_job_id:
+            problems.append(
+                Problem(
+                    field="reward_job_id",
+                    message=_(
+                        "%(method)s needs a reward model: train one first with the method 'Reward model' on "
+                        "preference pairs, then pick it here.",
+                        method=spec.method.value.upper(),
+                    ),
+                )
+            )
+        if spec.effective_batch % spec.num_generations:
+            problems.append(
+                Problem(
+                    field="num_generations",
+                    message=_(
+                        "Batch size × gradient accumulation (%(batch)s) must be a multiple of the answers per "
+                        "prompt (%(n)s); change one of them.",
+                        batch=spec.effective_batch,
+                        n=spec.num_generations,
+                    ),
+                )
+            )
+    if spec.num_gpus > 1 and not cuda:
+        problems.append(
+            Problem(
+                field="num_gpus",
+                message=_("Training on several GPUs needs GPU workers; set GPUs to 1 on a CPU-only worker."),
             )
         )
     return problems

@@ -17,7 +17,7 @@ from app.core.errors import InvalidInput, NotFound, RefineryError
 from app.core.i18n import _
 from app.core.templating import render
 from app.db.models import ModelStatus, RunStatus, TrainingJob, User
-from app.jobs import service
+from app.jobs import presets, service
 from app.jobs.forms import form_fields, spec_from_form, spec_from_yaml, spec_to_yaml
 from app.jobs.spec import TrainingSpec
 from app.runs.service import list_events
@@ -26,11 +26,16 @@ router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False
 GPU_SIZES = (8, 16, 24, 40, 48, 80, 141)
 
 
-def _choices(session: Session, user: User) -> dict[str, Any]:
+def _choices(session: Session, user: User, values: TrainingSpec | None = None) -> dict[str, Any]:
     return {
         "models": [m for m in models.list_models(session, user=user) if m.status == ModelStatus.ready],
         "versions": service.usable_versions(session, user=user),
         "gpu_sizes": GPU_SIZES,
+        "reward_jobs": service.reward_models(session, user=user),
+        "reward_selected": values.reward_job_id if values else "",
+        "reward_help": _(TrainingSpec.model_fields["reward_job_id"].description or ""),
+        "presets": presets.list_presets(session, user=user),
+        "builtin_presets": presets.BUILTIN,
     }
 
 
@@ -42,11 +47,18 @@ def jobs_page(request: Request, session: SessionDep, user: PageUser) -> Response
 
 @router.get("/jobs/new")
 def new_job_page(request: Request, session: SessionDep, user: PageUser) -> Response:
-    """A blank form, or (``?from=JOB``) a clone of an earlier job to change and launch again."""
-    selected = request.query_params.get("version", "")
+    """A blank form; ``?preset=KEY`` fills it from a preset; ``?from=JOB`` clones an earlier job to change
+    and launch again, and with ``&checkpoint=checkpoint-N`` the new job resumes from that checkpoint."""
+    query = request.query_params
+    selected = query.get("version", "")
     form: dict[str, str] = {}
     values = None
-    source = request.query_params.get("from")
+    notice = None
+    if query.get("preset"):
+        values = presets.spec_of(session, query["preset"], user=user)
+        if query.get("saved"):
+            notice = _("Preset saved. The form below holds its values.")
+    source = query.get("from")
     if source:
         try:
             job = service.get_job(session, uuid.UUID(source), user=user)
@@ -55,11 +67,73 @@ def new_job_page(request: Request, session: SessionDep, user: PageUser) -> Respo
         values = TrainingSpec.model_validate(job.spec)
         selected = str(job.dataset_version_id)
         form = {"model_id": str(job.base_model_id), "name": f"{job.name} (2)", "cloned_from": str(job.id)}
+        if job.general_version_id:
+            form["general_version_id"] = str(job.general_version_id)
+        checkpoint = query.get("checkpoint", "")
+        if checkpoint:
+            if checkpoint not in {c["name"] for c in service.checkpoints(job)}:
+                raise NotFound(_("No such checkpoint."))
+            form.update(resume_checkpoint=checkpoint, name=f"{job.name} ({checkpoint})")
     return render(
         request,
         "jobs/new.html",
-        {**_choices(session, user), "fields": form_fields(values), "selected": selected, "form": form},
+        {
+            **_choices(session, user, values),
+            "fields": form_fields(values),
+            "selected": selected,
+            "form": form,
+            "notice": notice,
+        },
     )
+
+
+@router.post("/jobs/presets")
+async def save_preset(request: Request, session: SessionDep, user: PageUser) -> Response:
+    """'Save as preset' on the job form: the spec fields of the form, under a name."""
+    form = await _form(request)
+    try:
+        spec = service.parse_spec(spec_from_form(form))
+        preset = presets.save_preset(session, user=user, name=form.get("preset_name", ""), spec=spec)
+    except RefineryError as exc:
+        try:
+            values = TrainingSpec.model_validate(spec_from_form(form))
+        except ValueError:
+            values = None
+        return render(
+            request,
+            "jobs/new.html",
+            {
+                **_choices(session, user, values),
+                "fields": form_fields(values),
+                "selected": form.get("dataset_version_id", ""),
+                "form": form,
+                "error": exc.message,
+                "error_field": exc.field,
+            },
+            status_code=exc.status_code,
+        )
+    return RedirectResponse(f"/jobs/new?preset={preset.id}&saved=1", status_code=303)
+
+
+@router.post("/jobs/presets/{preset_id}/delete")
+def delete_preset(request: Request, session: SessionDep, user: PageUser, preset_id: uuid.UUID) -> Response:
+    presets.delete_preset(session, presets.get_preset(session, preset_id, user=user))
+    return RedirectResponse("/jobs/new", status_code=303)
+
+
+@router.get("/jobs/compare")
+def compare_page(request: Request, session: SessionDep, user: PageUser) -> Response:
+    """Runs side by side: ``?id=A&id=B`` (two to six of the user's jobs)."""
+    try:
+        ids = list(dict.fromkeys(uuid.UUID(v) for v in request.query_params.getlist("id")))
+    except ValueError as exc:
+        raise NotFound(_("No such training job.")) from exc
+    if not 2 <= len(ids) <= 6:
+        raise InvalidInput(_("Tick two to six jobs to compare."), field="id")
+    jobs = [service.get_job(session, job_id, user=user) for job_id in ids]
+    comparison = service.compare(session, jobs)
+    chart = {"curves": comparison["curves"], "labels": _chart_labels()}
+    return render(request, "jobs/compare.html", {**comparison, "chart": json.dumps(chart)})
 
 
 @router.post("/jobs/new/import")
@@ -83,7 +157,7 @@ async def import_spec(request: Request, session: SessionDep, user: PageUser) -> 
     return render(
         request,
         "jobs/new.html",
-        {**_choices(session, user), "fields": form_fields(values), "selected": "", "form": {}, "error": error},
+        {**_choices(session, user, values), "fields": form_fields(values), "selected": "", "form": {}, "error": error},
         status_code=422 if error else 200,
     )
 
@@ -118,7 +192,7 @@ async def estimate(request: Request, session: SessionDep, user: PageUser) -> Res
     try:
         spec, model, version = _parse(session, user, form)
         gpu = float(form.get("gpu_gib") or 24)
-        result = service.estimate(session, spec, model=model, version=version, gpu_gib=gpu)
+        result = service.estimate(session, spec, model=model, version=version, gpu_gib=gpu, user=user)
     except (RefineryError, ValueError) as exc:
         message = exc.message if isinstance(exc, RefineryError) else str(exc)
         return render(request, "jobs/_estimate.html", {"error": message})
@@ -132,6 +206,7 @@ async def create_job(request: Request, session: SessionDep, user: PageUser) -> R
         spec, model, version = _parse(session, user, form)
         general = form.get("general_version_id")
         cloned = form.get("cloned_from")
+        resume_checkpoint = form.get("resume_checkpoint") or None
         job = service.create_job(
             session,
             user=user,
@@ -141,6 +216,7 @@ async def create_job(request: Request, session: SessionDep, user: PageUser) -> R
             spec=spec,
             general_version_id=uuid.UUID(general) if general else None,
             cloned_from=service.get_job(session, uuid.UUID(cloned), user=user) if cloned else None,
+            resume_checkpoint=resume_checkpoint,
         )
     except (RefineryError, ValueError) as exc:
         message = exc.message if isinstance(exc, RefineryError) else str(exc)
@@ -153,7 +229,7 @@ async def create_job(request: Request, session: SessionDep, user: PageUser) -> R
             request,
             "jobs/new.html",
             {
-                **_choices(session, user),
+                **_choices(session, user, values),
                 "fields": form_fields(values),
                 "selected": form.get("dataset_version_id", ""),
                 "form": form,
@@ -173,6 +249,7 @@ def _job_context(session: Session, job: TrainingJob) -> dict[str, Any]:
         "events": list_events(session, run.id),
         "live": not run.status.is_final,
         "adapter_ready": run.status == RunStatus.succeeded and service.final_dir(job).is_dir(),
+        "checkpoints": service.checkpoints(job),
         "spec": job.spec,
         "chart_labels": json.dumps(_chart_labels()),
     }
@@ -188,6 +265,8 @@ def _chart_labels() -> dict[str, str]:
         "grad_norm": _("gradient norm"),
         "tokens_per_second": _("tokens/s"),
         "step": _("step"),
+        "compare_loss": _("Training loss"),
+        "compare_eval_loss": _("Eval loss"),
         "spike": _("Loss spike at step %(step)s: %(value)s, more than twice the recent median."),
         "diverging": _(
             "The loss is rising: the last 10 steps average more than the 10 before by 20%% or "

@@ -53,6 +53,15 @@ TEXTS: dict[str, str] = {
         "(kinds and splits) and max sequence length."
     ),
     "qlora_no_cuda": N_("QLoRA needs a CUDA GPU and this worker has none; choose LoRA."),
+    "resume_checkpoint_missing": N_(
+        "The checkpoint %(checkpoint)s to resume from has been deleted; pick another checkpoint or start anew."
+    ),
+    "no_reward_model": N_(
+        "The reward model of this RLHF job is gone or has not succeeded; train a reward model and pick it."
+    ),
+    "deepspeed_missing": N_(
+        "DeepSpeed is not installed on this worker; install it in the GPU worker image, or choose DDP or FSDP."
+    ),
     "no_template": N_("The base model has no tokenizer.json or chat template; it cannot be trained here."),
     "model_load": N_("The base model could not be loaded (%(detail)s); re-import it and try again."),
     "oom": N_(

@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from app.datasets.records import record_schema
+from app.jobs.checkpoints import latest_complete_checkpoint
 from worker.training import train
-from worker.training.callbacks import latest_complete_checkpoint
 
 SCHEMA = record_schema()
 
@@ -53,8 +53,24 @@ def _pref(i: int) -> tuple[str, dict[str, Any]]:
     }
 
 
+def _kto(i: int) -> tuple[str, dict[str, Any]]:
+    good = i % 2 == 0
+    return "kto", {
+        "messages": [
+            {"role": "user", "content": f"What is {i} plus {i}?"},
+            {"role": "assistant", "content": f"{2 * i}." if good else "I do not know."},
+        ],
+        "label": good,
+    }
+
+
 def _run(
-    tmp_path: Path, tiny_model_dir: Path, records: Path, spec: dict[str, Any], general: Path | None = None
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    records: Path,
+    spec: dict[str, Any],
+    general: Path | None = None,
+    reward: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     job = {
         "spec": {
@@ -73,6 +89,7 @@ def _run(
         "output_dir": str(tmp_path / "checkpoints"),
         "final_dir": str(tmp_path / "final"),
         "metrics_path": str(tmp_path / "metrics.jsonl"),
+        "reward": reward,
     }
     return train.run(job)
 
@@ -96,6 +113,8 @@ def _reload_probe(tiny_model_dir: Path, final: Path, peft: bool) -> list[float]:
         ("lora", {"use_dora": True, "use_rslora": True, "lora_target_modules": "q_proj,v_proj"}, True),
         ("ia3", {}, True),
         ("prompt_tuning", {"num_virtual_tokens": 4}, True),
+        ("prefix_tuning", {"num_virtual_tokens": 4}, True),
+        ("p_tuning", {"num_virtual_tokens": 4, "encoder_hidden_size": 32}, True),
         ("full", {"learning_rate": 1e-3}, False),
         ("freeze", {"freeze_trainable_layers": 1, "learning_rate": 1e-3}, False),
     ],
@@ -155,3 +174,51 @@ def test_resume_continues_from_the_last_complete_checkpoint(tmp_path: Path, tiny
     result = _run(tmp_path, tiny_model_dir, records, {"max_steps": 6})
     assert result["resumed_from"] == "checkpoint-4" and result["steps"] == 6
     assert not broken.exists() or (broken / "refinery-complete.json").exists()
+
+
+@pytest.mark.parametrize("method", ["orpo", "kto"])
+def test_orpo_and_kto(tmp_path: Path, tiny_model_dir: Path, method: str) -> None:
+    make = _pref if method == "orpo" else _kto
+    records = _write(tmp_path / "p.parquet", [make(i) for i in range(24)])
+    result = _run(tmp_path, tiny_model_dir, records, {"method": method, "learning_rate": 1e-3})
+    assert result["steps"] == 4 and result["eval_loss"] is not None
+    weights = load_file(str(tmp_path / "final" / "adapter_model.safetensors"))
+    assert any(torch.count_nonzero(t) > 0 for name, t in weights.items() if "lora_B" in name)
+    assert _reload_probe(tiny_model_dir, tmp_path / "final", True) == pytest.approx(result["probe_logits"], abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def reward_model(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Any]:
+    """A reward model trained on preference pairs (LoRA plus its score head), as GRPO/RLOO use it."""
+    tmp_path = tmp_path_factory.mktemp("reward")
+    records = _write(tmp_path / "p.parquet", [_pref(i) for i in range(24)])
+    result = _run(tmp_path, tiny_model_dir, records, {"method": "reward", "learning_rate": 1e-3})
+    return {"result": result, "info": {"model_dir": str(tiny_model_dir), "final_dir": str(tmp_path / "final")}}
+
+
+def test_reward_model_trains_its_score_head_and_reloads(reward_model: dict[str, Any], tiny_model_dir: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    final = Path(reward_model["info"]["final_dir"])
+    weights = load_file(str(final / "adapter_model.safetensors"))
+    assert any("score" in name for name in weights)  # the new head travels with the adapter
+    tokenizer = AutoTokenizer.from_pretrained(str(final))
+    base = AutoModelForSequenceClassification.from_pretrained(
+        str(tiny_model_dir), num_labels=1, pad_token_id=tokenizer.pad_token_id
+    )
+    model = PeftModel.from_pretrained(base, str(final))
+    assert train.probe_logits(model, tokenizer) == pytest.approx(reward_model["result"]["probe_logits"], abs=1e-3)
+
+
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_rlhf_with_the_reward_model_trained_here(
+    tmp_path: Path, tiny_model_dir: Path, reward_model: dict[str, Any], method: str
+) -> None:
+    records = _write(tmp_path / "c.parquet", [_chat(i) for i in range(24)])
+    spec = {"method": method, "num_generations": 2, "max_completion_length": 8, "learning_rate": 1e-3}
+    result = _run(tmp_path, tiny_model_dir, records, spec, reward=reward_model["info"])
+    assert result["steps"] == 4
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "loss" in m] == [1, 2, 3, 4]
+    assert _reload_probe(tiny_model_dir, tmp_path / "final", True) == pytest.approx(result["probe_logits"], abs=1e-3)

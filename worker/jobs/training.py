@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 import uuid
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.core.config import get_settings
 from app.datasets.storage import artifact_path
-from app.db.models import BaseModelRecord, DatasetVersion, TrainingJob
+from app.db.models import BaseModelRecord, DatasetVersion, Run, RunStatus, TrainingJob
 from app.db.session import session_scope
 from app.jobs.service import TRAIN_KIND
+from app.jobs.spec import TrainingSpec
+from worker.training.distributed import launch_argv
 
 KIND = TRAIN_KIND
 
@@ -37,12 +39,49 @@ class TrainingHandler:
                 "output_dir": str(artifact_path(f"{job.storage_key}/checkpoints")),
                 "final_dir": str(artifact_path(f"{job.storage_key}/final")),
                 "metrics_path": str(artifact_path(f"{job.storage_key}/metrics.jsonl")),
+                "reward": _reward_model(session, job.spec.get("reward_job_id") or ""),
+                "resume_from": _resume_source(session, job),
             }
-        artifact_path(job.storage_key).mkdir(parents=True, exist_ok=True)
-        return [sys.executable, "-m", "worker.training.train", json.dumps(spec)]
+            storage_key = job.storage_key
+            training_spec = TrainingSpec.model_validate(job.spec)
+        artifact_path(storage_key).mkdir(parents=True, exist_ok=True)
+        return launch_argv(
+            training_spec,
+            json.dumps(spec),
+            artifact_path(f"{storage_key}/accelerate.yaml"),
+            cuda=get_settings().gpu_workers,
+        )
 
     def on_success(self, session: Session, run_id: uuid.UUID, result: dict[str, Any]) -> None:
         """The run keeps the result; the adapter is in the job's final/ directory."""
+
+
+def _resume_source(session: Session, job: TrainingJob) -> dict[str, str] | None:
+    source = session.get(TrainingJob, job.cloned_from_id) if job.resume_checkpoint and job.cloned_from_id else None
+    if source is None or job.resume_checkpoint is None:
+        return None
+    return {
+        "checkpoint_dir": str(artifact_path(f"{source.storage_key}/checkpoints/{job.resume_checkpoint}")),
+        "metrics_path": str(artifact_path(f"{source.storage_key}/metrics.jsonl")),
+    }
+
+
+def _reward_model(session: Session, reward_job_id: str) -> dict[str, str] | None:
+    """Where the reward model of an RLHF job lives (None: the child fails with a sentence saying so)."""
+    if not reward_job_id:
+        return None
+    try:
+        reward_job = session.get(TrainingJob, uuid.UUID(reward_job_id))
+    except ValueError:
+        return None
+    run = session.get(Run, reward_job.run_id) if reward_job and reward_job.run_id else None
+    model = session.get(BaseModelRecord, reward_job.base_model_id) if reward_job else None
+    if reward_job is None or run is None or run.status != RunStatus.succeeded or model is None or not model.storage_key:
+        return None
+    return {
+        "model_dir": str(artifact_path(model.storage_key)),
+        "final_dir": str(artifact_path(f"{reward_job.storage_key}/final")),
+    }
 
 
 HANDLER = TrainingHandler()

@@ -11,9 +11,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from app.jobs.checkpoints import COMPLETE_MARKER
 from worker.training.protocol import progress
-
-COMPLETE_MARKER = "refinery-complete.json"
 
 
 class RefineryCallback(TrainerCallback):  # type: ignore[misc]
@@ -80,14 +79,3 @@ class RefineryCallback(TrainerCallback):  # type: ignore[misc]
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if checkpoint.is_dir():
             (checkpoint / COMPLETE_MARKER).write_text(json.dumps({"step": state.global_step}))
-
-
-def latest_complete_checkpoint(output_dir: Path) -> Path | None:
-    candidates = []
-    for path in output_dir.glob("checkpoint-*"):
-        if (path / COMPLETE_MARKER).is_file():
-            try:
-                candidates.append((int(path.name.split("-", 1)[1]), path))
-            except ValueError:
-                continue
-    return max(candidates)[1] if candidates else None

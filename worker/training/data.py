@@ -72,3 +72,27 @@ def mix_general(
 def dpo_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """TRL's conversational preference format: the trainer applies the model's chat template."""
     return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in records]
+
+
+def kto_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """TRL's unpaired format: the conversation up to the answer, the answer, and whether it is good."""
+    return [
+        {"prompt": r["messages"][:-1], "completion": r["messages"][-1:], "label": bool(r["label"])}
+        for r in records
+        if len(r["messages"]) > 1
+    ]
+
+
+def prompt_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Prompts for RLHF: a conversation up to its last assistant turn, or a preference pair's prompt."""
+    rows = []
+    for record in records:
+        if record["kind"] == "preference":
+            prompt = record["prompt"]
+        else:
+            messages = record["messages"]
+            last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=len(messages))
+            prompt = messages[:last]
+        if prompt and prompt[-1]["role"] == "user":
+            rows.append({"prompt": [{"role": m["role"], "content": m["content"]} for m in prompt]})
+    return rows

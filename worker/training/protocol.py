@@ -7,13 +7,21 @@ language; the English rendering travels along for logs.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
 from app.runs.messages import english
 
 
+def is_main_process() -> bool:
+    """Under ``accelerate launch`` only rank 0 speaks for the job; the other ranks train silently."""
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
 def emit(**message: Any) -> None:
+    if not is_main_process():
+        return
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
 

@@ -6,6 +6,7 @@ Reports progress and a classified failure through worker/training/protocol.py; t
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sys
@@ -14,20 +15,40 @@ from pathlib import Path
 from typing import Any
 
 from app.datasets.template import renderer_for
+from app.jobs.checkpoints import COMPLETE_MARKER, latest_complete_checkpoint
 from app.jobs.spec import Adapter, Method, TrainingSpec
-from worker.training.adapters import apply_adapter, count_parameters, load_model
-from worker.training.callbacks import RefineryCallback, latest_complete_checkpoint
-from worker.training.data import DataError, cpt_rows, dpo_rows, mix_general, read_records, sft_rows
-from worker.training.protocol import emit, fail, progress
+from worker.training.adapters import apply_adapter, count_parameters, load_model, load_reward_model
+from worker.training.callbacks import RefineryCallback
+from worker.training.data import (
+    DataError,
+    cpt_rows,
+    dpo_rows,
+    kto_rows,
+    mix_general,
+    prompt_rows,
+    read_records,
+    sft_rows,
+)
+from worker.training.distributed import world_size
+from worker.training.protocol import emit, fail, is_main_process, progress
+
+PREFERENCE_METHODS = (Method.dpo, Method.orpo, Method.reward)
+RL_METHODS = (Method.grpo, Method.rloo)
 
 
 def _datasets(spec: TrainingSpec, job: dict[str, Any], renderer: Any) -> tuple[Any, Any]:
     from datasets import Dataset
 
     path = Path(job["records_path"])
-    if spec.method == Method.dpo:
+    if spec.method in PREFERENCE_METHODS:
         train = dpo_rows(read_records(path, split="train", kinds={"preference"}))
         evaluation = dpo_rows(read_records(path, split="validation", kinds={"preference"}))
+    elif spec.method == Method.kto:
+        train = kto_rows(read_records(path, split="train", kinds={"kto"}))
+        evaluation = kto_rows(read_records(path, split="validation", kinds={"kto"}))
+    elif spec.method in RL_METHODS:
+        train = prompt_rows(read_records(path, split="train", kinds={"chat", "preference"}))
+        evaluation = []  # evaluating RL means generating: the evaluation run after the job does that
     elif spec.method == Method.cpt:
         kinds = {"text", "chat"}
         train = cpt_rows(read_records(path, split="train", kinds=kinds), renderer, max_length=spec.max_seq_length)
@@ -94,6 +115,8 @@ def _common_args(spec: TrainingSpec, output_dir: Path, has_eval: bool, cuda: boo
         "use_cpu": not cuda,
         "dataloader_num_workers": 0,
         "include_num_input_tokens_seen": "non_padding",
+        # prefix tuning feeds its prefix as past key/values, which activation checkpointing drops
+        "gradient_checkpointing": spec.adapter != Adapter.prefix_tuning,
     }
 
 
@@ -106,38 +129,70 @@ def _trainer(
     output_dir: Path,
     callbacks: list[Any],
     cuda: bool,
+    reward: tuple[Any, Any] | None = None,
 ) -> Any:
     args = _common_args(spec, output_dir, evaluation is not None, cuda)
     if spec.early_stopping_patience and args["eval_strategy"] != "no":
         from transformers import EarlyStoppingCallback
 
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=spec.early_stopping_patience))
+    common = {"train_dataset": train, "eval_dataset": evaluation, "processing_class": tokenizer, "callbacks": callbacks}
     if spec.method == Method.dpo:
         from trl import DPOConfig, DPOTrainer
 
-        config = DPOConfig(**args, beta=spec.dpo_beta, max_length=spec.max_seq_length)
         return DPOTrainer(
+            model=model, args=DPOConfig(**args, beta=spec.dpo_beta, max_length=spec.max_seq_length), **common
+        )
+    if spec.method == Method.orpo:
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        return ORPOTrainer(
+            model=model, args=ORPOConfig(**args, beta=spec.dpo_beta, max_length=spec.max_seq_length), **common
+        )
+    if spec.method == Method.kto:
+        from trl import KTOConfig, KTOTrainer
+
+        return KTOTrainer(
+            model=model, args=KTOConfig(**args, beta=spec.dpo_beta, max_length=spec.max_seq_length), **common
+        )
+    if spec.method == Method.reward:
+        from trl import RewardConfig, RewardTrainer
+
+        return RewardTrainer(model=model, args=RewardConfig(**args, max_length=spec.max_seq_length), **common)
+    if spec.method in RL_METHODS:
+        assert reward is not None
+        rl = {
+            "num_generations": spec.num_generations,
+            "max_completion_length": spec.max_completion_length,
+            "generation_batch_size": spec.effective_batch,
+        }
+        if spec.method == Method.grpo:
+            from trl import GRPOConfig, GRPOTrainer
+
+            return GRPOTrainer(
+                model=model,
+                reward_funcs=reward[0],
+                reward_processing_classes=reward[1],
+                args=GRPOConfig(**args, **rl),
+                **common,
+            )
+        from trl import RLOOConfig, RLOOTrainer
+
+        return RLOOTrainer(
             model=model,
-            args=config,
-            train_dataset=train,
-            eval_dataset=evaluation,
-            processing_class=tokenizer,
-            callbacks=callbacks,
+            reward_funcs=reward[0],
+            reward_processing_classes=reward[1],
+            args=RLOOConfig(**args, **rl),
+            **common,
         )
     from trl import SFTConfig, SFTTrainer
 
     config = SFTConfig(**args, max_length=spec.max_seq_length, packing=spec.packing, dataset_num_proc=None)
-    return SFTTrainer(
-        model=model,
-        args=config,
-        train_dataset=train,
-        eval_dataset=evaluation,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
+    return SFTTrainer(model=model, args=config, **common)
 
 
-def run(job: dict[str, Any]) -> dict[str, Any]:
+def run(job: dict[str, Any]) -> dict[str, Any] | None:
+    """Trains; returns the result on the main process (None on the other ranks of a multi-GPU launch)."""
     import torch
     from transformers import AutoTokenizer, set_seed
 
@@ -145,6 +200,8 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     if spec.adapter == Adapter.qlora and not cuda:
         raise DataError("qlora_no_cuda")
+    if world_size() > 1 and spec.distributed.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
+        raise DataError("deepspeed_missing")
     set_seed(spec.seed)
     model_dir = Path(job["model_dir"])
     output_dir = Path(job["output_dir"])
@@ -158,20 +215,33 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if job.get("chat_template"):
+        tokenizer.chat_template = job["chat_template"]  # the template the dataset pages showed
+    reward = None
     try:
-        model = apply_adapter(load_model(model_dir, spec, cuda), spec)
+        model = apply_adapter(load_model(model_dir, spec, cuda, pad_token_id=tokenizer.pad_token_id), spec)
+        if spec.method in RL_METHODS:
+            if not job.get("reward"):
+                raise DataError("no_reward_model")
+            reward = load_reward_model(job["reward"], cuda)
     except (OSError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
         raise ModelLoadError(str(exc)) from exc
     trainable, total = count_parameters(model)
     metrics_path = Path(job["metrics_path"])
     callback = RefineryCallback(metrics_path)
-    trainer = _trainer(spec, model, tokenizer, train, evaluation, output_dir, [callback], cuda)
+    trainer = _trainer(spec, model, tokenizer, train, evaluation, output_dir, [callback], cuda, reward)
+    if job.get("resume_from") and latest_complete_checkpoint(output_dir) is None and is_main_process():
+        _start_from_checkpoint(job["resume_from"], output_dir, metrics_path)
+    if world_size() > 1:
+        trainer.accelerator.wait_for_everyone()  # the other ranks look for the checkpoint rank 0 copied
     resume = latest_complete_checkpoint(output_dir)
     if resume is not None:
         progress(0.0, "resuming", checkpoint=resume.name)
         # a checkpoint the platform did not finish writing is never resumed from
-        for partial in output_dir.glob("checkpoint-*"):
-            if partial != resume and not (partial / "refinery-complete.json").exists():
+        for partial in output_dir.glob("checkpoint-*") if is_main_process() else ():
+            if partial != resume and not (partial / COMPLETE_MARKER).exists():
                 shutil.rmtree(partial, ignore_errors=True)
     started = time.monotonic()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -179,18 +249,22 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         sys.exit(75)  # stopped by the worker: the checkpoint is saved; the supervisor re-queues
     final_dir = Path(job["final_dir"])
     partial_final = final_dir.with_name(final_dir.name + ".partial")
-    shutil.rmtree(partial_final, ignore_errors=True)
-    trainer.save_model(str(partial_final))
-    tokenizer.save_pretrained(str(partial_final))
-    (partial_final / "training_args.bin").unlink(missing_ok=True)  # a pickle: never shipped with an adapter
-    shutil.rmtree(final_dir, ignore_errors=True)
-    partial_final.rename(final_dir)
+    if is_main_process():
+        shutil.rmtree(partial_final, ignore_errors=True)
+    trainer.save_model(str(partial_final))  # every rank takes part (FSDP and ZeRO-3 gather the weights)
     evals = [row for row in trainer.state.log_history if "eval_loss" in row]
     eval_loss = evals[-1]["eval_loss"] if evals and evals[-1].get("step") == trainer.state.global_step else None
     if evaluation is not None and eval_loss is None:  # not evaluated at the last step yet
         eval_loss = trainer.evaluate().get("eval_loss")
+    if not is_main_process():
+        return None
+    tokenizer.save_pretrained(str(partial_final))
+    (partial_final / "training_args.bin").unlink(missing_ok=True)  # a pickle: never shipped with an adapter
+    shutil.rmtree(final_dir, ignore_errors=True)
+    partial_final.rename(final_dir)
     return {
-        "probe_logits": probe_logits(trainer.model, tokenizer),
+        # a forward pass on rank 0 alone would wait for the other shards forever
+        "probe_logits": probe_logits(trainer.model, tokenizer) if world_size() == 1 else None,
         "train_loss": result.training_loss,
         "eval_loss": eval_loss,
         "steps": trainer.state.global_step,
@@ -205,6 +279,28 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _start_from_checkpoint(source: dict[str, str], output_dir: Path, metrics_path: Path) -> None:
+    """A job resumed from another job's checkpoint: copy it (under a temporary name, renamed when whole) and
+    the curve up to it, then training resumes from it like from its own."""
+    checkpoint = Path(source["checkpoint_dir"])
+    if not checkpoint.is_dir():
+        raise DataError("resume_checkpoint_missing", checkpoint=checkpoint.name)
+    partial = output_dir / f".copy-{checkpoint.name}"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(checkpoint, partial)
+    partial.rename(output_dir / checkpoint.name)
+    step = int(checkpoint.name.split("-", 1)[1])
+    old_metrics = Path(source["metrics_path"])
+    if old_metrics.is_file() and not metrics_path.exists():
+        with old_metrics.open() as reader, metrics_path.open("w") as writer:
+            for line in reader:
+                try:
+                    if json.loads(line).get("step", 0) <= step:
+                        writer.write(line)
+                except ValueError:
+                    continue
+
+
 PROBE_TEXT = "Refinery probe: the quick brown fox"
 
 
@@ -215,8 +311,9 @@ def probe_logits(model: Any, tokenizer: Any) -> list[float]:
     model.eval()
     ids = tokenizer(PROBE_TEXT, return_tensors="pt").to(next(model.parameters()).device)
     with torch.no_grad():
-        logits = model(**ids).logits[0, -1, :8]
-    return [round(float(x), 5) for x in logits]
+        logits = model(**ids).logits[0]
+    last = logits[-1] if logits.dim() > 1 else logits  # a language model's next token, or a reward score
+    return [round(float(x), 5) for x in last[:8]]
 
 
 class ModelLoadError(RuntimeError):
@@ -243,7 +340,8 @@ def main(job: dict[str, Any]) -> int:
         else:
             fail("training", "training_error", detail=str(exc))
         return 1
-    emit(result=result)
+    if result is not None:
+        emit(result=result)
     return 0
 
 

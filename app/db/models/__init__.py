@@ -2,7 +2,7 @@
 
 from app.db.models.base_model import BaseModelRecord, ModelStatus
 from app.db.models.dataset import Dataset, DatasetStatus, DatasetVersion, Upload
-from app.db.models.job import TrainingJob
+from app.db.models.job import TrainingJob, TrainingPreset
 from app.db.models.run import Run, RunEvent, RunStatus
 from app.db.models.user import ApiKey, Role, User
 
@@ -18,6 +18,7 @@ __all__ = [
     "RunEvent",
     "RunStatus",
     "TrainingJob",
+    "TrainingPreset",
     "Upload",
     "User",
 ]

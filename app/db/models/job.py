@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String
+from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, IdMixin, TimestampMixin
@@ -28,3 +28,16 @@ class TrainingJob(IdMixin, TimestampMixin, Base):
     cloned_from_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("training_jobs.id", ondelete="SET NULL"), nullable=True
     )
+    # resumed from a complete checkpoint ("checkpoint-N") of the job it was cloned from
+    resume_checkpoint: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class TrainingPreset(IdMixin, TimestampMixin, Base):
+    """A named spec a user saved from the form to start later jobs from."""
+
+    __tablename__ = "training_presets"
+    __table_args__ = (UniqueConstraint("owner_id", "name"),)
+
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
