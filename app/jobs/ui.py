@@ -27,13 +27,14 @@ GPU_SIZES = (8, 16, 24, 40, 48, 80, 141)
 
 
 def _choices(session: Session, user: User, values: TrainingSpec | None = None) -> dict[str, Any]:
+    reward_help = TrainingSpec.model_fields["reward_job_id"].description or ""
     return {
         "models": [m for m in models.list_models(session, user=user) if m.status == ModelStatus.ready],
         "versions": service.usable_versions(session, user=user),
         "gpu_sizes": GPU_SIZES,
         "reward_jobs": service.reward_models(session, user=user),
         "reward_selected": values.reward_job_id if values else "",
-        "reward_help": _(TrainingSpec.model_fields["reward_job_id"].description or ""),
+        "reward_help": _(reward_help),
         "presets": presets.list_presets(session, user=user),
         "builtin_presets": presets.BUILTIN,
     }

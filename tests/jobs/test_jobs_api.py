@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -154,8 +155,14 @@ def test_another_users_job_is_404(client: Any, setup: dict[str, Any]) -> None:
         ("get", f"/jobs/{job['id']}/metrics"),
         ("post", f"/jobs/{job['id']}/cancel"),
         ("get", f"/jobs/{job['id']}/adapter.zip"),
+        ("get", f"/jobs/{job['id']}/spec.yaml"),
+        ("get", f"/jobs/new?from={job['id']}"),
+        ("get", f"/api/v1/jobs/{job['id']}/checkpoints"),
+        ("get", f"/jobs/compare?id={job['id']}&id={uuid.uuid4()}"),
     ]:
         assert getattr(client, method)(url).status_code == 404, url
+    resumed = client.post(f"/api/v1/jobs/{job['id']}/resume", json={"checkpoint": "checkpoint-2"})
+    assert resumed.status_code == 404
     stolen = client.post("/api/v1/jobs", json={"model_id": setup["model"], "dataset_version_id": setup["version"]})
     assert stolen.status_code == 404  # another user's dataset version cannot be trained on
     assert client.get("/api/v1/jobs").json() == []

@@ -21,7 +21,8 @@ def mixed_precision(spec: TrainingSpec, cuda: bool) -> str:
 
 def accelerate_config(spec: TrainingSpec, *, cuda: bool = True) -> dict[str, Any]:
     """The ``accelerate launch`` config for one machine with ``spec.num_gpus`` processes. Without CUDA
-    (tests, CPU servers) the same launch runs as several CPU processes over gloo."""
+    (tests, CPU servers) the DDP launch is the same: accelerate starts the processes through torchrun and
+    each one, finding no GPU, trains on the CPU and syncs over gloo."""
     config: dict[str, Any] = {
         "compute_environment": "LOCAL_MACHINE",
         "num_machines": 1,
@@ -31,11 +32,9 @@ def accelerate_config(spec: TrainingSpec, *, cuda: bool = True) -> dict[str, Any
         "rdzv_backend": "static",
         "same_network": True,
         "main_training_function": "main",
-        "use_cpu": not cuda,
+        "use_cpu": False,
     }
-    if not cuda:
-        config["distributed_type"] = "MULTI_CPU"
-    elif spec.distributed == "fsdp":
+    if cuda and spec.distributed == "fsdp":
         config["distributed_type"] = "FSDP"
         config["fsdp_config"] = {
             "fsdp_version": 2,
@@ -46,7 +45,7 @@ def accelerate_config(spec: TrainingSpec, *, cuda: bool = True) -> dict[str, Any
             "fsdp_offload_params": False,
             "fsdp_activation_checkpointing": False,
         }
-    elif spec.distributed.startswith("deepspeed"):
+    elif cuda and spec.distributed.startswith("deepspeed"):
         stage = 3 if spec.distributed == "deepspeed_zero3" else 2
         config["distributed_type"] = "DEEPSPEED"
         config["deepspeed_config"] = {
