@@ -81,6 +81,7 @@ class Supervisor:
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     started: float = field(default_factory=time.monotonic)
+    events: list[dict[str, Any]] = field(default_factory=list)  # from the child, written with the next beat
 
     def run(self) -> None:
         settings = get_settings()
@@ -117,6 +118,7 @@ class Supervisor:
                 last_beat = now
                 try:
                     with session_scope() as session:
+                        self._write_events(session)
                         held, cancel = runs.heartbeat(
                             session,
                             self.lease,
@@ -148,6 +150,8 @@ class Supervisor:
                 self.note = {"code": msg["code"], "params": msg.get("params") or {}}
             elif msg.get("message"):
                 self.note = {"code": "plain", "params": {"detail": str(msg["message"])}}
+        if isinstance(msg.get("event"), dict) and isinstance(msg["event"].get("code"), str):
+            self.events.append({"code": msg["event"]["code"], "params": msg["event"].get("params") or {}})
         if isinstance(msg.get("result"), dict):
             self.result = msg["result"]
         if isinstance(msg.get("error"), dict):
@@ -164,8 +168,14 @@ class Supervisor:
         elapsed = time.monotonic() - self.started
         return elapsed * (1 - self.progress) / self.progress
 
+    def _write_events(self, session: Any) -> None:
+        for event in self.events[:100]:  # a child cannot flood the log
+            runs.add_event(session, self.lease.run_id, event["code"], event["params"], attempt=self.lease.attempt)
+        self.events.clear()
+
     def _conclude(self, verdict: str, code: int) -> None:
         with session_scope() as session:
+            self._write_events(session)
             if verdict == "lost":
                 log.warning("lost the lease of %s; stopped the child", self.lease.run_id)
             elif verdict == "cancel":

@@ -38,6 +38,11 @@ TEXTS: dict[str, str] = {
     "tokenising": N_("Tokenising the dataset"),
     "loading_model": N_("Loading the base model"),
     "resuming": N_("Resuming from %(checkpoint)s"),
+    "training_started": N_(
+        "Training started: %(records)s training records, %(steps)s steps, %(trainable)s of %(total)s parameters "
+        "trained."
+    ),
+    "checkpoint_saved": N_("Checkpoint saved at step %(step)s."),
     "step": N_("step %(step)s/%(total)s"),
     "step_loss": N_("step %(step)s/%(total)s, loss %(loss)s"),
     # failures (each says what to change)

@@ -8,7 +8,6 @@ import uuid
 from typing import Any
 
 from tests.conftest import csrf_of, login
-from tests.jobs.test_jobs_api import setup  # noqa: F401  (the fixture: admin, tiny model, chat dataset)
 from worker import lifecycle
 
 

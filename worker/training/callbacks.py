@@ -12,7 +12,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from app.jobs.checkpoints import COMPLETE_MARKER
-from worker.training.protocol import progress
+from worker.training import failpoints
+from worker.training.protocol import event, progress
 
 
 class RefineryCallback(TrainerCallback):  # type: ignore[misc]
@@ -39,6 +40,7 @@ class RefineryCallback(TrainerCallback):  # type: ignore[misc]
         self.last_tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        failpoints.check("kill_at_step", state.global_step)
         if self.stop_requested:
             control.should_save = True
             control.should_training_stop = True
@@ -77,5 +79,7 @@ class RefineryCallback(TrainerCallback):  # type: ignore[misc]
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        failpoints.check("kill_in_save", state.global_step)  # written by the Trainer, not yet marked complete
         if checkpoint.is_dir():
             (checkpoint / COMPLETE_MARKER).write_text(json.dumps({"step": state.global_step}))
+            event("checkpoint_saved", step=state.global_step)

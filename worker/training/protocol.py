@@ -30,6 +30,11 @@ def progress(fraction: float, code: str, **params: Any) -> None:
     emit(progress=fraction, code=code, params=params, message=english(code, params))
 
 
+def event(code: str, **params: Any) -> None:
+    """A line for the job's event log (like OpenAI's job events): training started, checkpoint saved…"""
+    emit(event={"code": code, "params": params, "message": english(code, params)})
+
+
 def fail(kind: str, code: str, **params: Any) -> None:
     """A classified failure: the supervisor marks the run failed (no retry) with this sentence."""
     emit(error={"kind": kind, "code": code, "params": params, "message": english(code, params)})

@@ -30,7 +30,7 @@ from worker.training.data import (
     sft_rows,
 )
 from worker.training.distributed import world_size
-from worker.training.protocol import emit, fail, is_main_process, progress
+from worker.training.protocol import emit, event, fail, is_main_process, progress
 
 PREFERENCE_METHODS = (Method.dpo, Method.orpo, Method.reward)
 RL_METHODS = (Method.grpo, Method.rloo)
@@ -239,10 +239,18 @@ def run(job: dict[str, Any]) -> dict[str, Any] | None:
     resume = latest_complete_checkpoint(output_dir)
     if resume is not None:
         progress(0.0, "resuming", checkpoint=resume.name)
+        event("resuming", checkpoint=resume.name)
         # a checkpoint the platform did not finish writing is never resumed from
         for partial in output_dir.glob("checkpoint-*") if is_main_process() else ():
             if partial != resume and not (partial / COMPLETE_MARKER).exists():
                 shutil.rmtree(partial, ignore_errors=True)
+    event(
+        "training_started",
+        records=len(train),
+        steps=_planned_steps(spec, len(train)),
+        trainable=f"{trainable:,}",
+        total=f"{total:,}",
+    )
     started = time.monotonic()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if callback.stop_requested:
@@ -277,6 +285,13 @@ def run(job: dict[str, Any]) -> dict[str, Any] | None:
         "tokens_seen": int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0),
         "size_bytes": sum(p.stat().st_size for p in final_dir.rglob("*") if p.is_file()),
     }
+
+
+def _planned_steps(spec: TrainingSpec, records: int) -> int:
+    if spec.max_steps:
+        return spec.max_steps
+    per_epoch = max(1, -(-records // (spec.batch_size * spec.gradient_accumulation_steps * world_size())))
+    return max(1, int(per_epoch * spec.num_epochs + 0.999))
 
 
 def _start_from_checkpoint(source: dict[str, str], output_dir: Path, metrics_path: Path) -> None:

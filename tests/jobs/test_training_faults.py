@@ -1,0 +1,118 @@
+"""Jobs under faults (RELIABILITY.md), with real training children on the tiny model: a child killed mid-run
+resumes from its last complete checkpoint as attempt 2 and succeeds; a kill in the middle of a checkpoint save
+falls back to the checkpoint before; a job that dies every attempt ends failed with the cause; cancel stops the
+child within a few steps and keeps a checkpoint. The kills come from failpoints (worker/training/failpoints.py):
+a SIGKILL the child sends itself at an exact step, so each test is deterministic."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.db.models import RunStatus
+from tests.conftest import wait_for
+from worker import lifecycle
+
+SPEC = {"batch_size": 4, "eval_steps": 0, "max_seq_length": 64, "save_total_limit": 10}
+
+
+def _job(client: Any, setup: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    body = {"model_id": setup["model"], "dataset_version_id": setup["version"], "spec": {**SPEC, **spec}}
+    response = client.post("/api/v1/jobs", json=body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def _read(client: Any, job: dict[str, Any]) -> dict[str, Any]:
+    return dict(client.get(f"/api/v1/jobs/{job['id']}").json())
+
+
+def _checkpoints(client: Any, job: dict[str, Any]) -> list[str]:
+    return [c["name"] for c in client.get(f"/api/v1/jobs/{job['id']}/checkpoints").json()]
+
+
+def _failpoint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, points: str, once: bool = True) -> None:
+    monkeypatch.setenv("REFINERY_FAILPOINTS", points)
+    if once:
+        monkeypatch.setenv("REFINERY_FAILPOINTS_ONCE", str(tmp_path / "fired"))
+
+
+def test_child_killed_at_step_five_resumes_as_attempt_two(
+    client: Any, setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _failpoint(monkeypatch, tmp_path, "kill_at_step=5")
+    job = _job(client, setup, max_steps=8, save_steps=2)
+    lifecycle.execute(job["run"]["id"])
+    first = _read(client, job)["run"]
+    assert first["status"] == "queued" and first["attempt"] == 1  # re-queued without a human
+    assert _checkpoints(client, job) == ["checkpoint-2", "checkpoint-4"]
+    lifecycle.execute(job["run"]["id"])  # the next delivery (another worker, or the reconciler's resend)
+    done = _read(client, job)["run"]
+    assert done["status"] == "succeeded" and done["attempt"] == 2, done
+    assert done["result"]["resumed_from"] == "checkpoint-4" and done["result"]["steps"] == 8
+    steps = [m["step"] for m in client.get(f"/api/v1/jobs/{job['id']}/metrics").json() if m["loss"] is not None]
+    assert steps == list(range(1, 9))  # the whole curve, no step lost or doubled
+    events = [e["message"] for e in client.get(f"/api/v1/jobs/{job['id']}/events").json()]
+    assert any("signal 9" in e for e in events) and any("checkpoint-4" in e for e in events)
+
+
+def test_kill_during_checkpoint_save_resumes_from_the_one_before(
+    client: Any, setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _failpoint(monkeypatch, tmp_path, "kill_in_save=4")
+    job = _job(client, setup, max_steps=6, save_steps=2)
+    lifecycle.execute(job["run"]["id"])
+    assert _read(client, job)["run"]["status"] == "queued"
+    assert _checkpoints(client, job) == ["checkpoint-2"]  # checkpoint-4 is on disk but never marked complete
+    lifecycle.execute(job["run"]["id"])
+    done = _read(client, job)["run"]
+    assert done["status"] == "succeeded" and done["result"]["resumed_from"] == "checkpoint-2"
+    assert done["result"]["steps"] == 6
+    assert _checkpoints(client, job) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+
+
+def test_a_job_that_dies_every_attempt_ends_failed(
+    client: Any, setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _failpoint(monkeypatch, tmp_path, "kill_at_step=1", once=False)
+    job = _job(client, setup, max_steps=4, save_steps=2)
+    for _ in range(5):  # more deliveries than attempts: no endless crash loop
+        lifecycle.execute(job["run"]["id"])
+    run = _read(client, job)["run"]
+    assert run["status"] == "failed" and run["attempt"] == run["max_attempts"] == 3
+    assert "3 times" in run["error_message"]
+
+
+def test_cancel_stops_within_a_few_steps_and_keeps_a_checkpoint(
+    client: Any, setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = _job(client, setup, max_steps=100_000, save_steps=100_000)  # no checkpoint but the one cancel writes
+    worker = threading.Thread(target=lifecycle.execute, args=(job["run"]["id"],))
+    worker.start()
+    try:
+
+        def trained_steps() -> list[int]:
+            rows = client.get(f"/api/v1/jobs/{job['id']}/metrics").json()
+            return [m["step"] for m in rows if m["loss"] is not None]
+
+        wait_for(lambda: len(trained_steps()) >= 3, timeout=120, what="three logged steps")
+        cancelled_at = max(trained_steps())
+        assert client.post(f"/api/v1/jobs/{job['id']}/cancel").status_code == 200
+        started = time.monotonic()
+        worker.join(timeout=60)
+        assert not worker.is_alive()
+    finally:
+        worker.join(timeout=60)
+    run = _read(client, job)["run"]
+    assert run["status"] == "cancelled"
+    assert time.monotonic() - started < 60
+    kept = _checkpoints(client, job)
+    assert len(kept) == 1  # the SIGTERM the worker sends first makes the child save before it stops
+    stopped_at = int(kept[0].split("-")[1])
+    assert stopped_at >= cancelled_at and stopped_at < 100_000
+    lifecycle.execute(job["run"]["id"])  # a late delivery does not start it again
+    assert _read(client, job)["run"]["status"] == RunStatus.cancelled.value
