@@ -23,10 +23,12 @@
     const width = Math.max(300, el.clientWidth || 500);
     let data, seriesOpts;
     if (key === "loss") {
-      const [s1, v1] = series("loss");
+      // one x axis for both: the evaluation at step 0 (the base model) comes before any training step
+      const losses = new Map(rows.filter((r) => r.loss != null).map((r) => [r.step, r.loss]));
       const evals = new Map(rows.filter((r) => r.eval_loss != null).map((r) => [r.step, r.eval_loss]));
-      data = [s1, v1, s1.map((s) => (evals.has(s) ? evals.get(s) : null))];
-      seriesOpts = [{ label: labels.step }, { label: labels.loss, stroke: "#2f6fde", width: 2 },
+      const steps = [...new Set([...losses.keys(), ...evals.keys()])].sort((a, b) => a - b);
+      data = [steps, steps.map((s) => losses.get(s) ?? null), steps.map((s) => evals.get(s) ?? null)];
+      seriesOpts = [{ label: labels.step }, { label: labels.loss, stroke: "#2f6fde", width: 2, spanGaps: true },
         { label: labels.eval_loss, stroke: "#d9822b", width: 2, spanGaps: true, points: { show: true, size: 6 } }];
     } else {
       data = series(key);
@@ -67,7 +69,8 @@
   async function poll() {
     let live = true;
     try {
-      const response = await fetch(`${url}?after=${lastStep}`, { headers: { Accept: "application/json" } });
+      // the last step again: its evaluation may have been logged after its training loss
+      const response = await fetch(`${url}?after=${lastStep - 1}`, { headers: { Accept: "application/json" } });
       const body = await response.json();
       live = body.live;
       for (const r of body.rows) {

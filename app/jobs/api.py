@@ -71,7 +71,7 @@ def get_job(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> JobRea
 
 
 @router.get("/{job_id}/metrics", response_model=list[MetricRow], summary="Logged metrics after a step")
-def job_metrics(job_id: uuid.UUID, session: SessionDep, user: CurrentUser, after: int = 0) -> list[MetricRow]:
+def job_metrics(job_id: uuid.UUID, session: SessionDep, user: CurrentUser, after: int = -1) -> list[MetricRow]:
     job = service.get_job(session, job_id, user=user)
     return [MetricRow.model_validate(row) for row in service.metrics(job, after_step=after)]
 

@@ -155,8 +155,9 @@ def cancel_job(session: Session, job: TrainingJob) -> Run:
     return runs.request_cancel(session, job_run(session, job))
 
 
-def metrics(job: TrainingJob, *, after_step: int = 0) -> list[dict[str, Any]]:
-    """Logged rows after a step; a resumed attempt re-logs steps after its checkpoint, so the last row wins."""
+def metrics(job: TrainingJob, *, after_step: int = -1) -> list[dict[str, Any]]:
+    """Logged rows after a step (step 0 holds the evaluation before training); a resumed attempt re-logs
+    steps after its checkpoint, so the last row wins."""
     path = artifact_path(f"{job.storage_key}/metrics.jsonl")
     if not path.is_file():
         return []
@@ -167,7 +168,7 @@ def metrics(job: TrainingJob, *, after_step: int = 0) -> list[dict[str, Any]]:
                 row = json.loads(line)
             except ValueError:
                 continue  # a line being written right now
-            if row.get("step", 0) > after_step:
+            if isinstance(row, dict) and row.get("step", 0) > after_step:
                 by_step[(row["step"], "eval_loss" in row)] = row
     return [by_step[key] for key in sorted(by_step)]
 
@@ -241,7 +242,17 @@ def model_card(session: Session, job: TrainingJob) -> str:
         *[
             f"- {key}: {value}"
             for key, value in result.items()
-            if key in ("train_loss", "eval_loss", "steps", "epochs", "trainable_parameters", "tokens_seen", "seconds")
+            if key
+            in (
+                "train_loss",
+                "eval_loss",
+                "base_eval_loss",
+                "steps",
+                "epochs",
+                "trainable_parameters",
+                "tokens_seen",
+                "seconds",
+            )
         ],
         "",
         "## Training spec",

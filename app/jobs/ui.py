@@ -295,9 +295,9 @@ def job_live(request: Request, session: SessionDep, user: PageUser, job_id: uuid
 def job_metrics(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID) -> Response:
     job = service.get_job(session, job_id, user=user)
     try:
-        after = int(request.query_params.get("after", "0"))
+        after = int(request.query_params.get("after", "-1"))
     except ValueError:
-        after = 0
+        after = -1
     return JSONResponse(
         {"rows": service.metrics(job, after_step=after), "live": not service.job_run(session, job).status.is_final}
     )
