@@ -138,6 +138,8 @@ def create_app() -> FastAPI:
     from app.core import health
     from app.datasets import api as datasets_api
     from app.datasets import ui as datasets_ui
+    from app.evaluation import api as evaluation_api
+    from app.evaluation import ui as evaluation_ui
     from app.jobs import api as jobs_api
     from app.jobs import ui as jobs_ui
     from app.runs import api as runs_api
@@ -155,6 +157,8 @@ def create_app() -> FastAPI:
         datasets_api,
         jobs_ui,
         jobs_api,
+        evaluation_ui,
+        evaluation_api,
     ):
         app.include_router(module.router)
     app.include_router(jobs_api.preset_router)

@@ -39,6 +39,7 @@ def to_read(session: Session, job: TrainingJob) -> JobRead:
         general_version_id=job.general_version_id,
         spec=job.spec,
         created_at=job.created_at,
+        status=service.job_status(run),
         run=RunRead.model_validate(run),
         adapter_available=run.status == RunStatus.succeeded and service.final_dir(job).is_dir(),
         cloned_from_id=job.cloned_from_id,

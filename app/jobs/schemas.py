@@ -57,6 +57,7 @@ class JobRead(BaseModel):
     general_version_id: uuid.UUID | None
     spec: dict[str, Any]
     created_at: datetime
+    status: str = Field(description="validating, queued, running, succeeded, failed or cancelled.")
     run: RunRead
     adapter_available: bool
     cloned_from_id: uuid.UUID | None = None

@@ -151,6 +151,15 @@ def job_run(session: Session, job: TrainingJob) -> Run:
     return run
 
 
+def job_status(run: Run) -> str:
+    """A job's state as users see it: validating → queued → running → succeeded | failed | cancelled. The spec
+    is checked against the model and data before the job is queued; "validating" is the child reading and
+    tokenising the dataset version, where problems in the records themselves surface."""
+    if run.status == RunStatus.running and run.progress_code == "tokenising":
+        return "validating"
+    return run.status.value
+
+
 def cancel_job(session: Session, job: TrainingJob) -> Run:
     return runs.request_cancel(session, job_run(session, job))
 

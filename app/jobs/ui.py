@@ -17,6 +17,7 @@ from app.core.errors import InvalidInput, NotFound, RefineryError
 from app.core.i18n import _
 from app.core.templating import render
 from app.db.models import ModelStatus, RunStatus, TrainingJob, User
+from app.evaluation import service as evaluations
 from app.jobs import presets, service
 from app.jobs.forms import form_fields, spec_from_form, spec_from_yaml, spec_to_yaml
 from app.jobs.spec import TrainingSpec
@@ -43,7 +44,9 @@ def _choices(session: Session, user: User, values: TrainingSpec | None = None) -
 @router.get("/jobs")
 def jobs_page(request: Request, session: SessionDep, user: PageUser) -> Response:
     jobs = service.list_jobs(session, user=user)
-    return render(request, "jobs/index.html", {"jobs": jobs, "runs": {j.id: service.job_run(session, j) for j in jobs}})
+    runs = {j.id: service.job_run(session, j) for j in jobs}
+    statuses = {job_id: service.job_status(run) for job_id, run in runs.items()}
+    return render(request, "jobs/index.html", {"jobs": jobs, "runs": runs, "statuses": statuses})
 
 
 @router.get("/jobs/new")
@@ -242,7 +245,7 @@ async def create_job(request: Request, session: SessionDep, user: PageUser) -> R
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
 
-def _job_context(session: Session, job: TrainingJob) -> dict[str, Any]:
+def _job_context(session: Session, job: TrainingJob, user: User) -> dict[str, Any]:
     run = service.job_run(session, job)
     return {
         "job": job,
@@ -250,6 +253,9 @@ def _job_context(session: Session, job: TrainingJob) -> dict[str, Any]:
         "events": list_events(session, run.id),
         "live": not run.status.is_final,
         "adapter_ready": run.status == RunStatus.succeeded and service.final_dir(job).is_dir(),
+        "status": service.job_status(run),
+        "evaluations": evaluations.for_job(session, job),
+        "eval_versions": service.usable_versions(session, user=user),
         "checkpoints": service.checkpoints(job),
         "spec": job.spec,
         "chart_labels": json.dumps(_chart_labels()),
@@ -279,13 +285,13 @@ def _chart_labels() -> dict[str, str]:
 @router.get("/jobs/{job_id}")
 def job_page(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID) -> Response:
     job = service.get_job(session, job_id, user=user)
-    return render(request, "jobs/detail.html", _job_context(session, job))
+    return render(request, "jobs/detail.html", _job_context(session, job, user))
 
 
 @router.get("/jobs/{job_id}/_live")
 def job_live(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID) -> Response:
     job = service.get_job(session, job_id, user=user)
-    context = _job_context(session, job)
+    context = _job_context(session, job, user)
     if not context["live"]:
         return Response(status_code=204, headers={"HX-Refresh": "true"})
     return render(request, "jobs/_live.html", context)

@@ -43,6 +43,9 @@ TEXTS: dict[str, str] = {
         "trained."
     ),
     "checkpoint_saved": N_("Checkpoint saved at step %(step)s."),
+    "eval_loss": N_("Scoring the test answers: %(done)s/%(total)s"),
+    "generating": N_("Generating answers: batch %(done)s/%(total)s"),
+    "probing": N_("Checking general tasks for forgetting"),
     "step": N_("step %(step)s/%(total)s"),
     "step_loss": N_("step %(step)s/%(total)s, loss %(loss)s"),
     # failures (each says what to change)
@@ -61,6 +64,10 @@ TEXTS: dict[str, str] = {
     "resume_checkpoint_missing": N_(
         "The checkpoint %(checkpoint)s to resume from has been deleted; pick another checkpoint or start anew."
     ),
+    "no_test_records": N_(
+        "The %(split)s split has no chat or preference records to evaluate on; choose another dataset version."
+    ),
+    "evaluation_error": N_("The evaluation stopped with an error: %(detail)s."),
     "no_reward_model": N_(
         "The reward model of this RLHF job is gone or has not succeeded; train a reward model and pick it."
     ),

@@ -26,6 +26,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
+LIVE: dict[str, Path] = {}  # the live server's data directory, for tests that check files it wrote
 ADMIN, PASSWORD = "admin@example.com", "correct-horse-1"
 
 
@@ -47,6 +48,7 @@ def browser() -> Iterator[Any]:
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`refinery up` on the embedded default (SQLite, filesystem broker) with a fresh data directory."""
     data = tmp_path_factory.mktemp("refinery-live")
+    LIVE["data"] = data
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFINERY_")}
     env.update({"REFINERY_DATA_DIR": str(data), "REFINERY_PORT": str(port), "REFINERY_HUB_ENDPOINT": ""})

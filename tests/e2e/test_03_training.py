@@ -1,4 +1,5 @@
-"""Training in the browser on the real SmolLM2: launch from the form, watch the chart grow, cancel."""
+"""Training in the browser on the real SmolLM2: launch from the form, watch the chart grow, cancel; then a
+short job that finishes, whose adapter zip is downloaded and loads with plain peft outside Refinery."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import wait_for
-from tests.e2e.conftest import english_only_messages, logged_in_page, shot, untranslated
+from tests.e2e.conftest import LIVE, english_only_messages, logged_in_page, shot, untranslated
 
 pytestmark = pytest.mark.e2e
 
@@ -60,3 +61,47 @@ def test_launch_watch_and_cancel(browser: Any, live_server: str) -> None:
         assert untranslated(page, english) == [], path
     with page.expect_navigation():
         page.select_option("#locale-select", "en")
+
+
+def test_a_short_job_succeeds_and_its_adapter_loads_with_peft(browser: Any, live_server: str, tmp_path: Any) -> None:
+    import zipfile
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    page = logged_in_page(browser, live_server)
+    page.goto(live_server + "/jobs/new?preset=cpu-quick-lora")
+    option = page.locator("select[name=dataset_version_id] option", has_text="Alpaca 5000").first
+    page.select_option("select[name=dataset_version_id]", value=option.get_attribute("value"))
+    assert page.input_value("input[name=max_steps]") == "30"  # the preset filled the form
+    page.fill("input[name=name]", "SmolLM2 quick LoRA")
+    page.fill("input[name=max_steps]", "4")
+    page.fill("input[name=batch_size]", "2")
+    page.fill("input[name=max_seq_length]", "128")
+    page.click("summary:has-text('Advanced')")
+    page.fill("input[name=eval_steps]", "4")
+    page.fill("input[name=save_steps]", "2")
+    page.click("button:has-text('Launch')")
+    page.wait_for_url("**/jobs/*")
+    page.wait_for_selector("[data-status=succeeded]", timeout=600_000)
+    page.wait_for_selector("#checkpoints [data-checkpoint=checkpoint-2]")
+    assert page.locator("[data-result=base_eval_loss]").count() == 1
+    shot(page, "09-training-succeeded")
+    with page.expect_download() as download_info:
+        page.click("a:has-text('Download adapter')")
+    archive = tmp_path / "adapter.zip"
+    download_info.value.save_as(str(archive))
+    with zipfile.ZipFile(archive) as zipped:
+        assert "adapter_model.safetensors" in zipped.namelist() and "README.md" in zipped.namelist()
+        zipped.extractall(tmp_path / "adapter")
+    base_dir = next((LIVE["data"] / "artifacts" / "models").glob("*/config.json")).parent
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "adapter"))
+    tuned = PeftModel.from_pretrained(base, str(tmp_path / "adapter"))
+    ids = tokenizer("Give three tips for staying healthy.", return_tensors="pt")
+    with torch.no_grad():
+        with tuned.disable_adapter():
+            before = tuned(**ids).logits
+        after = tuned(**ids).logits
+    assert not torch.allclose(before, after)  # the downloaded adapter changes the real model's outputs

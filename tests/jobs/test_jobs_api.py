@@ -24,12 +24,12 @@ def test_launch_train_watch_and_download(client: Any, setup: dict[str, Any], tin
     job = client.post("/api/v1/jobs", json=body)
     assert job.status_code == 201, job.text
     job = job.json()
-    assert job["run"]["status"] == "queued" and not job["adapter_available"]
+    assert job["status"] == job["run"]["status"] == "queued" and not job["adapter_available"]
     assert client.get(f"/api/v1/jobs/{job['id']}/adapter").status_code == 409
     lifecycle.execute(job["run"]["id"])
     done = client.get(f"/api/v1/jobs/{job['id']}").json()
     assert done["run"]["status"] == "succeeded", done["run"]
-    assert done["adapter_available"] and done["run"]["result"]["steps"] == 3
+    assert done["adapter_available"] and done["run"]["result"]["steps"] == 3 and done["status"] == "succeeded"
     metrics = client.get(f"/api/v1/jobs/{job['id']}/metrics").json()
     training = [m for m in metrics if m["loss"] is not None]
     assert [m["step"] for m in training] == [1, 2, 3] and all(m["loss"] > 0 for m in training)
@@ -179,3 +179,12 @@ def test_clone_and_yaml_export_import_of_the_spec(client: Any, setup: dict[str, 
     clone_id = launched.headers["location"].rsplit("/", 1)[1]
     cloned = client.get(f"/api/v1/jobs/{clone_id}").json()
     assert cloned["spec"]["max_steps"] == 9 and cloned["spec"]["lora_r"] == 8
+
+
+def test_a_job_reads_validating_while_its_data_is_checked() -> None:
+    from app.db.models import Run, RunStatus
+    from app.jobs.service import job_status
+
+    assert job_status(Run(status=RunStatus.running, progress_code="tokenising")) == "validating"
+    assert job_status(Run(status=RunStatus.running, progress_code="step_loss")) == "running"
+    assert job_status(Run(status=RunStatus.queued)) == "queued"

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from worker.jobs import dataset_validate, model_import, training
+from worker.jobs import dataset_validate, evaluation, model_import, training
 
 
 class JobHandler(Protocol):
@@ -20,4 +20,5 @@ HANDLERS: dict[str, JobHandler] = {
     model_import.KIND: model_import.HANDLER,
     dataset_validate.KIND: dataset_validate.HANDLER,
     training.KIND: training.HANDLER,
+    evaluation.KIND: evaluation.HANDLER,
 }

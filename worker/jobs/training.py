@@ -53,7 +53,15 @@ class TrainingHandler:
         )
 
     def on_success(self, session: Session, run_id: uuid.UUID, result: dict[str, Any]) -> None:
-        """The run keeps the result; the adapter is in the job's final/ directory."""
+        """The run keeps the result and the adapter is in the job's final/ directory; an evaluation against
+        the base model on the version's test split starts by itself."""
+        from sqlalchemy import select
+
+        from app.evaluation.service import evaluate_after_training
+
+        job = session.scalar(select(TrainingJob).where(TrainingJob.run_id == run_id))
+        if job is not None:
+            evaluate_after_training(session, job)
 
 
 def _resume_source(session: Session, job: TrainingJob) -> dict[str, str] | None:

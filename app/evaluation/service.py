@@ -1,0 +1,148 @@
+"""Evaluations of trained jobs: start one (by itself after training, or again on any dataset version), read
+its report and samples, compare several."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.core.errors import InvalidInput
+from app.core.i18n import _
+from app.core.ownership import get_owned
+from app.datasets.storage import artifact_path
+from app.db.models import DatasetVersion, Evaluation, Run, RunStatus, TrainingJob, User
+from app.jobs.spec import Method
+from app.runs import service as runs
+
+EVAL_KIND = "evaluation"
+PROBE_PATH = Path(__file__).with_name("probe.jsonl")
+GENERATIVE = {m.value for m in Method} - {Method.reward.value}
+SORTS = ("diff", "-diff", "tuned", "base")
+
+
+class EvaluationOptions(BaseModel):
+    sample_size: int = Field(20, ge=1, le=2000, description="Test prompts answered by each model and scored.")
+    max_new_tokens: int = Field(96, ge=1, le=4096, description="Longest generated answer, in tokens.")
+    few_shot: int = Field(3, ge=0, le=16, description="Training examples shown to the base model (few-shot).")
+    probe_size: int = Field(40, ge=0, le=40, description="General tasks scored to catch forgetting.")
+    split: str = Field("test", pattern="^(test|validation)$", description="The split of the version evaluated.")
+    seed: int = Field(42, ge=0, le=2**31 - 1)
+
+
+def evaluable_kinds(version: DatasetVersion) -> int:
+    return sum(n for kind, n in version.kind_counts.items() if kind in ("chat", "preference"))
+
+
+def create_evaluation(
+    session: Session,
+    *,
+    user: User,
+    job: TrainingJob,
+    version: DatasetVersion,
+    options: EvaluationOptions,
+    trained: bool = False,
+) -> Evaluation:
+    """``trained``: called as the training run succeeds (its status is written right after)."""
+    run = session.get(Run, job.run_id) if job.run_id else None
+    if not trained and (run is None or run.status != RunStatus.succeeded):
+        raise InvalidInput(_("A job can be evaluated once it has succeeded."))
+    if job.spec.get("method") not in GENERATIVE:
+        raise InvalidInput(_("A reward model scores answers instead of writing them; evaluate a generating job."))
+    if not version.split_counts.get(options.split) or not evaluable_kinds(version):
+        raise InvalidInput(
+            _(
+                "This dataset version has no chat or preference records in its %(split)s split; pick another "
+                "version or change its split ratios.",
+                split=options.split,
+            ),
+            field="dataset_version_id",
+        )
+    evaluation = Evaluation(
+        owner_id=user.id,
+        job_id=job.id,
+        dataset_version_id=version.id,
+        options=options.model_dump(),
+        storage_key="",
+    )
+    session.add(evaluation)
+    session.flush()
+    evaluation.storage_key = f"evaluations/{evaluation.id.hex}"
+    evaluation.run_id = runs.create_run(
+        session, kind=EVAL_KIND, owner=user, params={"evaluation_id": str(evaluation.id)}, queue="gpu"
+    ).id
+    session.flush()
+    return evaluation
+
+
+def evaluate_after_training(session: Session, job: TrainingJob) -> Evaluation | None:
+    """The evaluation that runs by itself when a job succeeds, on its own version's test split (when it has
+    one and the method writes answers)."""
+    version = session.get(DatasetVersion, job.dataset_version_id)
+    user = session.get(User, job.owner_id)
+    if version is None or user is None or job.spec.get("method") not in GENERATIVE:
+        return None
+    if not version.split_counts.get("test") or not evaluable_kinds(version):
+        return None
+    return create_evaluation(session, user=user, job=job, version=version, options=EvaluationOptions(), trained=True)
+
+
+def get_evaluation(session: Session, evaluation_id: uuid.UUID, *, user: User) -> Evaluation:
+    return get_owned(session, Evaluation, evaluation_id, user=user, message=_("No such evaluation."))
+
+
+def for_job(session: Session, job: TrainingJob) -> list[Evaluation]:
+    stmt = select(Evaluation).where(Evaluation.job_id == job.id).order_by(Evaluation.created_at.desc())
+    return list(session.scalars(stmt))
+
+
+def list_evaluations(session: Session, *, user: User) -> list[Evaluation]:
+    stmt = select(Evaluation).where(Evaluation.owner_id == user.id).order_by(Evaluation.created_at.desc())
+    return list(session.scalars(stmt))
+
+
+def evaluation_run(session: Session, evaluation: Evaluation) -> Run:
+    run = session.get(Run, evaluation.run_id) if evaluation.run_id else None
+    assert run is not None
+    return run
+
+
+def samples(evaluation: Evaluation, *, sort: str = "diff") -> list[dict[str, Any]]:
+    """Per-sample outputs with their scores; ``diff`` is tuned minus base ROUGE-L (best first), ``-diff``
+    the worst first, ``tuned``/``base`` by that model's ROUGE-L."""
+    path = artifact_path(f"{evaluation.storage_key}/samples.jsonl")
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for row in rows:
+        tuned = row.get("tuned", {}).get("rouge_l", 0.0)
+        base = row.get("base", {}).get("rouge_l", 0.0)
+        row["diff"] = tuned - base
+    keys = {
+        "diff": lambda r: -r["diff"],
+        "-diff": lambda r: r["diff"],
+        "tuned": lambda r: -r.get("tuned", {}).get("rouge_l", 0.0),
+        "base": lambda r: -r.get("base", {}).get("rouge_l", 0.0),
+    }
+    return sorted(rows, key=keys.get(sort, keys["diff"]))
+
+
+def verdict(summary: dict[str, Any]) -> str:
+    """One sentence answering "was fine-tuning worth it?" from the ROUGE-L of the three variants."""
+    scores = summary.get("scores", {})
+    tuned = (scores.get("tuned") or {}).get("rouge_l")
+    base = (scores.get("base") or {}).get("rouge_l")
+    few = (scores.get("few_shot") or {}).get("rouge_l")
+    if tuned is None or base is None:
+        return ""
+    best_other = max(x for x in (base, few) if x is not None)
+    if tuned > best_other + 0.02:
+        return _("The tuned model beats both the base model and few-shot prompting on this test set.")
+    if few is not None and few >= tuned - 0.02 and few > base + 0.02:
+        return _("Few-shot prompting of the base model does about as well as fine-tuning here.")
+    return _("Fine-tuning did not clearly improve on the base model on this test set.")
