@@ -23,9 +23,8 @@ def trained(client: Any, tiny_model_dir: Path, tmp_path: Path) -> dict[str, Any]
     rows = []
     for i in range(60):  # every prompt twice (with different answers): test prompts also appear in train
         for answer in (f"{2 * i}", f"It is {2 * i}."):
-            rows.append(
-                {"messages": [{"role": "user", "content": f"Add {i} and {i}."}, {"role": "assistant", "content": answer}]}
-            )
+            question = {"role": "user", "content": f"Add {i} and {i}."}
+            rows.append({"messages": [question, {"role": "assistant", "content": answer}]})
     path = tmp_path / "sums.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     with path.open("rb") as handle:
