@@ -105,3 +105,10 @@ def test_a_short_job_succeeds_and_its_adapter_loads_with_peft(browser: Any, live
             before = tuned(**ids).logits
         after = tuned(**ids).logits
     assert not torch.allclose(before, after)  # the downloaded adapter changes the real model's outputs
+
+    # the evaluation started by itself; its report draws base / few-shot / tuned and shows the samples
+    page.goto(page.url.split("?")[0])
+    page.click("#evaluations a[href^='/evaluations/']")
+    page.wait_for_selector("#verdict svg.bars rect[data-variant=tuned]", timeout=900_000)
+    assert page.locator("#samples [data-sample]").count() >= 1
+    shot(page, "10-evaluation-report")
