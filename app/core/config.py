@@ -10,7 +10,7 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "changethis", "password", "default"}
@@ -79,6 +79,17 @@ class Settings(BaseSettings):
                 "unset it to use the generated per-install key, or set a long random value."
             )
         return value
+
+    @model_validator(mode="after")
+    def _heartbeat_well_inside_the_lease(self) -> Settings:
+        # a busy worker may miss a beat or two; with the heartbeat close to the lease, the reconciler would
+        # hand a live job to a second worker
+        if self.heartbeat_seconds * 3 > self.lease_ttl_seconds:
+            raise ValueError(
+                "REFINERY_HEARTBEAT_SECONDS must be at most a third of REFINERY_LEASE_TTL_SECONDS "
+                f"({self.heartbeat_seconds} and {self.lease_ttl_seconds} now); lower the first or raise the second."
+            )
+        return self
 
     # --- derived locations -------------------------------------------------------------------------
     @property

@@ -202,3 +202,13 @@ def test_graceful_worker_stop_requeues_without_using_an_attempt(
     run = _get(run_id)
     assert run.status == RunStatus.queued and run.attempt == 0
     assert any("worker was stopped" in m for m in _events(run_id))
+
+
+def test_a_heartbeat_too_close_to_the_lease_is_refused(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from app.core.config import Settings
+
+    with pytest.raises(ValidationError, match="at most a third of REFINERY_LEASE_TTL_SECONDS"):
+        Settings(data_dir=tmp_path, heartbeat_seconds=5, lease_ttl_seconds=5)
+    assert Settings(data_dir=tmp_path, heartbeat_seconds=5, lease_ttl_seconds=15).lease_ttl_seconds == 15

@@ -35,6 +35,7 @@ def _start_worker(settings: Any, log: Path) -> subprocess.Popen[bytes]:
             "REFINERY_QUEUE_PREFIX": settings.queue_prefix,
             "REFINERY_RECONCILE_SECONDS": "1",
             "REFINERY_LEASE_TTL_SECONDS": "5",
+            "REFINERY_HEARTBEAT_SECONDS": "0.5",
         }
     )
     handle = log.open("wb")
