@@ -123,6 +123,14 @@ def web_argv() -> list[str]:
     ]
 
 
+def inference_argv() -> list[str]:
+    return [sys.executable, "-m", "worker.inference.server"]
+
+
+def cmd_inference(_: argparse.Namespace) -> int:
+    return subprocess.call(inference_argv())
+
+
 def cmd_web(_: argparse.Namespace) -> int:
     return subprocess.call(web_argv())
 
@@ -142,6 +150,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         subprocess.Popen(worker_argv(["cpu", "gpu"], settings.workers)),
         subprocess.Popen(web_argv()),
     ]
+    if not settings.inference_url:  # an external inference server is someone else's to start
+        procs.append(subprocess.Popen(inference_argv()))
     url = f"http://{settings.host}:{settings.port}/"
     if _wait_healthy(url + "healthz", procs):
         print(f"\nRefinery is running at {url}  (Ctrl-C stops it)\n", flush=True)
@@ -190,9 +200,14 @@ def _wait_healthy(url: str, procs: list[subprocess.Popen[bytes]], timeout: float
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refinery", description="Refinery operator commands.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="migrate, import the bundled model, start web + worker").set_defaults(func=cmd_up)
+    sub.add_parser("up", help="migrate, import the bundled model, start web + worker + inference").set_defaults(
+        func=cmd_up
+    )
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("web", help="run the web app only").set_defaults(func=cmd_web)
+    sub.add_parser("inference", help="run the inference process (chat for the playground and /v1)").set_defaults(
+        func=cmd_inference
+    )
     worker = sub.add_parser("worker", help="run a Celery worker")
     worker.add_argument("--queues", default="cpu,gpu", help="comma-separated: cpu, gpu")
     worker.add_argument("--concurrency", type=int, default=1)

@@ -39,7 +39,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _is_api(request: Request) -> bool:
-    return request.url.path.startswith(API_PREFIXES)
+    """JSON errors for the APIs and for the pages' own JSON requests (the playground's fetch calls)."""
+    return request.url.path.startswith(API_PREFIXES) or request.headers.get("content-type", "").startswith(
+        "application/json"
+    )
 
 
 def create_app() -> FastAPI:
@@ -142,6 +145,7 @@ def create_app() -> FastAPI:
     from app.evaluation import ui as evaluation_ui
     from app.jobs import api as jobs_api
     from app.jobs import ui as jobs_ui
+    from app.playground import ui as playground_ui
     from app.runs import api as runs_api
     from app.users import api as users_api
     from app.users import ui as users_ui
@@ -159,6 +163,7 @@ def create_app() -> FastAPI:
         jobs_api,
         evaluation_ui,
         evaluation_api,
+        playground_ui,
     ):
         app.include_router(module.router)
     app.include_router(jobs_api.preset_router)

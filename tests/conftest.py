@@ -220,3 +220,28 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
 
 
 PYTHON = sys.executable
+
+
+@pytest.fixture
+def setup(client: Any, tiny_model_dir: Path, tmp_path: Path) -> dict[str, Any]:
+    """An admin with the tiny model imported and a small chat dataset validated (job and playground tests)."""
+    import json
+
+    from worker import lifecycle
+
+    make_admin(client)
+    token = csrf_of(client, "/models")
+    client.headers["X-CSRF-Token"] = token
+    model = client.post("/api/v1/models/local", json={"name": "tiny", "path": str(tiny_model_dir)}).json()
+    lifecycle.execute(model["import_run"]["id"])
+    rows = [
+        {"messages": [{"role": "user", "content": f"Add {i} and {i}."}, {"role": "assistant", "content": f"{2 * i}"}]}
+        for i in range(30)
+    ]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    with path.open("rb") as handle:
+        dataset = client.post("/api/v1/datasets", files={"file": ("chat.jsonl", handle)}).json()
+    lifecycle.execute(dataset["validation_run"]["id"])
+    version = client.get(f"/api/v1/datasets/{dataset['id']}").json()["versions"][0]
+    return {"model": model["id"], "version": version["id"]}

@@ -40,10 +40,11 @@ def test_compose_validator_rejects_a_broken_file(tmp_path: object) -> None:
 def test_compose_runs_the_production_processes() -> None:
     spec = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = spec["services"]
-    assert {"postgres", "redis", "migrate", "web", "worker-cpu", "worker-gpu"} <= set(services)
+    assert {"postgres", "redis", "migrate", "web", "worker-cpu", "worker-gpu", "inference"} <= set(services)
+    assert services["inference"]["command"] == ["refinery", "inference"]
     gpu = services["worker-gpu"]
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert "--concurrency" in gpu["command"] and gpu["command"][gpu["command"].index("--concurrency") + 1] == "1"
-    for name in ("postgres", "redis", "web", "worker-cpu", "worker-gpu"):
+    for name in ("postgres", "redis", "web", "worker-cpu", "worker-gpu", "inference"):
         assert "healthcheck" in services[name], name
     assert services["web"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"

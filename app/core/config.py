@@ -69,6 +69,28 @@ class Settings(BaseSettings):
         default=False, description="Whether CUDA workers consume the gpu queue (enables QLoRA and 16-bit choices)."
     )
     workers: int = Field(default=2, description="Worker threads per Celery worker started by `refinery up`.")
+    eval_sample_size: int = Field(
+        default=20, ge=1, description="Test prompts answered and scored by the evaluation that follows training."
+    )
+    eval_max_new_tokens: int = Field(default=96, ge=1, description="Longest answer generated in that evaluation.")
+    inference_url: str = Field(
+        default="",
+        description="OpenAI-compatible server that answers chat for the playground and /v1. Empty means Refinery's "
+        "own inference process at 127.0.0.1:<inference_port>; or point it at vLLM started with --enable-lora.",
+    )
+    inference_port: int = Field(default=8001, description="Port of Refinery's own inference process.")
+    inference_host: str = Field(
+        default="127.0.0.1", description="Address the own inference process listens on (0.0.0.0 in a container)."
+    )
+    inference_api_key: str = Field(
+        default="", description="Bearer key for an external inference server (the own process derives one)."
+    )
+    inference_max_models: int = Field(
+        default=2, ge=1, description="Base models the inference process keeps loaded (least recently used leave)."
+    )
+    inference_max_adapters: int = Field(
+        default=8, ge=1, description="Adapters kept loaded per base model (least recently used are unloaded)."
+    )
 
     @field_validator("secret_key")
     @classmethod
@@ -92,6 +114,20 @@ class Settings(BaseSettings):
         return self
 
     # --- derived locations -------------------------------------------------------------------------
+    @property
+    def inference_base_url(self) -> str:
+        return (self.inference_url or f"http://127.0.0.1:{self.inference_port}").rstrip("/")
+
+    def inference_key(self) -> str:
+        """The key between the web and the inference server: the configured one (an external server's), else one
+        derived from the install's secret (so that other local users cannot use the inference port)."""
+        if self.inference_api_key:
+            return self.inference_api_key
+        import hashlib
+        import hmac
+
+        return hmac.new(self.resolved_secret_key().encode(), b"refinery-inference", hashlib.sha256).hexdigest()
+
     @property
     def root(self) -> Path:
         return self.data_dir.resolve()

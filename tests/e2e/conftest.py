@@ -52,6 +52,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFINERY_")}
     env.update({"REFINERY_DATA_DIR": str(data), "REFINERY_PORT": str(port), "REFINERY_HUB_ENDPOINT": ""})
+    # the evaluation after the walkthrough's training answers 4 prompts (CPU minutes matter in CI)
+    env.update({"REFINERY_EVAL_SAMPLE_SIZE": "4", "REFINERY_EVAL_MAX_NEW_TOKENS": "48"})
+    env["REFINERY_INFERENCE_PORT"] = str(free_port())
     refinery = shutil.which("refinery", path=str(Path(sys.executable).parent)) or "refinery"
     log = (data / "up.log").open("wb")
     proc = subprocess.Popen(

@@ -116,9 +116,9 @@ def test_evaluation_runs_after_training_and_reports(client: Any, trained: dict[s
     assert client.get(f"/evaluations/{uuid.uuid4()}").status_code == 404
 
 
-def test_a_job_that_has_not_succeeded_cannot_be_evaluated(client: Any, trained: dict[str, Any]) -> None:
+def test_a_job_that_has_not_succeeded_cannot_be_evaluated(client: Any, setup: dict[str, Any]) -> None:
     spec = {"max_steps": 2, "max_seq_length": 64}
-    body = {"model_id": trained["job"]["model_id"], "dataset_version_id": trained["version"]["id"], "spec": spec}
+    body = {"model_id": setup["model"], "dataset_version_id": setup["version"], "spec": spec}
     queued = client.post("/api/v1/jobs", json=body).json()
     refused = client.post(f"/api/v1/jobs/{queued['id']}/evaluations", json={})
     assert refused.status_code == 422 and "succeeded" in refused.json()["error"]["message"]

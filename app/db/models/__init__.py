@@ -3,6 +3,7 @@
 from app.db.models.base_model import BaseModelRecord, ModelStatus
 from app.db.models.dataset import Dataset, DatasetStatus, DatasetVersion, Upload
 from app.db.models.evaluation import Evaluation
+from app.db.models.feedback import Feedback
 from app.db.models.job import TrainingJob, TrainingPreset
 from app.db.models.run import Run, RunEvent, RunStatus
 from app.db.models.user import ApiKey, Role, User
@@ -14,6 +15,7 @@ __all__ = [
     "DatasetStatus",
     "DatasetVersion",
     "Evaluation",
+    "Feedback",
     "ModelStatus",
     "Role",
     "Run",

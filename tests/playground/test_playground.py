@@ -1,0 +1,136 @@
+"""The playground over the real inference process on the tiny model: answers stream token by token, the
+adapter is hot-swapped on a base model loaded once, feedback becomes a preference dataset, and nothing of
+another user's can be chatted with."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, csrf_of, free_port, login, stop_process, wait_for
+from worker import lifecycle
+
+
+@pytest.fixture
+def inference(configure: Any, env: Any, tmp_path: Any) -> Iterator[dict[str, Any]]:
+    """Refinery's inference process on a free loopback port, sharing the test's database and data dir."""
+    port = free_port()
+    settings = configure(inference_port=port)
+    log = (tmp_path / "inference.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker.inference.server"],
+        cwd=ROOT,
+        env=dict(os.environ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return proc.poll() is not None
+
+    try:
+        wait_for(healthy, timeout=90, what="the inference process")
+        assert proc.poll() is None, (tmp_path / "inference.log").read_text()[-3000:]
+        yield {"key": settings.inference_key(), "url": base}
+    finally:
+        stop_process(proc)
+        print((tmp_path / "inference.log").read_text()[-3000:])
+
+
+def _train(client: Any, setup: dict[str, Any]) -> dict[str, Any]:
+    spec = {"max_steps": 6, "batch_size": 4, "eval_steps": 0, "save_steps": 3, "max_seq_length": 64}
+    body = {"name": "sums", "model_id": setup["model"], "dataset_version_id": setup["version"], "spec": spec}
+    job = client.post("/api/v1/jobs", json={**body, "spec": {**spec, "learning_rate": 0.01}}).json()
+    lifecycle.execute(job["run"]["id"])
+    assert client.get(f"/api/v1/jobs/{job['id']}").json()["status"] == "succeeded"
+    return dict(job)
+
+
+def _chat(client: Any, model: str, text: str = "Add 3 and 3.") -> Any:
+    body = {"model": model, "messages": [{"role": "user", "content": text}], "temperature": 0, "max_tokens": 12}
+    return client.post("/playground/stream", json=body)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the database paths are covered on both elsewhere
+def test_stream_swap_adapters_and_feedback_to_preferences(
+    client: Any, setup: dict[str, Any], inference: dict[str, Any]
+) -> None:
+    job = _train(client, setup)
+    base, tuned = f"base-{setup['model']}", f"job-{job['id']}"
+    page = client.get("/playground")
+    assert page.status_code == 200
+    assert f'value="{base}"' in page.text and f'value="{tuned}"' in page.text
+    assert f'value="{tuned}@checkpoint-3"' in page.text  # checkpoints are chat-able too
+
+    # streaming straight from the inference process: several chunks, OpenAI's shape
+    url = f"{inference['url']}/v1/chat/completions"
+    question = [{"role": "user", "content": "Add 2 and 2."}]
+    body = {"model": base, "messages": question, "max_tokens": 8, "temperature": 0, "stream": True}
+    headers = {"Authorization": f"Bearer {inference['key']}"}
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=60) as response:
+        events = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]"
+    chunks = [json.loads(e[6:]) for e in events[:-1]]
+    assert chunks[0]["object"] == "chat.completion.chunk" and chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert sum(1 for c in chunks if c["choices"][0]["delta"].get("content")) >= 2
+    assert httpx.post(url, json=body, timeout=10).status_code == 401  # the inference key is required
+
+    # through the web app: base and tuned answer differently; the base weights were loaded once
+    base_answer, tuned_answer = _chat(client, base), _chat(client, tuned)
+    assert base_answer.status_code == tuned_answer.status_code == 200
+    assert base_answer.text and base_answer.text != tuned_answer.text  # (the tuned model may just stop: "<|im_end|>")
+    assert _chat(client, base).text == base_answer.text  # greedy: the adapter was switched off again
+    health = httpx.get(f"{inference['url']}/healthz", timeout=5).json()
+    assert health["loads"] == 1
+
+    # feedback: a pairwise pick, and a thumbs up and down on two answers to the same prompt
+    prompt = [{"role": "user", "content": "Add 3 and 3."}]
+
+    def feedback(**body: Any) -> Any:
+        return client.post("/playground/feedback", json={"prompt": prompt, **body})
+
+    assert feedback(model_a=base, answer_a="five", model_b=tuned, answer_b="6", choice="b").status_code == 201
+    assert feedback(model_a=tuned, answer_a="It is 6.", choice="up").status_code == 201
+    assert feedback(model_a=base, answer_a="It is 7.", choice="down").status_code == 201
+    assert feedback(model_a=tuned, answer_a="x", choice="maybe").status_code == 422
+    made = client.post("/playground/preferences", data={"name": "from the playground"}, follow_redirects=False)
+    assert made.status_code == 303
+    dataset_id = made.headers["location"].rsplit("/", 1)[1]
+    dataset = client.get(f"/api/v1/datasets/{dataset_id}").json()
+    lifecycle.execute(dataset["validation_run"]["id"])
+    version = client.get(f"/api/v1/datasets/{dataset_id}").json()["versions"][0]
+    assert version["kind_counts"] == {"preference": 2}
+    rows = client.get(f"/api/v1/datasets/{dataset_id}/versions/{version['id']}/records").json()["records"]
+    pairs = {(r["data"]["chosen"][-1]["content"], r["data"]["rejected"][-1]["content"]) for r in rows}
+    assert pairs == {("6", "five"), ("It is 6.", "It is 7.")}
+    again = client.post("/playground/preferences", data={})
+    assert again.status_code == 422  # each choice is used once
+
+    # another user can chat with the shared base model but not with this job's adapter
+    client.post("/api/v1/users", json={"email": "eve@example.com", "password": "eve-password-1"})
+    client.post("/logout", data={"csrf_token": client.headers.pop("X-CSRF-Token")})
+    login(client, "eve@example.com", "eve-password-1")
+    client.headers["X-CSRF-Token"] = csrf_of(client, "/models")
+    assert _chat(client, tuned).status_code == 404
+    assert _chat(client, f"{tuned}@checkpoint-3").status_code == 404
+    assert feedback(model_a=tuned, answer_a="x", choice="up").status_code == 404
+    assert f'value="{tuned}"' not in client.get("/playground").text
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_inference_down_is_a_clear_error(client: Any, setup: dict[str, Any], configure: Any) -> None:
+    configure(inference_port=free_port())  # nothing listens there
+    response = _chat(client, f"base-{setup['model']}")
+    assert response.status_code == 503 and "refinery inference" in response.json()["error"]["message"]
