@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from app.core.i18n import N_, gettext
@@ -44,3 +45,17 @@ def describe_error(error: dict[str, Any]) -> str:
         except (KeyError, ValueError):
             sentence = str(error.get("msg", "invalid"))
     return f"{field}: {sentence}" if field else sentence
+
+
+def ticked_ids(values: list[str], *, most: int, unknown: str, count: str) -> list[uuid.UUID]:
+    """The ids ticked on a list page for a comparison (two to ``most``, duplicates dropped); a value that is
+    not an id is a 404 (``unknown``), a wrong number a 422 (``count``)."""
+    from app.core.errors import InvalidInput, NotFound
+
+    try:
+        ids = list(dict.fromkeys(uuid.UUID(v) for v in values))
+    except ValueError as exc:
+        raise NotFound(unknown) from exc
+    if not 2 <= len(ids) <= most:
+        raise InvalidInput(count, field="id")
+    return ids

@@ -14,7 +14,7 @@ from app.core.deps import PageUser, SessionDep, csrf_protect
 from app.core.errors import InvalidInput, NotFound
 from app.core.i18n import _
 from app.core.templating import render
-from app.core.validation import describe_error
+from app.core.validation import describe_error, ticked_ids
 from app.db.models import Dataset, DatasetVersion, Evaluation, TrainingJob
 from app.evaluation import service
 from app.jobs import service as jobs
@@ -78,12 +78,12 @@ def index(request: Request, session: SessionDep, user: PageUser) -> Response:
 
 @router.get("/evaluations/compare")
 def compare(request: Request, session: SessionDep, user: PageUser) -> Response:
-    try:
-        ids = list(dict.fromkeys(uuid.UUID(v) for v in request.query_params.getlist("id")))
-    except ValueError as exc:
-        raise NotFound(_("No such evaluation.")) from exc
-    if not 2 <= len(ids) <= 8:
-        raise InvalidInput(_("Tick two to eight evaluations to compare."), field="id")
+    ids = ticked_ids(
+        request.query_params.getlist("id"),
+        most=8,
+        unknown=_("No such evaluation."),
+        count=_("Tick two to eight evaluations to compare."),
+    )
     evaluations = [service.get_evaluation(session, i, user=user) for i in ids]
     columns = [{"evaluation": e, **_names(session, e)} for e in evaluations]
     return render(request, "evaluations/compare.html", {"columns": columns})

@@ -187,8 +187,9 @@ def checkpoints(job: TrainingJob) -> list[dict[str, Any]]:
     each with the metrics logged at its step."""
     from app.jobs.checkpoints import complete_checkpoints
 
-    rows = {row["step"]: row for row in metrics(job) if "loss" in row}
-    evals = {row["step"]: row["eval_loss"] for row in metrics(job) if "eval_loss" in row}
+    logged = metrics(job)
+    rows = {row["step"]: row for row in logged if "loss" in row}
+    evals = {row["step"]: row["eval_loss"] for row in logged if "eval_loss" in row}
     found = []
     for step, path in complete_checkpoints(artifact_path(f"{job.storage_key}/checkpoints")):
         found.append(

@@ -16,6 +16,7 @@ from app.core.deps import PageUser, SessionDep, csrf_protect
 from app.core.errors import InvalidInput, NotFound, RefineryError
 from app.core.i18n import _
 from app.core.templating import render
+from app.core.validation import ticked_ids
 from app.db.models import ModelStatus, RunStatus, TrainingJob, User
 from app.evaluation import service as evaluations
 from app.jobs import presets, service
@@ -91,6 +92,25 @@ def new_job_page(request: Request, session: SessionDep, user: PageUser) -> Respo
     )
 
 
+def _form_again(
+    request: Request, session: Session, user: User, form: dict[str, str], error: str, field: str | None, status: int
+) -> Response:
+    """The job form as the user filled it, with the error next to its field."""
+    try:
+        values = TrainingSpec.model_validate(spec_from_form(form))
+    except ValueError:
+        values = None
+    context = {
+        **_choices(session, user, values),
+        "fields": form_fields(values),
+        "selected": form.get("dataset_version_id", ""),
+        "form": form,
+        "error": error,
+        "error_field": field,
+    }
+    return render(request, "jobs/new.html", context, status_code=status)
+
+
 @router.post("/jobs/presets")
 async def save_preset(request: Request, session: SessionDep, user: PageUser) -> Response:
     """'Save as preset' on the job form: the spec fields of the form, under a name."""
@@ -99,23 +119,7 @@ async def save_preset(request: Request, session: SessionDep, user: PageUser) -> 
         spec = service.parse_spec(spec_from_form(form))
         preset = presets.save_preset(session, user=user, name=form.get("preset_name", ""), spec=spec)
     except RefineryError as exc:
-        try:
-            values = TrainingSpec.model_validate(spec_from_form(form))
-        except ValueError:
-            values = None
-        return render(
-            request,
-            "jobs/new.html",
-            {
-                **_choices(session, user, values),
-                "fields": form_fields(values),
-                "selected": form.get("dataset_version_id", ""),
-                "form": form,
-                "error": exc.message,
-                "error_field": exc.field,
-            },
-            status_code=exc.status_code,
-        )
+        return _form_again(request, session, user, form, exc.message, exc.field, exc.status_code)
     return RedirectResponse(f"/jobs/new?preset={preset.id}&saved=1", status_code=303)
 
 
@@ -128,12 +132,12 @@ def delete_preset(request: Request, session: SessionDep, user: PageUser, preset_
 @router.get("/jobs/compare")
 def compare_page(request: Request, session: SessionDep, user: PageUser) -> Response:
     """Runs side by side: ``?id=A&id=B`` (two to six of the user's jobs)."""
-    try:
-        ids = list(dict.fromkeys(uuid.UUID(v) for v in request.query_params.getlist("id")))
-    except ValueError as exc:
-        raise NotFound(_("No such training job.")) from exc
-    if not 2 <= len(ids) <= 6:
-        raise InvalidInput(_("Tick two to six jobs to compare."), field="id")
+    ids = ticked_ids(
+        request.query_params.getlist("id"),
+        most=6,
+        unknown=_("No such training job."),
+        count=_("Tick two to six jobs to compare."),
+    )
     jobs = [service.get_job(session, job_id, user=user) for job_id in ids]
     comparison = service.compare(session, jobs)
     chart = {"curves": comparison["curves"], "labels": _chart_labels()}
@@ -223,25 +227,9 @@ async def create_job(request: Request, session: SessionDep, user: PageUser) -> R
             resume_checkpoint=resume_checkpoint,
         )
     except (RefineryError, ValueError) as exc:
-        message = exc.message if isinstance(exc, RefineryError) else str(exc)
-        field = exc.field if isinstance(exc, RefineryError) else None
-        try:
-            values = TrainingSpec.model_validate(spec_from_form(form))
-        except ValueError:
-            values = None
-        return render(
-            request,
-            "jobs/new.html",
-            {
-                **_choices(session, user, values),
-                "fields": form_fields(values),
-                "selected": form.get("dataset_version_id", ""),
-                "form": form,
-                "error": message,
-                "error_field": field,
-            },
-            status_code=422,
-        )
+        if isinstance(exc, RefineryError):
+            return _form_again(request, session, user, form, exc.message, exc.field, 422)
+        return _form_again(request, session, user, form, str(exc), None, 422)
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
 

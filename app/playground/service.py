@@ -15,9 +15,10 @@ from app.basemodels import service as models
 from app.core.errors import InvalidInput, NotFound
 from app.core.i18n import _
 from app.datasets import service as datasets
-from app.datasets.storage import save_stream
+from app.datasets.storage import artifact_path, save_stream
 from app.db.models import Dataset, Feedback, ModelStatus, RunStatus, User
 from app.jobs import service as jobs
+from app.jobs.checkpoints import complete_checkpoints
 from app.jobs.spec import Method
 
 CHOICES = ("up", "down", "a", "b")
@@ -43,10 +44,9 @@ def chat_models(session: Session, *, user: User) -> list[ChatModel]:
             continue
         if jobs.job_run(session, job).status == RunStatus.succeeded and jobs.final_dir(job).is_dir():
             found.append(ChatModel(f"job-{job.id}", job.name, "adapter"))
-        for checkpoint in jobs.checkpoints(job):
-            found.append(
-                ChatModel(f"job-{job.id}@{checkpoint['name']}", f"{job.name} · {checkpoint['name']}", "checkpoint")
-            )
+        # names only: the listing with losses and sizes (jobs.checkpoints) reads far more than this needs
+        for _step, path in complete_checkpoints(artifact_path(f"{job.storage_key}/checkpoints")):
+            found.append(ChatModel(f"job-{job.id}@{path.name}", f"{job.name} · {path.name}", "checkpoint"))
     return found
 
 
