@@ -16,7 +16,7 @@ from app.core.errors import InvalidInput
 from app.core.i18n import _
 from app.core.ownership import get_owned
 from app.datasets.storage import artifact_path
-from app.db.models import DatasetVersion, Evaluation, Run, RunStatus, TrainingJob, User
+from app.db.models import DatasetVersion, Evaluation, Judge, Run, RunStatus, TrainingJob, User
 from app.jobs.spec import Method
 from app.runs import service as runs
 
@@ -33,6 +33,7 @@ class EvaluationOptions(BaseModel):
     probe_size: int = Field(40, ge=0, le=40, description="General tasks scored to catch forgetting.")
     split: str = Field("test", pattern="^(test|validation)$", description="The split of the version evaluated.")
     seed: int = Field(42, ge=0, le=2**31 - 1)
+    judge_id: uuid.UUID | None = Field(None, description="A judge that grades the answers once they are written.")
 
 
 def evaluable_kinds(version: DatasetVersion) -> int:
@@ -63,11 +64,13 @@ def create_evaluation(
             ),
             field="dataset_version_id",
         )
+    if options.judge_id is not None and session.get(Judge, options.judge_id) is None:
+        raise InvalidInput(_("No such judge; pick one of the list."), field="judge_id")
     evaluation = Evaluation(
         owner_id=user.id,
         job_id=job.id,
         dataset_version_id=version.id,
-        options=options.model_dump(),
+        options=options.model_dump(mode="json"),
         storage_key="",
     )
     session.add(evaluation)

@@ -10,13 +10,14 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from app.basemodels import service as models
 from app.core.deps import PageUser, SessionDep, csrf_protect
-from app.core.errors import InvalidInput, NotFound
+from app.core.errors import InvalidInput, NotFound, RefineryError
 from app.core.i18n import _
 from app.core.templating import render
 from app.core.validation import describe_error, ticked_ids
-from app.db.models import Dataset, DatasetVersion, Evaluation, TrainingJob
-from app.evaluation import service
+from app.db.models import Dataset, DatasetVersion, Evaluation, ModelStatus, Run, TrainingJob, User
+from app.evaluation import judges, service
 from app.jobs import service as jobs
 
 router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False)
@@ -28,6 +29,29 @@ def _names(session: Session, evaluation: Evaluation) -> dict[str, Any]:
     version = session.get(DatasetVersion, evaluation.dataset_version_id)
     dataset = session.get(Dataset, version.dataset_id) if version else None
     return {"job": job, "version_label": f"{dataset.name if dataset else '?'} v{version.number if version else '?'}"}
+
+
+def _judging(session: Session, evaluation: Evaluation) -> dict[str, Any]:
+    """The judge card: every judgement with its run and agreement with the person's labels, and the verdicts
+    of the latest finished one per sample."""
+    labels = judges.labels_for(session, evaluation)
+    rows: list[dict[str, Any]] = []
+    verdicts: dict[str, dict[str, Any]] = {}
+    live = False
+    for judgement in judges.judgements_for(session, evaluation):
+        run = session.get(Run, judgement.run_id) if judgement.run_id else None
+        live = live or (run is not None and not run.status.is_final)
+        found = judges.verdicts(judgement)
+        if found and not verdicts:
+            verdicts = found
+        rows.append({"judgement": judgement, "run": run, "agreement": judges.agreement(found, labels)})
+    return {
+        "judges": judges.list_judges(session),
+        "judgements": rows,
+        "judging_live": live,
+        "picks": labels,
+        "verdicts": verdicts,
+    }
 
 
 def _context(session: Session, evaluation: Evaluation, sort: str) -> dict[str, Any]:
@@ -46,6 +70,7 @@ def _context(session: Session, evaluation: Evaluation, sort: str) -> dict[str, A
         "sort": sort if sort in service.SORTS else "diff",
         "colours": VARIANT_COLOURS,
         **_names(session, evaluation),
+        **_judging(session, evaluation),
     }
 
 
@@ -60,6 +85,8 @@ async def start(request: Request, session: SessionDep, user: PageUser, job_id: u
         raise NotFound(_("No such dataset version.")) from exc
     _dataset, version = jobs.owned_version(session, version_id, user=user)
     values.pop("csrf_token", None)
+    if values.get("judge_id") == "none":
+        values.pop("judge_id")
     try:
         options = service.EvaluationOptions.model_validate(values)
     except ValidationError as exc:
@@ -103,3 +130,75 @@ def live(request: Request, session: SessionDep, user: PageUser, evaluation_id: u
     if not context["live"]:
         return Response(status_code=204, headers={"HX-Refresh": "true"})
     return render(request, "evaluations/_live.html", context)
+
+
+@router.get("/evaluations/{evaluation_id}/_judging")
+def judging_live(request: Request, session: SessionDep, user: PageUser, evaluation_id: uuid.UUID) -> Response:
+    evaluation = service.get_evaluation(session, evaluation_id, user=user)
+    context = {"evaluation": evaluation, **_judging(session, evaluation)}
+    if not context["judging_live"]:
+        return Response(status_code=204, headers={"HX-Refresh": "true"})
+    return render(request, "evaluations/_judging.html", context)
+
+
+@router.post("/evaluations/{evaluation_id}/judgements")
+async def judge(request: Request, session: SessionDep, user: PageUser, evaluation_id: uuid.UUID) -> Response:
+    evaluation = service.get_evaluation(session, evaluation_id, user=user)
+    form = await request.form(max_files=0, max_fields=5)
+    try:
+        judge_id = uuid.UUID(str(form.get("judge_id", "")))
+    except ValueError as exc:
+        raise InvalidInput(_("Pick a judge."), field="judge_id") from exc
+    judges.start_judgement(session, user=user, evaluation=evaluation, judge=judges.get_judge(session, judge_id))
+    return RedirectResponse(f"/evaluations/{evaluation.id}#judge", status_code=303)
+
+
+@router.post("/evaluations/{evaluation_id}/labels")
+async def label(request: Request, session: SessionDep, user: PageUser, evaluation_id: uuid.UUID) -> Response:
+    """Your pick for one sample; htmx swaps the sample's label buttons, a plain form goes back to the page."""
+    evaluation = service.get_evaluation(session, evaluation_id, user=user)
+    form = await request.form(max_files=0, max_fields=5)
+    sample_id, choice = str(form.get("sample_id", "")), str(form.get("choice", ""))
+    judges.set_label(session, user=user, evaluation=evaluation, sample_id=sample_id, choice=choice)
+    if request.headers.get("hx-request") != "true":
+        return RedirectResponse(f"/evaluations/{evaluation.id}#sample-{sample_id}", status_code=303)
+    context = {"evaluation": evaluation, "s": {"id": sample_id}, "picks": judges.labels_for(session, evaluation)}
+    return render(request, "evaluations/_label.html", context)
+
+
+def _judges_page(request: Request, session: SessionDep, user: User, **extra: Any) -> Response:
+    if not user.is_admin:
+        raise NotFound(_("Not found."))
+    ready = [m for m in models.list_models(session, user=user) if m.status == ModelStatus.ready]
+    context = {"judges": judges.list_judges(session), "models": ready, "form": {}, **extra}
+    return render(request, "settings/judges.html", context, status_code=422 if extra.get("error") else 200)
+
+
+@router.get("/settings/judges")
+def judges_page(request: Request, session: SessionDep, user: PageUser) -> Response:
+    return _judges_page(request, session, user)
+
+
+@router.post("/settings/judges")
+async def judges_create(request: Request, session: SessionDep, user: PageUser) -> Response:
+    form = await request.form(max_files=0, max_fields=10)
+    values = {k: v for k, v in form.items() if isinstance(v, str) and v.strip() and k != "csrf_token"}
+    try:
+        body = judges.JudgeCreate.model_validate(values)
+        judges.create_judge(session, user=user, body=body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return _judges_page(request, session, user, error=describe_error(dict(first)), form=values)
+    except RefineryError as exc:
+        if not user.is_admin:
+            raise
+        return _judges_page(request, session, user, error=exc.message, form=values)
+    return RedirectResponse("/settings/judges", status_code=303)
+
+
+@router.post("/settings/judges/{judge_id}/delete")
+def judges_delete(request: Request, session: SessionDep, user: PageUser, judge_id: uuid.UUID) -> Response:
+    if not user.is_admin:
+        raise NotFound(_("Not found."))
+    judges.delete_judge(session, user=user, judge_id=judge_id)
+    return RedirectResponse("/settings/judges", status_code=303)

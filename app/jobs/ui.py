@@ -18,6 +18,7 @@ from app.core.i18n import _
 from app.core.templating import render
 from app.core.validation import ticked_ids
 from app.db.models import ModelStatus, RunStatus, TrainingJob, User
+from app.evaluation import judges
 from app.evaluation import service as evaluations
 from app.jobs import presets, service
 from app.jobs.forms import form_fields, spec_from_form, spec_from_yaml, spec_to_yaml
@@ -244,6 +245,7 @@ def _job_context(session: Session, job: TrainingJob, user: User) -> dict[str, An
         "status": service.job_status(run),
         "evaluations": evaluations.for_job(session, job),
         "eval_versions": service.usable_versions(session, user=user),
+        "judges": judges.list_judges(session),
         "checkpoints": service.checkpoints(job),
         "spec": job.spec,
         "chart_labels": json.dumps(_chart_labels()),

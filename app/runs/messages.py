@@ -46,6 +46,7 @@ TEXTS: dict[str, str] = {
     "eval_loss": N_("Scoring the test answers: %(done)s/%(total)s"),
     "generating": N_("Generating answers: batch %(done)s/%(total)s"),
     "probing": N_("Checking general tasks for forgetting"),
+    "judging": N_("Judging answers: sample %(done)s/%(total)s"),
     "step": N_("step %(step)s/%(total)s"),
     "step_loss": N_("step %(step)s/%(total)s, loss %(loss)s"),
     # failures (each says what to change)
@@ -68,6 +69,11 @@ TEXTS: dict[str, str] = {
         "The %(split)s split has no chat or preference records to evaluate on; choose another dataset version."
     ),
     "evaluation_error": N_("The evaluation stopped with an error: %(detail)s."),
+    "judge_unreachable": N_(
+        "The judge failed %(count)s times in a row (last: %(detail)s); check its URL, model and key, or raise "
+        "its timeout, then judge again."
+    ),
+    "no_samples": N_("This evaluation has no answers to judge; run the evaluation again first."),
     "no_reward_model": N_(
         "The reward model of this RLHF job is gone or has not succeeded; train a reward model and pick it."
     ),

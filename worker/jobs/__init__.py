@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from worker.jobs import dataset_validate, evaluation, model_import, training
+from worker.jobs import dataset_validate, evaluation, judging, model_import, training
 
 
 class JobHandler(Protocol):
@@ -21,4 +21,5 @@ HANDLERS: dict[str, JobHandler] = {
     dataset_validate.KIND: dataset_validate.HANDLER,
     training.KIND: training.HANDLER,
     evaluation.KIND: evaluation.HANDLER,
+    judging.KIND: judging.HANDLER,
 }

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.datasets.storage import artifact_path
 from app.db.models import BaseModelRecord, DatasetVersion, Evaluation, TrainingJob
 from app.db.session import session_scope
+from app.evaluation.judges import judge_after_evaluation
 from app.evaluation.service import EVAL_KIND, PROBE_PATH
 
 KIND = EVAL_KIND
@@ -46,6 +47,7 @@ class EvaluationHandler:
         evaluation = session.scalar(select(Evaluation).where(Evaluation.run_id == run_id))
         if evaluation is not None:
             evaluation.summary = result
+            judge_after_evaluation(session, evaluation)
 
 
 HANDLER = EvaluationHandler()

@@ -2,7 +2,7 @@
 
 from app.db.models.base_model import BaseModelRecord, ModelStatus
 from app.db.models.dataset import Dataset, DatasetStatus, DatasetVersion, Upload
-from app.db.models.evaluation import Evaluation
+from app.db.models.evaluation import Evaluation, Judge, Judgement, SampleLabel
 from app.db.models.feedback import Feedback
 from app.db.models.job import TrainingJob, TrainingPreset
 from app.db.models.run import Run, RunEvent, RunStatus
@@ -16,11 +16,14 @@ __all__ = [
     "DatasetVersion",
     "Evaluation",
     "Feedback",
+    "Judge",
+    "Judgement",
     "ModelStatus",
     "Role",
     "Run",
     "RunEvent",
     "RunStatus",
+    "SampleLabel",
     "TrainingJob",
     "TrainingPreset",
     "Upload",
