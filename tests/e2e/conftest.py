@@ -26,7 +26,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
-LIVE: dict[str, Path] = {}  # the live server's data directory, for tests that check files it wrote
+LIVE: dict[str, Any] = {}  # the live server's data directory and environment, for tests that reuse them
 ADMIN, PASSWORD = "admin@example.com", "correct-horse-1"
 
 
@@ -55,6 +55,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # the evaluation after the walkthrough's training answers 4 prompts (CPU minutes matter in CI)
     env.update({"REFINERY_EVAL_SAMPLE_SIZE": "4", "REFINERY_EVAL_MAX_NEW_TOKENS": "48"})
     env["REFINERY_INFERENCE_PORT"] = str(free_port())
+    LIVE["env"] = env
     refinery = shutil.which("refinery", path=str(Path(sys.executable).parent)) or "refinery"
     log = (data / "up.log").open("wb")
     proc = subprocess.Popen(

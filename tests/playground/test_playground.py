@@ -118,6 +118,20 @@ def test_stream_swap_adapters_and_feedback_to_preferences(
     again = client.post("/playground/preferences", data={})
     assert again.status_code == 422  # each choice is used once
 
+    # a local judge: the base model, asked through the same inference process with the install's key
+    [evaluation] = client.get("/api/v1/evaluations").json()  # started by itself after training
+    lifecycle.execute(evaluation["run"]["id"])
+    local = {"name": "tiny judge", "kind": "local", "base_model_id": setup["model"], "timeout_s": 120}
+    judge = client.post("/api/v1/judges", json=local).json()
+    started = client.post(f"/api/v1/evaluations/{evaluation['id']}/judgements", json={"judge_id": judge["id"]})
+    lifecycle.execute(started.json()["run"]["id"])
+    [judged] = client.get(f"/api/v1/evaluations/{evaluation['id']}/judgements").json()
+    assert judged["run"]["status"] == "succeeded", judged["run"]
+    summary = judged["summary"]
+    # every call was answered; a random tiny model writes no JSON verdict, so none counts for either side
+    assert summary["samples"] >= 1 and summary["judged"] == 0
+    assert summary["errors"] == {"malformed": 4 * summary["samples"], "timeout": 0, "http": 0, "unreachable": 0}
+
     # another user can chat with the shared base model but not with this job's adapter
     client.post("/api/v1/users", json={"email": "eve@example.com", "password": "eve-password-1"})
     client.post("/logout", data={"csrf_token": client.headers.pop("X-CSRF-Token")})

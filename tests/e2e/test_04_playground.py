@@ -1,0 +1,136 @@
+"""The playground in the browser.
+
+1. On the real SmolLM2 through our inference process: the adapter trained in test_03 answers beside the base
+   model, streamed; a side-by-side pick is saved for the preference dataset.
+2. Against an external OpenAI-compatible server (as vLLM would be, set by REFINERY_INFERENCE_URL) whose model
+   answers with HTML and script: the page shows it as text and runs none of it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, free_port, stop_process, wait_for
+from tests.e2e.conftest import LIVE, logged_in_page, shot
+
+pytestmark = pytest.mark.e2e
+HOSTILE = ['<img src=x onerror="window.pwned=1">', " and ", "<script>window.pwned=2</script>", " done"]
+
+
+def wait_for_answers(page: Any) -> None:
+    """Until the send button is back (both answers finished or failed); a failure is shown with its text. The
+    answer boxes appear only after the button is disabled, so both together mean the exchange is over."""
+    page.wait_for_selector("[data-answer=a]", timeout=10_000, state="attached")
+    page.wait_for_function("() => !document.getElementById('send').disabled", timeout=300_000)
+    errors = page.locator("[data-answer].error-text").all_inner_texts()
+    log = (LIVE["data"] / "up.log").read_text()[-3000:] if "data" in LIVE else ""
+    assert not errors, f"{errors}\n--- up.log ---\n{log}"
+
+
+def test_side_by_side_chat_and_a_pick(browser: Any, live_server: str) -> None:
+    page = logged_in_page(browser, live_server)
+    page.goto(live_server + "/playground")
+    adapter = page.locator("#model-a option", has_text="SmolLM2 quick LoRA").first
+    page.select_option("#model-a", value=adapter.get_attribute("value"))
+    base = page.locator("#model-b option", has_text="SmolLM2").first
+    page.select_option("#model-b", value=base.get_attribute("value"))
+    page.fill("#max-tokens", "24")
+    page.fill("#prompt", "Give one tip for staying healthy. <script>window.pwned = 1</script>")
+    page.click("#send")
+    wait_for_answers(page)
+    for side in ("a", "b"):
+        assert page.locator(f"[data-answer={side}]").inner_text().strip()
+    assert page.evaluate("window.pwned") is None  # the prompt is shown as text, never run
+    assert page.locator("#pick").is_visible()
+    shot(page, "11-playground")
+    page.click("#pick button[data-pick=a]")
+    page.wait_for_selector("#pick", state="hidden")
+    page.goto(live_server + "/playground")
+    assert "1 side-by-side picks" in page.locator("#preferences").inner_text()
+
+
+class HostileModelServer:
+    """An OpenAI-compatible chat server whose answers are HTML and script, streamed in pieces."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                for piece in HOSTILE:
+                    chunk = {"model": body["model"], "choices": [{"index": 0, "delta": {"content": piece}}]}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.write(b"data: [DONE]\n\n")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def web_on_external_inference(live_server: str) -> Iterator[str]:
+    """A second web process on the live server's database, asking an external inference server."""
+    hostile = HostileModelServer()
+    port = free_port()
+    env = {**LIVE["env"], "REFINERY_PORT": str(port), "REFINERY_INFERENCE_URL": hostile.url}
+    log = (LIVE["data"] / "web-external.log").open("wb")
+    refinery = ROOT / ".venv" / "bin" / "refinery"
+    proc = subprocess.Popen(
+        [str(refinery) if refinery.exists() else "refinery", "web"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return proc.poll() is not None
+
+    try:
+        wait_for(healthy, timeout=60, interval=0.3, what="the second web process")
+        assert proc.poll() is None, (LIVE["data"] / "web-external.log").read_text()[-3000:]
+        yield base
+    finally:
+        stop_process(proc)
+        hostile.close()
+
+
+def test_model_output_is_shown_as_text(browser: Any, web_on_external_inference: str) -> None:
+    page = logged_in_page(browser, web_on_external_inference)
+    page.goto(web_on_external_inference + "/playground")
+    page.fill("#prompt", "Say something.")
+    page.click("#send")
+    wait_for_answers(page)
+    answer = page.locator("[data-answer=a]")
+    assert answer.inner_text() == "".join(HOSTILE)  # streamed pieces, joined, as text
+    assert answer.locator("img, script").count() == 0
+    assert page.evaluate("window.pwned") is None
