@@ -73,7 +73,7 @@ def create_app() -> FastAPI:
         BodyLimitMiddleware,
         default_limit=settings.max_request_bytes,
         upload_limit=settings.max_upload_bytes + 64 * 1024,  # the file plus the form's other fields
-        upload_paths=("/api/v1/datasets", "/api/v1/datasets/*/upload", "/datasets/*/upload"),
+        upload_paths=("/api/v1/datasets", "/api/v1/datasets/*/upload", "/datasets/*/upload", "/v1/files"),
     )
     app.add_middleware(
         SessionMiddleware,
@@ -86,6 +86,11 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(RefineryError)
     async def domain_error(request: Request, exc: RefineryError) -> Response:
+        if request.url.path.startswith("/v1/"):  # OpenAI's error shape, for its clients
+            status = 400 if exc.status_code == 422 else exc.status_code
+            kind = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error"}
+            body = {"message": exc.message, "type": kind.get(status, "invalid_request_error"), "param": exc.field}
+            return JSONResponse({"error": {**body, "code": exc.code}}, status_code=status)
         if _is_api(request):
             return JSONResponse(
                 {"error": {"code": exc.code, "message": exc.message, "field": exc.field}},
@@ -145,6 +150,8 @@ def create_app() -> FastAPI:
     from app.evaluation import ui as evaluation_ui
     from app.jobs import api as jobs_api
     from app.jobs import ui as jobs_ui
+    from app.openai_api import fine_tuning as openai_fine_tuning
+    from app.openai_api import routes as openai_api
     from app.playground import ui as playground_ui
     from app.runs import api as runs_api
     from app.users import api as users_api
@@ -164,6 +171,8 @@ def create_app() -> FastAPI:
         evaluation_ui,
         evaluation_api,
         playground_ui,
+        openai_api,
+        openai_fine_tuning,
     ):
         app.include_router(module.router)
     app.include_router(jobs_api.preset_router)

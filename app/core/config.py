@@ -73,6 +73,10 @@ class Settings(BaseSettings):
         default=20, ge=1, description="Test prompts answered and scored by the evaluation that follows training."
     )
     eval_max_new_tokens: int = Field(default=96, ge=1, description="Longest answer generated in that evaluation.")
+    eval_loss_records: int = Field(
+        default=100, ge=1, description="Test records scored for loss and perplexity in that evaluation."
+    )
+    eval_probe_size: int = Field(default=40, ge=0, le=40, description="General tasks of its forgetting check.")
     inference_url: str = Field(
         default="",
         description="OpenAI-compatible server that answers chat for the playground and /v1. Empty means Refinery's "

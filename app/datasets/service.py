@@ -15,7 +15,7 @@ from app.core.ownership import get_owned
 from app.datasets.formats import FORMATS
 from app.datasets.reading import FILE_TYPES
 from app.datasets.splits import DEFAULT_RATIOS, SPLITS, normalize_ratios
-from app.datasets.storage import StoredFile
+from app.datasets.storage import StoredFile, artifact_path, remove_tree
 from app.db.models import Dataset, DatasetStatus, DatasetVersion, ModelStatus, Run, Upload, User
 from app.runs.service import create_run, on_run_failure
 
@@ -287,3 +287,40 @@ def _validation_failed(session: Session, run_id: uuid.UUID, message: str) -> Non
 
 
 on_run_failure(VALIDATE_KIND, _validation_failed)
+
+
+def deletable(session: Session, dataset: Dataset) -> bool:
+    """Whether nothing trained on or was evaluated on any version of the dataset (those keep their data)."""
+    from app.db.models import Evaluation, TrainingJob
+
+    ids = [v.id for v in versions(session, dataset)]
+    if not ids:
+        return True
+    used = (
+        select(TrainingJob.id).where(
+            TrainingJob.dataset_version_id.in_(ids)
+            | TrainingJob.general_version_id.in_(ids)
+            | TrainingJob.validation_version_id.in_(ids)
+        ),
+        select(Evaluation.id).where(Evaluation.dataset_version_id.in_(ids)),
+    )
+    return all(session.scalar(stmt.limit(1)) is None for stmt in used)
+
+
+def delete_dataset(session: Session, dataset: Dataset) -> None:
+    """Remove a dataset no job or evaluation uses: its versions, its uploads and their files."""
+    uploads = [get_upload(session, dataset), *split_uploads(session, dataset).values()]
+    keys = [v.storage_key for v in versions(session, dataset)]
+    folder = f"datasets/{dataset.id.hex}"
+    for version in versions(session, dataset):
+        session.delete(version)
+    session.delete(dataset)
+    session.flush()
+    for upload in uploads:
+        session.delete(upload)
+    session.flush()
+    for key in keys:
+        artifact_path(key).unlink(missing_ok=True)
+    remove_tree(folder)
+    for upload in uploads:
+        artifact_path(upload.storage_key).unlink(missing_ok=True)

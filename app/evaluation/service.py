@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.config import get_settings
 from app.core.errors import InvalidInput
 from app.core.i18n import _
 from app.core.ownership import get_owned
@@ -29,6 +30,7 @@ SORTS = ("diff", "-diff", "tuned", "base")
 class EvaluationOptions(BaseModel):
     sample_size: int = Field(20, ge=1, le=2000, description="Test prompts answered by each model and scored.")
     max_new_tokens: int = Field(96, ge=1, le=4096, description="Longest generated answer, in tokens.")
+    loss_records: int = Field(100, ge=1, le=10_000, description="Test records scored for loss and perplexity.")
     few_shot: int = Field(3, ge=0, le=16, description="Training examples shown to the base model (few-shot).")
     probe_size: int = Field(40, ge=0, le=40, description="General tasks scored to catch forgetting.")
     split: str = Field("test", pattern="^(test|validation)$", description="The split of the version evaluated.")
@@ -92,7 +94,14 @@ def evaluate_after_training(session: Session, job: TrainingJob) -> Evaluation | 
         return None
     if not version.split_counts.get("test") or not evaluable_kinds(version):
         return None
-    return create_evaluation(session, user=user, job=job, version=version, options=EvaluationOptions(), trained=True)
+    settings = get_settings()
+    options = EvaluationOptions(
+        sample_size=settings.eval_sample_size,
+        max_new_tokens=settings.eval_max_new_tokens,
+        loss_records=settings.eval_loss_records,
+        probe_size=settings.eval_probe_size,
+    )
+    return create_evaluation(session, user=user, job=job, version=version, options=options, trained=True)
 
 
 def get_evaluation(session: Session, evaluation_id: uuid.UUID, *, user: User) -> Evaluation:

@@ -45,6 +45,7 @@ LABELS: dict[str, str] = {
     "packing": N_("Packing"),
     "assistant_only_loss": N_("Assistant-only loss"),
     "eval_steps": N_("Eval every N steps"),
+    "max_eval_records": N_("Validation records per eval"),
     "early_stopping_patience": N_("Early stopping patience"),
     "save_steps": N_("Checkpoint every N steps"),
     "save_total_limit": N_("Checkpoints kept"),

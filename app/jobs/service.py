@@ -102,6 +102,7 @@ def create_job(
     version_id: uuid.UUID,
     spec: TrainingSpec,
     general_version_id: uuid.UUID | None = None,
+    validation_version_id: uuid.UUID | None = None,
     cloned_from: TrainingJob | None = None,
     resume_checkpoint: str | None = None,
 ) -> TrainingJob:
@@ -109,8 +110,9 @@ def create_job(
     if model.status != ModelStatus.ready:
         raise InvalidInput(_("That model is not ready yet; wait for its import to finish."), field="model_id")
     dataset, version = owned_version(session, version_id, user=user)
-    if general_version_id is not None:
-        owned_version(session, general_version_id, user=user)
+    for extra in (general_version_id, validation_version_id):
+        if extra is not None:
+            owned_version(session, extra, user=user)
     problems = problems_for(session, spec, model=model, version=version, user=user)
     if problems:
         raise InvalidInput(problems[0].message, field=problems[0].field, code="incompatible")
@@ -122,6 +124,7 @@ def create_job(
         base_model_id=model.id,
         dataset_version_id=version.id,
         general_version_id=general_version_id,
+        validation_version_id=validation_version_id,
         spec=spec.model_dump(mode="json"),
         storage_key="",
         cloned_from_id=cloned_from.id if cloned_from else None,

@@ -193,6 +193,13 @@ class TrainingSpec(BaseModel):
     eval_steps: int = _f(
         50, N_("Evaluate on the validation split every N steps; 0 disables."), "advanced", ge=0, le=1_000_000
     )
+    max_eval_records: int = _f(
+        200,
+        N_("Score at most this many validation records at each evaluation (a seeded sample); 0 scores them all."),
+        "advanced",
+        ge=0,
+        le=1_000_000,
+    )
     early_stopping_patience: int = _f(
         0,
         N_("Stop when the validation loss has not improved for this many evaluations; 0 disables."),

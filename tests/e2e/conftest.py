@@ -54,6 +54,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env.update({"REFINERY_DATA_DIR": str(data), "REFINERY_PORT": str(port), "REFINERY_HUB_ENDPOINT": ""})
     # the evaluation after the walkthrough's training answers 4 prompts (CPU minutes matter in CI)
     env.update({"REFINERY_EVAL_SAMPLE_SIZE": "4", "REFINERY_EVAL_MAX_NEW_TOKENS": "48"})
+    env.update({"REFINERY_EVAL_LOSS_RECORDS": "16", "REFINERY_EVAL_PROBE_SIZE": "8"})
     env["REFINERY_INFERENCE_PORT"] = str(free_port())
     LIVE["env"] = env
     refinery = shutil.which("refinery", path=str(Path(sys.executable).parent)) or "refinery"

@@ -82,6 +82,7 @@ def test_a_short_job_succeeds_and_its_adapter_loads_with_peft(browser: Any, live
     page.click("summary:has-text('Advanced')")
     page.fill("input[name=eval_steps]", "4")
     page.fill("input[name=save_steps]", "2")
+    page.fill("input[name=max_eval_records]", "24")
     page.click("button:has-text('Launch')")
     page.wait_for_url("**/jobs/*")
     page.wait_for_selector("[data-status=succeeded]", timeout=600_000)

@@ -8,10 +8,12 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from tests.conftest import ROOT, csrf_of, free_port, login, stop_process, wait_for
@@ -94,6 +96,20 @@ def test_stream_swap_adapters_and_feedback_to_preferences(
     assert _chat(client, base).text == base_answer.text  # greedy: the adapter was switched off again
     health = httpx.get(f"{inference['url']}/healthz", timeout=5).json()
     assert health["loads"] == 1
+
+    # the same through the OpenAI-compatible API with the official package, whole and streamed
+    secret = client.post("/api/v1/keys", json={"name": "openai"}).json()["key"]
+    ai = openai.OpenAI(base_url="http://testserver/v1", api_key=secret, http_client=client, max_retries=0)
+    question = [{"role": "user", "content": "Add 3 and 3."}]
+    whole = ai.chat.completions.create(model=tuned, messages=question, max_tokens=12, temperature=0)
+    assert whole.object == "chat.completion" and whole.choices[0].message.content == tuned_answer.text
+    streamed = ai.chat.completions.create(model=tuned, messages=question, max_tokens=12, temperature=0, stream=True)
+    chunks = list(streamed)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == tuned_answer.text
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    with pytest.raises(openai.NotFoundError) as unknown:
+        ai.chat.completions.create(model=f"job-{uuid.uuid4()}", messages=question)
+    assert unknown.value.code == "model_not_found"
 
     # feedback: a pairwise pick, and a thumbs up and down on two answers to the same prompt
     prompt = [{"role": "user", "content": "Add 3 and 3."}]

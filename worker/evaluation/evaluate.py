@@ -28,7 +28,7 @@ VARIANTS = ("base", "few_shot", "tuned")
 METRICS = ("exact_match", "f1", "bleu", "rouge_l")
 FORGETTING_RATIO = 1.10  # tuned probe loss more than 10 % above the base model's
 CONTAMINATION_OVERLAP = 0.5  # share of a test prompt's 8-grams found in training prompts
-LOSS_RECORDS = 100  # records scored for loss and perplexity (the first ones of the seeded order)
+LOSS_RECORDS = 100  # records scored for loss and perplexity by default (the first ones of the seeded order)
 
 
 def conversations(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -158,7 +158,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     max_length = int(options.get("max_length", 1024))
 
     # 1. loss and perplexity
-    loss_records = test[:LOSS_RECORDS]
+    loss_records = test[: int(options.get("loss_records", LOSS_RECORDS))]
     totals = {"base": [0.0, 0], "tuned": [0.0, 0]}
     steps = len(loss_records) * 2
     done = 0

@@ -30,12 +30,14 @@ class TrainingHandler:
             if model is None or version is None or not model.storage_key:
                 raise ValueError("The base model or dataset version of this job no longer exists.")
             general = session.get(DatasetVersion, job.general_version_id) if job.general_version_id else None
+            held_out = session.get(DatasetVersion, job.validation_version_id) if job.validation_version_id else None
             spec = {
                 "spec": job.spec,
                 "model_dir": str(artifact_path(model.storage_key)),
                 "chat_template": model.chat_template,
                 "records_path": str(artifact_path(version.storage_key)),
                 "general_records_path": str(artifact_path(general.storage_key)) if general else None,
+                "eval_records_path": str(artifact_path(held_out.storage_key)) if held_out else None,
                 "output_dir": str(artifact_path(f"{job.storage_key}/checkpoints")),
                 "final_dir": str(artifact_path(f"{job.storage_key}/final")),
                 "metrics_path": str(artifact_path(f"{job.storage_key}/metrics.jsonl")),

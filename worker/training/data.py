@@ -19,12 +19,14 @@ class DataError(ValueError):
         self.params = params
 
 
-def read_records(path: Path, *, split: str, kinds: set[str]) -> list[dict[str, Any]]:
+def read_records(path: Path, *, split: str | None, kinds: set[str]) -> list[dict[str, Any]]:
+    """The records of one split (every split with ``None``) of these kinds."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     table = pq.read_table(str(path), columns=["id", "kind", "split", "data"])
-    table = table.filter(pc.equal(table["split"], split))
+    if split is not None:
+        table = table.filter(pc.equal(table["split"], split))
     return [
         {"id": r["id"], "kind": r["kind"], **json.loads(r["data"])} for r in table.to_pylist() if r["kind"] in kinds
     ]

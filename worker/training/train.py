@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import random
 import shutil
 import sys
 import time
@@ -40,12 +41,16 @@ def _datasets(spec: TrainingSpec, job: dict[str, Any], renderer: Any) -> tuple[A
     from datasets import Dataset
 
     path = Path(job["records_path"])
+    # a separate validation file (the OpenAI-compatible API's validation_file) is used whole
+    eval_path, eval_split = (
+        (Path(job["eval_records_path"]), None) if job.get("eval_records_path") else (path, "validation")
+    )
     if spec.method in PREFERENCE_METHODS:
         train = dpo_rows(read_records(path, split="train", kinds={"preference"}))
-        evaluation = dpo_rows(read_records(path, split="validation", kinds={"preference"}))
+        evaluation = dpo_rows(read_records(eval_path, split=eval_split, kinds={"preference"}))
     elif spec.method == Method.kto:
         train = kto_rows(read_records(path, split="train", kinds={"kto"}))
-        evaluation = kto_rows(read_records(path, split="validation", kinds={"kto"}))
+        evaluation = kto_rows(read_records(eval_path, split=eval_split, kinds={"kto"}))
     elif spec.method in RL_METHODS:
         train = prompt_rows(read_records(path, split="train", kinds={"chat", "preference"}))
         evaluation = []  # evaluating RL means generating: the evaluation run after the job does that
@@ -53,7 +58,7 @@ def _datasets(spec: TrainingSpec, job: dict[str, Any], renderer: Any) -> tuple[A
         kinds = {"text", "chat"}
         train = cpt_rows(read_records(path, split="train", kinds=kinds), renderer, max_length=spec.max_seq_length)
         evaluation = cpt_rows(
-            read_records(path, split="validation", kinds=kinds), renderer, max_length=spec.max_seq_length
+            read_records(eval_path, split=eval_split, kinds=kinds), renderer, max_length=spec.max_seq_length
         )
         if job.get("general_records_path") and spec.cpt_general_ratio:
             general = cpt_rows(
@@ -70,13 +75,15 @@ def _datasets(spec: TrainingSpec, job: dict[str, Any], renderer: Any) -> tuple[A
             assistant_only=spec.assistant_only_loss,
         )
         evaluation = sft_rows(
-            read_records(path, split="validation", kinds={"chat"}),
+            read_records(eval_path, split=eval_split, kinds={"chat"}),
             renderer,
             max_length=spec.max_seq_length,
             assistant_only=spec.assistant_only_loss,
         )
     if not train:
         raise DataError("no_train_records")
+    if spec.max_eval_records and len(evaluation) > spec.max_eval_records:  # the same sample at every evaluation
+        evaluation = random.Random(spec.seed).sample(evaluation, spec.max_eval_records)  # noqa: S311
     return Dataset.from_list(train), (Dataset.from_list(evaluation) if evaluation else None)
 
 

@@ -21,6 +21,10 @@ class TrainingJob(IdMixin, TimestampMixin, Base):
     general_version_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("dataset_versions.id", ondelete="RESTRICT"), nullable=True
     )
+    # a separate dataset version whose records are all used for validation (OpenAI's validation_file)
+    validation_version_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("dataset_versions.id", ondelete="RESTRICT"), nullable=True
+    )
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), nullable=True)
     # where the job's files live in the artifact store: checkpoints/, final/, metrics.jsonl

@@ -1,0 +1,298 @@
+"""OpenAI-compatible fine-tuning jobs under /v1/fine_tuning/jobs: create, list, retrieve, cancel, events and
+checkpoints, shaped like OpenAI's objects. A job made here is a training job in the UI (with its live chart),
+and a job made in the UI is listed here.
+
+Mapping: ``model`` is a base model id or name; ``training_file`` is a dataset (every record trains, see
+/v1/files); ``validation_file`` is a second dataset used whole for validation; ``method`` ``supervised``
+(SFT) or ``dpo``; ``n_epochs``, ``batch_size``, ``learning_rate_multiplier`` (× 2e-4 for supervised LoRA,
+× 5e-6 for DPO), ``beta``, ``seed``; ``suffix`` names the job. ``fine_tuned_model`` is ``job-<id>``, usable
+in /v1/chat/completions.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from app.core.deps import CurrentUser, SessionDep, csrf_protect
+from app.core.errors import InvalidInput, NotFound
+from app.core.i18n import _
+from app.datasets import service as datasets
+from app.db.models import Dataset, DatasetStatus, DatasetVersion, Run, RunStatus, TrainingJob, User
+from app.db.session import session_scope
+from app.jobs import service as jobs
+from app.jobs.spec import Method
+from app.openai_api.routes import file_id, get_file, problems, resolve_model
+from app.runs import service as runs
+
+router = APIRouter(prefix="/v1/fine_tuning", tags=["openai-compatible"], dependencies=[Depends(csrf_protect)])
+BASE_LEARNING_RATE = {"supervised": 2e-4, "dpo": 5e-6}
+FILE_WAIT_SECONDS = 30.0  # a file still being validated is waited for this long, then "not ready"
+STATUSES = {"validating": "validating_files"}
+
+Auto = Literal["auto"]
+
+
+class Hyperparameters(BaseModel):
+    n_epochs: int | Auto | None = Field(None, description="Passes over the training file.")
+    batch_size: int | Auto | None = Field(None, description="Records per step.")
+    learning_rate_multiplier: float | Auto | None = Field(None, description="× the method's base learning rate.")
+    beta: float | Auto | None = Field(None, description="DPO only: how far the model may move from the base.")
+
+
+class MethodOptions(BaseModel):
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+
+
+class MethodSpec(BaseModel):
+    type: Literal["supervised", "dpo"] = "supervised"
+    supervised: MethodOptions | None = None
+    dpo: MethodOptions | None = None
+
+
+class JobCreate(BaseModel):
+    model: str = Field(max_length=300)
+    training_file: str = Field(max_length=100)
+    validation_file: str | None = Field(None, max_length=100)
+    hyperparameters: Hyperparameters | None = None
+    method: MethodSpec | None = None
+    suffix: str | None = Field(None, max_length=64)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    metadata: dict[str, str] | None = None
+    integrations: list[dict[str, Any]] | None = None
+
+
+def job_id(job: TrainingJob) -> str:
+    return f"ftjob-{job.id.hex}"
+
+
+def _epoch(value: Any) -> int | None:
+    return int(value.timestamp()) if value is not None else None
+
+
+def _version_file(session: Session, version_id: uuid.UUID | None) -> str | None:
+    version = session.get(DatasetVersion, version_id) if version_id else None
+    dataset = session.get(Dataset, version.dataset_id) if version else None
+    return file_id(dataset) if dataset else None
+
+
+def to_job(session: Session, job: TrainingJob) -> dict[str, Any]:
+    run = jobs.job_run(session, job)
+    spec = job.spec
+    method = "dpo" if spec.get("method") == Method.dpo.value else "supervised"
+    hyper: dict[str, Any] = {
+        "n_epochs": spec.get("num_epochs"),
+        "batch_size": spec.get("batch_size"),
+        "learning_rate_multiplier": round(float(spec.get("learning_rate", 0)) / BASE_LEARNING_RATE[method], 6),
+    }
+    if method == "dpo":
+        hyper["beta"] = spec.get("dpo_beta")
+    error = None
+    if run.status == RunStatus.failed:
+        error = {
+            "code": run.error_code or run.error_kind or "failed",
+            "message": run.error_message or "",
+            "param": None,
+        }
+    result = run.result or {}
+    estimated = None
+    if run.status == RunStatus.running and run.eta_seconds:
+        estimated = int(time.time() + run.eta_seconds)
+    return {
+        "id": job_id(job),
+        "object": "fine_tuning.job",
+        "created_at": _epoch(job.created_at),
+        "error": error,
+        "fine_tuned_model": f"job-{job.id}" if run.status == RunStatus.succeeded else None,
+        "finished_at": _epoch(run.finished_at) if run.status.is_final else None,
+        "hyperparameters": {k: v for k, v in hyper.items() if k != "beta"},
+        "model": f"base-{job.base_model_id}",
+        "organization_id": "org-refinery",
+        "result_files": [],
+        "seed": spec.get("seed", 42),
+        "status": STATUSES.get(jobs.job_status(run), jobs.job_status(run)),
+        "trained_tokens": result.get("tokens_seen") if run.status == RunStatus.succeeded else None,
+        "training_file": _version_file(session, job.dataset_version_id) or "",
+        "validation_file": _version_file(session, job.validation_version_id),
+        "estimated_finish": estimated,
+        "integrations": [],
+        "metadata": None,
+        "method": {"type": method, method: {"hyperparameters": hyper}},
+        "user_provided_suffix": job.name.removeprefix("ft-") if job.name.startswith("ft-") else None,
+    }
+
+
+def get_ft_job(session: Session, user: User, ident: str) -> TrainingJob:
+    missing = NotFound(_("No such fine-tuning job: '%(id)s'.", id=ident[:100]), code="job_not_found", field="job_id")
+    try:
+        key = uuid.UUID(hex=ident.removeprefix("ftjob-"))
+    except ValueError as exc:
+        raise missing from exc
+    try:
+        return jobs.get_job(session, key, user=user)
+    except NotFound as exc:
+        raise missing from exc
+
+
+def _ready_version(session: Session, user: User, ident: str, param: str) -> DatasetVersion:
+    """The latest version of a file's dataset, waiting a little for a validation in progress."""
+    dataset = get_file(session, user, ident)
+    deadline = time.monotonic() + FILE_WAIT_SECONDS
+    while dataset.status == DatasetStatus.validating and time.monotonic() < deadline:
+        time.sleep(0.5)
+        with session_scope() as fresh:  # a new transaction sees the worker's commits
+            status = fresh.get(Dataset, dataset.id)
+            if status is not None and status.status != DatasetStatus.validating:
+                session.expire(dataset)
+                break
+    if dataset.status == DatasetStatus.validating:
+        raise InvalidInput(
+            _("The file %(id)s is still being validated; wait until its status is 'processed', then retry.", id=ident),
+            code="file_not_ready",
+            field=param,
+        )
+    issue = problems(dataset)
+    if issue or dataset.status != DatasetStatus.ready:
+        raise InvalidInput(
+            _("The file %(id)s cannot be used: %(why)s", id=ident, why=issue or ""), code="invalid_file", field=param
+        )
+    return datasets.versions(session, dataset)[-1]
+
+
+def _value(raw: Any, default: Any) -> Any:
+    return default if raw in (None, "auto") else raw
+
+
+@router.post("/jobs", summary="Create a fine-tuning job (OpenAI-compatible)")
+def create_job(body: JobCreate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    if body.integrations:
+        raise InvalidInput(
+            _("Integrations are not supported here; the job page draws the curves."), field="integrations"
+        )
+    name = resolve_model(session, user, body.model)
+    if not name.startswith("base-"):
+        raise InvalidInput(
+            _("Fine-tune a base model; continuing from a fine-tuned model is not supported yet."), field="model"
+        )
+    method = body.method.type if body.method else "supervised"
+    options = body.method.dpo if body.method and method == "dpo" else body.method.supervised if body.method else None
+    hyper = (options.hyperparameters if options else None) or body.hyperparameters or Hyperparameters()
+    version = _ready_version(session, user, body.training_file, "training_file")
+    held_out = _ready_version(session, user, body.validation_file, "validation_file") if body.validation_file else None
+    raw_spec: dict[str, Any] = {
+        "method": Method.dpo.value if method == "dpo" else Method.sft.value,
+        "num_epochs": float(_value(hyper.n_epochs, 1)),
+        "batch_size": int(_value(hyper.batch_size, 4)),
+        "learning_rate": BASE_LEARNING_RATE[method] * float(_value(hyper.learning_rate_multiplier, 1.0)),
+        "eval_steps": 50 if held_out or version.split_counts.get("validation") else 0,
+    }
+    if method == "dpo":
+        raw_spec["dpo_beta"] = float(_value(hyper.beta, 0.1))
+    if body.seed is not None:
+        raw_spec["seed"] = body.seed
+    job = jobs.create_job(
+        session,
+        user=user,
+        name=f"ft-{body.suffix}" if body.suffix else "",
+        model_id=uuid.UUID(name.removeprefix("base-")),
+        version_id=version.id,
+        validation_version_id=held_out.id if held_out else None,
+        spec=jobs.parse_spec(raw_spec),
+    )
+    return to_job(session, job)
+
+
+def _page(items: list[dict[str, Any]], after: str | None, limit: int) -> dict[str, Any]:
+    if after:
+        ids = [item["id"] for item in items]
+        items = items[ids.index(after) + 1 :] if after in ids else []
+    return {"object": "list", "data": items[:limit], "has_more": len(items) > limit}
+
+
+@router.get("/jobs", summary="Your fine-tuning jobs, newest first (OpenAI-compatible)")
+def list_ft_jobs(
+    session: SessionDep, user: CurrentUser, after: str | None = None, limit: int = Query(20, ge=1, le=100)
+) -> dict[str, Any]:
+    return _page([to_job(session, j) for j in jobs.list_jobs(session, user=user)], after, limit)
+
+
+@router.get("/jobs/{job_id}", summary="A fine-tuning job")
+def retrieve_ft_job(job_id: str, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    return to_job(session, get_ft_job(session, user, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", summary="Cancel a fine-tuning job")
+def cancel_ft_job(job_id: str, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    job = get_ft_job(session, user, job_id)
+    jobs.cancel_job(session, job)
+    return to_job(session, job)
+
+
+def _events(session: Session, job: TrainingJob, run: Run) -> list[dict[str, Any]]:
+    """The run's event log and one metrics event per logged step, newest first."""
+    out = [
+        {
+            "id": f"ftevent-{run.id.hex[:12]}-{event.seq}",
+            "object": "fine_tuning.job.event",
+            "created_at": _epoch(event.created_at),
+            "level": event.level if event.level in ("info", "warn", "error") else "info",
+            "message": event.message,
+            "type": "message",
+            "data": event.params or {},
+        }
+        for event in runs.list_events(session, run.id)
+    ]
+    total = (run.progress_params or {}).get("total") or job.spec.get("max_steps") or None
+    for row in jobs.metrics(job):
+        if "loss" not in row:
+            continue
+        of = f"/{total}" if total else ""
+        data = {"step": row["step"], "train_loss": row["loss"], "total_steps": total}
+        out.append(
+            {
+                "id": f"ftevent-{run.id.hex[:12]}-step-{row['step']}",
+                "object": "fine_tuning.job.event",
+                "created_at": int(row.get("time", 0)) or _epoch(job.created_at),
+                "level": "info",
+                "message": f"Step {row['step']}{of}: training loss={row['loss']:.4f}",
+                "type": "metrics",
+                "data": data,
+            }
+        )
+    return sorted(out, key=lambda e: (e["created_at"] or 0, e["id"]), reverse=True)
+
+
+@router.get("/jobs/{job_id}/events", summary="A fine-tuning job's events, newest first")
+def list_ft_events(
+    job_id: str, session: SessionDep, user: CurrentUser, after: str | None = None, limit: int = Query(20, ge=1, le=100)
+) -> dict[str, Any]:
+    job = get_ft_job(session, user, job_id)
+    return _page(_events(session, job, jobs.job_run(session, job)), after, limit)
+
+
+@router.get("/jobs/{job_id}/checkpoints", summary="A fine-tuning job's checkpoints with their step metrics")
+def list_ft_checkpoints(
+    job_id: str, session: SessionDep, user: CurrentUser, after: str | None = None, limit: int = Query(10, ge=1, le=100)
+) -> dict[str, Any]:
+    job = get_ft_job(session, user, job_id)
+    items = [
+        {
+            "id": f"ftckpt-{job.id.hex[:12]}-{c['step']}",
+            "object": "fine_tuning.job.checkpoint",
+            "created_at": _epoch(job.created_at),
+            "fine_tuned_model_checkpoint": f"job-{job.id}@{c['name']}",
+            "fine_tuning_job_id": job_id,
+            "metrics": {"step": c["step"], "train_loss": c["loss"], "valid_loss": c["eval_loss"]},
+            "step_number": c["step"],
+        }
+        for c in reversed(jobs.checkpoints(job))
+    ]
+    page = _page(items, after, limit)
+    page["first_id"] = page["data"][0]["id"] if page["data"] else None
+    page["last_id"] = page["data"][-1]["id"] if page["data"] else None
+    return page

@@ -1,0 +1,175 @@
+"""A script written for OpenAI's fine-tuning API, unchanged but for ``base_url`` and ``api_key``, against a
+live Refinery (``refinery up`` on loopback, embedded default) and the tiny model: upload, create, poll to
+success, events, checkpoints, cancel another job, chat with the result whole and streamed; OpenAI-shaped
+errors for bad requests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import ROOT, free_port, stop_process, wait_for
+
+ADMIN = "ops@example.com"
+
+
+def refinery(env: dict[str, str], *args: str, stdin: str = "") -> str:
+    command = shutil.which("refinery", path=str(Path(sys.executable).parent)) or "refinery"
+    done = subprocess.run([command, *args], env=env, input=stdin, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[dict[str, Any]]:
+    data = tmp_path_factory.mktemp("refinery-openai")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFINERY_")}
+    env.update(
+        {
+            "REFINERY_DATA_DIR": str(data),
+            "REFINERY_PORT": str(port),
+            "REFINERY_INFERENCE_PORT": str(free_port()),
+            "REFINERY_IMPORT_BUNDLED_MODEL": "false",
+            "REFINERY_HUB_ENDPOINT": "",
+        }
+    )
+    log = (data / "up.log").open("wb")
+    command = shutil.which("refinery", path=str(Path(sys.executable).parent)) or "refinery"
+    proc = subprocess.Popen(
+        [command, "up"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(
+            lambda: "Refinery is running" in (data / "up.log").read_text() or proc.poll() is not None,
+            timeout=120,
+            what="refinery up",
+        )
+        assert proc.poll() is None, (data / "up.log").read_text()[-3000:]
+        refinery(env, "users", "create", ADMIN, "--admin", "--password-stdin", stdin="ops-password-123\n")
+        key = refinery(env, "keys", "create", ADMIN, "--name", "openai script")
+        headers = {"Authorization": f"Bearer {key}"}
+        model = httpx.post(
+            f"{base}/api/v1/models/local", json={"name": "tiny", "path": str(tiny_model_dir)}, headers=headers
+        ).json()
+        wait_for(
+            lambda: httpx.get(f"{base}/api/v1/models/{model['id']}", headers=headers).json()["status"] == "ready",
+            timeout=120,
+            what="the tiny model's import",
+        )
+        yield {"base": base, "key": key, "model": model, "data": data}
+    finally:
+        stop_process(proc, timeout=30)
+        print((data / "up.log").read_text()[-4000:])
+
+
+def records(n: int) -> bytes:
+    rows = [
+        {"messages": [{"role": "user", "content": f"Add {i} and {i}."}, {"role": "assistant", "content": f"{2 * i}"}]}
+        for i in range(n)
+    ]
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def test_an_openai_fine_tuning_script_runs_unchanged(live: dict[str, Any]) -> None:
+    client = openai.OpenAI(base_url=f"{live['base']}/v1", api_key=live["key"], max_retries=0)
+
+    # --- the script, as written for OpenAI ---
+    training = client.files.create(file=("train.jsonl", records(24)), purpose="fine-tune")
+    validation = client.files.create(file=("valid.jsonl", records(8)), purpose="fine-tune")
+    client.files.wait_for_processing(training.id, poll_interval=0.5, max_wait_seconds=120)
+    job = client.fine_tuning.jobs.create(
+        model="tiny",
+        training_file=training.id,
+        validation_file=validation.id,
+        hyperparameters={"n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 10},
+        suffix="sums",
+        seed=7,
+    )
+    assert job.status in ("validating_files", "queued", "running") and job.fine_tuned_model is None
+    deadline = time.monotonic() + 300
+    while job.status not in ("succeeded", "failed", "cancelled") and time.monotonic() < deadline:
+        time.sleep(1)
+        job = client.fine_tuning.jobs.retrieve(job.id)
+    assert job.status == "succeeded", job.error
+    assert job.fine_tuned_model == f"job-{job.id.removeprefix('ftjob-')}" or job.fine_tuned_model
+    assert job.trained_tokens and job.trained_tokens > 0 and job.finished_at
+    assert job.training_file == training.id and job.validation_file == validation.id and job.seed == 7
+    assert job.hyperparameters.n_epochs == 1 and job.hyperparameters.batch_size == 4
+    assert job.hyperparameters.learning_rate_multiplier == pytest.approx(10)
+
+    events = client.fine_tuning.jobs.list_events(job.id, limit=50).data
+    messages = [e.message for e in events]
+    assert any(m.startswith("Training started") for m in messages) and "Succeeded." in messages
+    assert any(e.type == "metrics" and e.data["train_loss"] > 0 for e in events)
+    assert events[0].created_at >= events[-1].created_at  # newest first
+    first_two = client.fine_tuning.jobs.list_events(job.id, limit=2)
+    assert len(first_two.data) == 2 and first_two.has_more
+    after = client.fine_tuning.jobs.list_events(job.id, limit=2, after=first_two.data[-1].id).data
+    assert after and after[0].id not in {e.id for e in first_two.data}
+
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert checkpoints and checkpoints[0].step_number == max(c.step_number for c in checkpoints)
+    assert checkpoints[0].metrics.train_loss is not None
+    assert checkpoints[0].fine_tuned_model_checkpoint.startswith(job.fine_tuned_model + "@checkpoint-")
+
+    listed = client.fine_tuning.jobs.list(limit=10)
+    assert job.id in [j.id for j in listed.data]
+
+    # another job, cancelled while it waits or runs
+    other = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, hyperparameters={"n_epochs": 50})
+    client.fine_tuning.jobs.cancel(other.id)
+    wait_for(lambda: client.fine_tuning.jobs.retrieve(other.id).status == "cancelled", timeout=120, what="the cancel")
+
+    # chat with the result, whole and streamed
+    question = [{"role": "user", "content": "Add 3 and 3."}]
+    whole = client.chat.completions.create(model=job.fine_tuned_model, messages=question, max_tokens=8, temperature=0)
+    streamed = client.chat.completions.create(
+        model=job.fine_tuned_model, messages=question, max_tokens=8, temperature=0, stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == whole.choices[0].message.content
+    assert job.fine_tuned_model in [m.id for m in client.models.list().data]
+
+    # the job is a training job in the UI and API too
+    headers = {"Authorization": f"Bearer {live['key']}"}
+    ui_jobs = httpx.get(f"{live['base']}/api/v1/jobs", headers=headers).json()
+    assert any(j["name"] == "ft-sums" and j["status"] == "succeeded" for j in ui_jobs)
+
+
+def test_bad_requests_get_openai_errors(live: dict[str, Any]) -> None:
+    client = openai.OpenAI(base_url=f"{live['base']}/v1", api_key=live["key"], max_retries=0)
+    with pytest.raises(openai.NotFoundError) as missing_file:
+        client.fine_tuning.jobs.create(model="tiny", training_file="file-0000")
+    assert missing_file.value.code == "file_not_found" and missing_file.value.param == "file_id"
+    good = client.files.create(file=("ok.jsonl", records(4)), purpose="fine-tune")
+    with pytest.raises(openai.NotFoundError) as unknown_model:
+        client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=good.id)
+    assert unknown_model.value.code == "model_not_found" and unknown_model.value.param == "model"
+
+    bad = client.files.create(file=("bad.jsonl", records(3) + b"not json\n"), purpose="fine-tune")
+    client.files.wait_for_processing(bad.id, poll_interval=0.5, max_wait_seconds=120)
+    with pytest.raises(openai.BadRequestError) as bad_file:
+        client.fine_tuning.jobs.create(model="tiny", training_file=bad.id)
+    assert bad_file.value.param == "training_file" and "line 4" in bad_file.value.message
+
+    with pytest.raises(openai.BadRequestError) as bad_hyper:
+        client.fine_tuning.jobs.create(model="tiny", training_file=good.id, hyperparameters={"n_epochs": -1})
+    assert bad_hyper.value.status_code == 400
+    with pytest.raises(openai.NotFoundError):
+        client.fine_tuning.jobs.retrieve("ftjob-nothing")
+    raw = httpx.post(
+        f"{live['base']}/v1/fine_tuning/jobs", content=b"{", headers={"Authorization": f"Bearer {live['key']}"}
+    )
+    assert raw.status_code == 400 and raw.json()["error"]["type"] == "invalid_request_error"
