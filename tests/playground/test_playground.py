@@ -78,6 +78,16 @@ def test_stream_swap_adapters_and_feedback_to_preferences(
 
     # streaming straight from the inference process: several chunks, OpenAI's shape
     url = f"{inference['url']}/v1/chat/completions"
+    # a side-by-side chat's two first requests arrive together (they once raced in transformers' lazy imports)
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(model: str) -> int:
+        body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+        auth = {"Authorization": f"Bearer {inference['key']}"}
+        return httpx.post(url, json=body, headers=auth, timeout=120).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(ask, [base, tuned])) == [200, 200]
     question = [{"role": "user", "content": "Add 2 and 2."}]
     body = {"model": base, "messages": question, "max_tokens": 8, "temperature": 0, "stream": True}
     headers = {"Authorization": f"Bearer {inference['key']}"}

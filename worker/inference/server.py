@@ -178,8 +178,21 @@ class Cache:
         return entry.model, entry.tokenizer, name
 
 
+def preload() -> None:
+    """Resolve the heavy libraries' names once, on the main thread. transformers resolves them lazily, and
+    two requests doing it at the same moment from server threads (a side-by-side chat) made one of them fail
+    with "cannot import name 'TextIteratorStreamer'"."""
+    import peft
+    import transformers
+
+    for name in ("AutoModelForCausalLM", "AutoTokenizer", "TextIteratorStreamer"):
+        getattr(transformers, name)
+    peft.PeftModel  # noqa: B018  (the attribute access is the point)
+
+
 class Engine:
     def __init__(self) -> None:
+        preload()
         settings = get_settings()
         self.cache = Cache(settings.inference_max_models, settings.inference_max_adapters)
         self.lock = threading.Lock()
