@@ -141,6 +141,8 @@ def create_app() -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
 
+    from app.adapters import api as adapters_api
+    from app.adapters import ui as adapters_ui
     from app.basemodels import api as models_api
     from app.basemodels import ui as models_ui
     from app.core import health
@@ -173,6 +175,8 @@ def create_app() -> FastAPI:
         playground_ui,
         openai_api,
         openai_fine_tuning,
+        adapters_ui,
+        adapters_api,
     ):
         app.include_router(module.router)
     app.include_router(jobs_api.preset_router)

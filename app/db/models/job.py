@@ -26,6 +26,8 @@ class TrainingJob(IdMixin, TimestampMixin, Base):
         ForeignKey("dataset_versions.id", ondelete="RESTRICT"), nullable=True
     )
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    # free labels for the adapter registry ("prod", "support-bot", …)
+    tags: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list, server_default="[]")
     run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), nullable=True)
     # where the job's files live in the artifact store: checkpoints/, final/, metrics.jsonl
     storage_key: Mapped[str] = mapped_column(String(200), nullable=False)

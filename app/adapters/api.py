@@ -1,0 +1,138 @@
+"""JSON API for the adapter registry and lineage."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from app.adapters import service
+from app.core.deps import CurrentUser, SessionDep, csrf_protect
+from app.db.models import User
+
+router = APIRouter(prefix="/api/v1/adapters", tags=["adapters"], dependencies=[Depends(csrf_protect)])
+
+
+class AdapterRead(BaseModel):
+    job_id: uuid.UUID
+    model: str = Field(description="The name to chat with it: /v1/chat/completions and the playground.")
+    name: str
+    base_model_id: uuid.UUID
+    base_model: str | None
+    method: str
+    adapter: str
+    dataset_id: uuid.UUID | None
+    dataset_version_id: uuid.UUID
+    dataset_version: int | None
+    spec: dict[str, Any]
+    metrics: dict[str, Any]
+    evaluation_id: uuid.UUID | None
+    evaluation_scores: dict[str, Any] | None
+    checkpoints: int
+    size_bytes: int
+    created_by: str
+    created_at: datetime
+    tags: list[str]
+
+
+class TagsWrite(BaseModel):
+    tags: list[str] = Field(max_length=12)
+
+
+def to_read(row: service.AdapterRow) -> AdapterRead:
+    job = row.job
+    return AdapterRead(
+        job_id=job.id,
+        model=row.name,
+        name=job.name,
+        base_model_id=job.base_model_id,
+        base_model=row.model.name if row.model else None,
+        method=str(job.spec.get("method")),
+        adapter=str(job.spec.get("adapter")),
+        dataset_id=row.dataset.id if row.dataset else None,
+        dataset_version_id=job.dataset_version_id,
+        dataset_version=row.version.number if row.version else None,
+        spec=job.spec,
+        metrics=row.metrics,
+        evaluation_id=row.evaluation.id if row.evaluation else None,
+        evaluation_scores=(row.evaluation.summary or {}).get("scores") if row.evaluation else None,
+        checkpoints=row.checkpoints,
+        size_bytes=row.size_bytes,
+        created_by=row.owner,
+        created_at=job.created_at,
+        tags=list(job.tags or []),
+    )
+
+
+def _ids(items: list[Any]) -> list[str]:
+    return [str(item.id) for item in items]
+
+
+def lineage_read(session: Session, row: service.AdapterRow, user: User) -> dict[str, Any]:
+    found = service.lineage(session, row, user=user)
+
+    def trail(value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        dataset = value["dataset"]
+        return {
+            "dataset_id": str(dataset.id) if dataset else None,
+            "dataset_name": dataset.name if dataset else None,
+            "versions": [
+                {
+                    "id": str(v.id),
+                    "number": v.number,
+                    "source": v.source,
+                    "records": v.record_count,
+                    "skipped": v.skipped_count,
+                }
+                for v in value["versions"]
+            ],
+            "uploads": [
+                {"id": str(u.id), "filename": u.filename, "size_bytes": u.size_bytes, "sha256": u.sha256}
+                for u in value["uploads"]
+            ],
+            "validation": value["report"],
+        }
+
+    return {
+        "adapter": to_read(row).model_dump(mode="json"),
+        "training_data": trail(found["training"]),
+        "general_data": trail(found["general"]),
+        "validation_data": trail(found["held_out"]),
+        "reward_model_job_id": str(found["reward_model"].id) if found["reward_model"] else None,
+        "resumed_from_job_id": str(found["cloned_from"].id) if found["cloned_from"] else None,
+        "evaluations": _ids(found["evaluations"]),
+        "judgements": _ids(found["judgements"]),
+        "feedback": found["feedback"],
+        "preference_datasets": [
+            {"dataset_id": str(p["dataset"].id), "trained_jobs": _ids(p["jobs"])} for p in found["preference_datasets"]
+        ],
+        "continued_by": _ids(found["continued_by"]),
+    }
+
+
+@router.get("", response_model=list[AdapterRead], summary="Your adapters (succeeded jobs), optionally by tag")
+def list_adapters(session: SessionDep, user: CurrentUser, tag: str = "") -> list[AdapterRead]:
+    return [to_read(r) for r in service.list_adapters(session, user=user, tag=tag)]
+
+
+@router.get("/{job_id}", response_model=AdapterRead, summary="One adapter")
+def get_adapter(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> AdapterRead:
+    return to_read(service.get_adapter(session, job_id, user=user))
+
+
+@router.get("/{job_id}/lineage", summary="Where an adapter came from and what was made from it")
+def get_lineage(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    return lineage_read(session, service.get_adapter(session, job_id, user=user), user)
+
+
+@router.put("/{job_id}/tags", response_model=AdapterRead, summary="Replace an adapter's tags")
+def put_tags(job_id: uuid.UUID, body: TagsWrite, session: SessionDep, user: CurrentUser) -> AdapterRead:
+    row = service.get_adapter(session, job_id, user=user)
+    service.set_tags(row.job, body.tags)
+    return to_read(row)

@@ -1,0 +1,214 @@
+"""Registry rows and lineage of adapters. An adapter is a succeeded training job's final weights (a PEFT
+adapter, or full weights for full and freeze fine-tuning); its checkpoints are listed with it."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from app.core.errors import InvalidInput, NotFound
+from app.core.i18n import _
+from app.datasets.storage import artifact_path
+from app.db.models import (
+    BaseModelRecord,
+    Dataset,
+    DatasetVersion,
+    Evaluation,
+    Feedback,
+    Judgement,
+    Run,
+    RunStatus,
+    TrainingJob,
+    Upload,
+    User,
+)
+from app.jobs import service as jobs
+from app.jobs.checkpoints import complete_checkpoints
+
+TAG_RE = re.compile(r"^[\w.:-]{1,40}$")
+MAX_TAGS = 12
+
+
+@dataclass
+class AdapterRow:
+    job: TrainingJob
+    run: Run
+    model: BaseModelRecord | None
+    dataset: Dataset | None
+    version: DatasetVersion | None
+    evaluation: Evaluation | None  # the latest finished one
+    checkpoints: int
+    size_bytes: int
+    owner: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"job-{self.job.id}"
+
+
+def _size(path: Any) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+def _row(session: Session, job: TrainingJob, run: Run) -> AdapterRow:
+    version = session.get(DatasetVersion, job.dataset_version_id)
+    finished = [
+        e
+        for e in session.scalars(
+            select(Evaluation).where(Evaluation.job_id == job.id).order_by(Evaluation.created_at.desc())
+        )
+        if e.summary
+    ]
+    owner = session.get(User, job.owner_id)
+    result = run.result or {}
+    return AdapterRow(
+        job=job,
+        run=run,
+        model=session.get(BaseModelRecord, job.base_model_id),
+        dataset=session.get(Dataset, version.dataset_id) if version else None,
+        version=version,
+        evaluation=finished[0] if finished else None,
+        checkpoints=len(complete_checkpoints(artifact_path(f"{job.storage_key}/checkpoints"))),
+        size_bytes=int(result.get("size_bytes") or _size(jobs.final_dir(job))),
+        owner=owner.email if owner else "?",
+        metrics={k: result.get(k) for k in ("train_loss", "eval_loss", "base_eval_loss", "steps", "tokens_seen")},
+    )
+
+
+def list_adapters(session: Session, *, user: User, tag: str = "") -> list[AdapterRow]:
+    rows = []
+    for job in jobs.list_jobs(session, user=user):
+        run = jobs.job_run(session, job)
+        if run.status != RunStatus.succeeded or not jobs.final_dir(job).is_dir():
+            continue
+        if tag and tag not in (job.tags or []):
+            continue
+        rows.append(_row(session, job, run))
+    return rows
+
+
+def get_adapter(session: Session, job_id: uuid.UUID, *, user: User) -> AdapterRow:
+    """A succeeded job's adapter; 404 for another user's job, one still running, or one that failed."""
+    job = jobs.get_job(session, job_id, user=user)
+    run = jobs.job_run(session, job)
+    if run.status != RunStatus.succeeded or not jobs.final_dir(job).is_dir():
+        raise NotFound(_("No such adapter: the job has not succeeded."))
+    return _row(session, job, run)
+
+
+def all_tags(session: Session, *, user: User) -> list[str]:
+    return sorted({t for job in jobs.list_jobs(session, user=user) for t in (job.tags or [])})
+
+
+def set_tags(job: TrainingJob, raw: list[str] | str) -> list[str]:
+    """Replace the job's tags: words of letters, digits and . _ : - (comma or space separated)."""
+    items = re.split(r"[,\s]+", raw) if isinstance(raw, str) else raw
+    tags = sorted({t.strip() for t in items if t and t.strip()})
+    bad = [t for t in tags if not TAG_RE.match(t)]
+    if bad:
+        raise InvalidInput(_("Tags are 1–40 letters, digits and . _ : - (not %(tag)s).", tag=bad[0][:40]), field="tags")
+    if len(tags) > MAX_TAGS:
+        raise InvalidInput(_("At most %(n)s tags.", n=MAX_TAGS), field="tags")
+    job.tags = tags
+    return tags
+
+
+def _version_chain(session: Session, version: DatasetVersion | None) -> list[DatasetVersion]:
+    """The version and the versions it was made from (cleaning makes a version from a parent)."""
+    chain: list[DatasetVersion] = []
+    while version is not None and version not in chain and len(chain) < 50:
+        chain.append(version)
+        version = session.get(DatasetVersion, version.parent_version_id) if version.parent_version_id else None
+    return chain
+
+
+def _dataset_trail(session: Session, version: DatasetVersion | None) -> dict[str, Any] | None:
+    if version is None:
+        return None
+    dataset = session.get(Dataset, version.dataset_id)
+    chain = _version_chain(session, version)
+    upload_ids = {v.upload_id for v in chain if v.upload_id} | ({dataset.upload_id} if dataset else set())
+    uploads = [u for u in (session.get(Upload, i) for i in upload_ids) if u is not None]
+    report = (dataset.report if dataset else None) or {}
+    return {
+        "dataset": dataset,
+        "versions": chain,
+        "uploads": sorted(uploads, key=lambda u: u.created_at),
+        "report": {
+            "valid_lines": report.get("valid_lines"),
+            "invalid_lines": report.get("invalid_lines", 0),
+            "by_code": report.get("by_code", {}),
+            "record_format": report.get("record_format"),
+        },
+    }
+
+
+def lineage(session: Session, row: AdapterRow, *, user: User) -> dict[str, Any]:
+    """Back from the adapter to the upload, and forward to what was made from it."""
+    job = row.job
+    name = row.name
+    feedback = list(
+        session.scalars(
+            select(Feedback)
+            .where(Feedback.owner_id == user.id)
+            .where(or_(Feedback.model_a.startswith(name), Feedback.model_b.startswith(name)))
+        )
+    )
+    preference_ids = {f.dataset_id for f in feedback if f.dataset_id}
+    preference_sets = [d for d in (session.get(Dataset, i) for i in preference_ids) if d is not None]
+    made_from_sets = []
+    for dataset in preference_sets:
+        version_ids = [
+            v.id for v in session.scalars(select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id))
+        ]
+        trained = (
+            list(session.scalars(select(TrainingJob).where(TrainingJob.dataset_version_id.in_(version_ids))))
+            if version_ids
+            else []
+        )
+        made_from_sets.append({"dataset": dataset, "jobs": trained})
+    evaluations = list(
+        session.scalars(select(Evaluation).where(Evaluation.job_id == job.id).order_by(Evaluation.created_at))
+    )
+    judgements = (
+        list(
+            session.scalars(
+                select(Judgement)
+                .where(Judgement.evaluation_id.in_([e.id for e in evaluations]))
+                .order_by(Judgement.created_at)
+            )
+        )
+        if evaluations
+        else []
+    )
+    reward_id = job.spec.get("reward_job_id")
+    reward = None
+    if reward_id:
+        try:
+            reward = jobs.get_job(session, uuid.UUID(reward_id), user=user)
+        except (ValueError, NotFound):
+            reward = None
+    continued = list(session.scalars(select(TrainingJob).where(TrainingJob.cloned_from_id == job.id)))
+    cloned_from = session.get(TrainingJob, job.cloned_from_id) if job.cloned_from_id else None
+    return {
+        "training": _dataset_trail(session, row.version),
+        "general": _dataset_trail(
+            session, session.get(DatasetVersion, job.general_version_id) if job.general_version_id else None
+        ),
+        "held_out": _dataset_trail(
+            session, session.get(DatasetVersion, job.validation_version_id) if job.validation_version_id else None
+        ),
+        "reward_model": reward,
+        "cloned_from": cloned_from if cloned_from and cloned_from.owner_id == user.id else None,
+        "evaluations": evaluations,
+        "judgements": judgements,
+        "feedback": {"count": len(feedback), "used": sum(1 for f in feedback if f.dataset_id)},
+        "preference_datasets": made_from_sets,
+        "continued_by": [j for j in continued if j.owner_id == user.id],
+    }
