@@ -81,6 +81,59 @@ def cmd_models_import_bundled(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_adapters_export(args: argparse.Namespace) -> int:
+    """Copy a succeeded job's adapter (or, with --merged, the adapter merged into its base, merging first when
+    needed) into a directory, with its model card."""
+    import shutil
+    import uuid
+    from pathlib import Path
+
+    from app.adapters import service as adapters
+    from app.core.errors import RefineryError
+    from app.db.models import TrainingJob, User
+    from app.db.session import session_scope
+    from app.jobs import service as jobs
+    from worker import lifecycle
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        print(f"{out} exists and is not empty; choose a new directory.", file=sys.stderr)
+        return 2
+    try:
+        job_id = uuid.UUID(args.job_id)
+        with session_scope() as session:
+            job = session.get(TrainingJob, job_id)
+            owner = session.get(User, job.owner_id) if job else None
+            if job is None or owner is None:
+                print(f"No training job {args.job_id}.", file=sys.stderr)
+                return 1
+            row = adapters.get_adapter(session, job_id, user=owner)
+            run_id = None
+            if args.merged and not adapters.merged_ready(job):
+                run_id = adapters.start_merge(session, user=owner, row=row).id
+        if run_id is not None:
+            print("Merging the adapter into its base…", file=sys.stderr)
+            lifecycle.execute(str(run_id))
+        with session_scope() as session:
+            job = session.get(TrainingJob, job_id)
+            assert job is not None
+            source = adapters.merged_dir(job) if args.merged else jobs.final_dir(job)
+            if args.merged and not adapters.merged_ready(job):
+                print("The merge did not finish; see the run's error on the adapter's page.", file=sys.stderr)
+                return 1
+            card = jobs.model_card(session, job, merged=args.merged)
+    except ValueError:
+        print(f"{args.job_id} is not a job id.", file=sys.stderr)
+        return 2
+    except RefineryError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    shutil.copytree(source, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.bin", "*.pt", "*.pkl"))
+    (out / "README.md").write_text(card)
+    print(out)
+    return 0
+
+
 def worker_argv(queues: Sequence[str], concurrency: int) -> list[str]:
     settings = get_settings()
     names = ",".join(settings.queue(q) for q in queues)
@@ -225,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     key_create.set_defaults(func=cmd_keys_create)
     models = sub.add_parser("models", help="manage base models").add_subparsers(dest="models_cmd", required=True)
     models.add_parser("import-bundled", help="import the bundled SmolLM2").set_defaults(func=cmd_models_import_bundled)
+    adapters = sub.add_parser("adapters", help="export adapters").add_subparsers(dest="adapters_cmd", required=True)
+    export = adapters.add_parser("export", help="copy a job's adapter (or --merged model) into a new directory")
+    export.add_argument("job_id")
+    export.add_argument("out")
+    export.add_argument("--merged", action="store_true", help="the adapter merged into its base weights")
+    export.set_defaults(func=cmd_adapters_export)
     return parser
 
 

@@ -7,12 +7,14 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from app.adapters import service
 from app.core.deps import CurrentUser, SessionDep, csrf_protect
 from app.db.models import User
+from app.runs.schemas import RunRead
 
 router = APIRouter(prefix="/api/v1/adapters", tags=["adapters"], dependencies=[Depends(csrf_protect)])
 
@@ -37,6 +39,7 @@ class AdapterRead(BaseModel):
     created_by: str
     created_at: datetime
     tags: list[str]
+    merged: bool = Field(description="Whether the merged model is ready to download (merged.zip).")
 
 
 class TagsWrite(BaseModel):
@@ -65,6 +68,7 @@ def to_read(row: service.AdapterRow) -> AdapterRead:
         created_by=row.owner,
         created_at=job.created_at,
         tags=list(job.tags or []),
+        merged=service.merged_ready(job),
     )
 
 
@@ -129,6 +133,22 @@ def get_adapter(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Ad
 @router.get("/{job_id}/lineage", summary="Where an adapter came from and what was made from it")
 def get_lineage(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     return lineage_read(session, service.get_adapter(session, job_id, user=user), user)
+
+
+@router.post("/{job_id}/merge", response_model=RunRead, status_code=202, summary="Merge the adapter into its base")
+def merge(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> RunRead:
+    run = service.start_merge(session, user=user, row=service.get_adapter(session, job_id, user=user))
+    return RunRead.model_validate(run)
+
+
+@router.get("/{job_id}/merged.zip", summary="The merged model (safetensors, tokenizer, model card)")
+def merged_zip(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> StreamingResponse:
+    row = service.get_adapter(session, job_id, user=user)
+    return StreamingResponse(
+        service.merged_zip(session, row),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="refinery-merged-{job_id.hex[:8]}.zip"'},
+    )
 
 
 @router.put("/{job_id}/tags", response_model=AdapterRead, summary="Replace an adapter's tags")

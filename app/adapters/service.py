@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from app.core.errors import InvalidInput, NotFound
+from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.i18n import _
 from app.datasets.storage import artifact_path
 from app.db.models import (
@@ -28,7 +30,9 @@ from app.db.models import (
     User,
 )
 from app.jobs import service as jobs
-from app.jobs.checkpoints import complete_checkpoints
+from app.jobs.checkpoints import COMPLETE_MARKER, complete_checkpoints
+from app.jobs.spec import Adapter
+from app.runs import service as runs
 
 TAG_RE = re.compile(r"^[\w.:-]{1,40}$")
 MAX_TAGS = 12
@@ -212,3 +216,47 @@ def lineage(session: Session, row: AdapterRow, *, user: User) -> dict[str, Any]:
         "preference_datasets": made_from_sets,
         "continued_by": [j for j in continued if j.owner_id == user.id],
     }
+
+
+MERGE_KIND = "merge"
+MERGEABLE = {Adapter.lora.value, Adapter.qlora.value, Adapter.ia3.value}
+
+
+def merged_dir(job: TrainingJob) -> Path:
+    return artifact_path(f"{job.storage_key}/merged")
+
+
+def merged_ready(job: TrainingJob) -> bool:
+    return (merged_dir(job) / COMPLETE_MARKER).is_file()
+
+
+def merge_run(session: Session, job: TrainingJob) -> Run | None:
+    return session.get(Run, job.merge_run_id) if job.merge_run_id else None
+
+
+def start_merge(session: Session, *, user: User, row: AdapterRow) -> Run:
+    """Merge a LoRA (DoRA, QLoRA) or IA3 adapter into its base weights as a background run."""
+    job = row.job
+    if job.spec.get("adapter") not in MERGEABLE:
+        raise InvalidInput(
+            _(
+                "Only LoRA, DoRA, QLoRA and IA3 adapters can be merged into the base weights; a %(adapter)s "
+                "adapter is used as it is (full and freeze fine-tuning already are whole models).",
+                adapter=job.spec.get("adapter"),
+            )
+        )
+    running = merge_run(session, job)
+    if running is not None and not running.status.is_final:
+        return running
+    if merged_ready(job):
+        raise Conflict(_("The merged model is ready already; download it."))
+    run = runs.create_run(session, kind=MERGE_KIND, owner=user, params={"job_id": str(job.id)}, queue="gpu")
+    job.merge_run_id = run.id
+    session.flush()
+    return run
+
+
+def merged_zip(session: Session, row: AdapterRow) -> Iterator[bytes]:
+    if not merged_ready(row.job):
+        raise Conflict(_("Merge the adapter into its base first; the download is ready when the merge has finished."))
+    return jobs.directory_zip(merged_dir(row.job), jobs.model_card(session, row.job, merged=True))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from app.adapters import service
 from app.core.deps import PageUser, SessionDep, csrf_protect
@@ -30,11 +30,46 @@ def index(request: Request, session: SessionDep, user: PageUser) -> Response:
 def detail(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID) -> Response:
     row = service.get_adapter(session, job_id, user=user)
     context = {
-        "row": row,
+        **_merge_context(session, row),
         "lineage": service.lineage(session, row, user=user),
         "verdict": verdict(row.evaluation.summary) if row.evaluation and row.evaluation.summary else "",
     }
     return render(request, "adapters/detail.html", context)
+
+
+def _merge_context(session: SessionDep, row: service.AdapterRow) -> dict[str, object]:
+    run = service.merge_run(session, row.job)
+    return {
+        "row": row,
+        "merge_run": run,
+        "merge_live": run is not None and not run.status.is_final,
+        "merged": service.merged_ready(row.job),
+        "mergeable": row.job.spec.get("adapter") in service.MERGEABLE,
+    }
+
+
+@router.post("/adapters/{job_id}/merge")
+def merge(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID) -> Response:
+    service.start_merge(session, user=user, row=service.get_adapter(session, job_id, user=user))
+    return RedirectResponse(f"/adapters/{job_id}#merge", status_code=303)
+
+
+@router.get("/adapters/{job_id}/_merge")
+def merge_live(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID) -> Response:
+    context = _merge_context(session, service.get_adapter(session, job_id, user=user))
+    if not context["merge_live"]:
+        return Response(status_code=204, headers={"HX-Refresh": "true"})
+    return render(request, "adapters/_merge.html", context)
+
+
+@router.get("/adapters/{job_id}/merged.zip")
+def merged_zip(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID) -> Response:
+    row = service.get_adapter(session, job_id, user=user)
+    return StreamingResponse(
+        service.merged_zip(session, row),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="refinery-merged-{job_id.hex[:8]}.zip"'},
+    )
 
 
 @router.post("/adapters/{job_id}/tags")

@@ -22,6 +22,7 @@ from app.core.validation import describe_error
 from app.datasets import service as datasets
 from app.datasets.storage import artifact_path
 from app.db.models import BaseModelRecord, Dataset, DatasetVersion, ModelStatus, Run, RunStatus, TrainingJob, User
+from app.jobs.checkpoints import COMPLETE_MARKER
 from app.jobs.spec import Method, Problem, TrainingSpec, check_compatibility
 from app.runs import service as runs
 
@@ -229,7 +230,7 @@ def final_dir(job: TrainingJob) -> Path:
     return artifact_path(f"{job.storage_key}/final")
 
 
-def model_card(session: Session, job: TrainingJob) -> str:
+def model_card(session: Session, job: TrainingJob, *, merged: bool = False) -> str:
     model = session.get(BaseModelRecord, job.base_model_id)
     version = session.get(DatasetVersion, job.dataset_version_id)
     dataset = session.get(Dataset, version.dataset_id) if version else None
@@ -277,11 +278,22 @@ def model_card(session: Session, job: TrainingJob) -> str:
         "## Use",
         "",
         "```python",
-        "from peft import PeftModel",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        "",
-        "base = AutoModelForCausalLM.from_pretrained('<base model directory>')",
-        "model = PeftModel.from_pretrained(base, '<this directory>')",
+        *(
+            [
+                "from transformers import AutoModelForCausalLM, AutoTokenizer",
+                "",
+                "# the adapter is merged into the base weights: a plain model, no PEFT needed",
+                "model = AutoModelForCausalLM.from_pretrained('<this directory>')",
+            ]
+            if merged
+            else [
+                "from peft import PeftModel",
+                "from transformers import AutoModelForCausalLM, AutoTokenizer",
+                "",
+                "base = AutoModelForCausalLM.from_pretrained('<base model directory>')",
+                "model = PeftModel.from_pretrained(base, '<this directory>')",
+            ]
+        ),
         "tokenizer = AutoTokenizer.from_pretrained('<this directory>')",
         "```",
         "",
@@ -292,17 +304,25 @@ def model_card(session: Session, job: TrainingJob) -> str:
 def adapter_zip(session: Session, job: TrainingJob) -> Iterator[bytes]:
     """Checks first (so a refusal is a clean error), then streams the zip from a temporary file: full
     fine-tuning weights can be gigabytes."""
-    import tempfile
 
     run = job_run(session, job)
     directory = final_dir(job)
     if run.status != RunStatus.succeeded or not directory.is_dir():
         raise Conflict(_("The adapter is available once the job has succeeded."))
-    card = model_card(session, job)
+    return directory_zip(directory, model_card(session, job))
+
+
+def directory_zip(directory: Path, card: str) -> Iterator[bytes]:
+    """A directory's safetensors and configuration (never pickle files) and the model card, as a zip streamed
+    from a temporary file."""
+    import tempfile
+
     files = [
         p
         for p in sorted(directory.rglob("*"))
-        if p.is_file() and p.name != "README.md" and p.suffix not in (".bin", ".pt", ".pth", ".pkl")
+        if p.is_file()
+        and p.name not in ("README.md", COMPLETE_MARKER)
+        and p.suffix not in (".bin", ".pt", ".pth", ".pkl")
     ]
 
     def chunks() -> Iterator[bytes]:

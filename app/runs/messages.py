@@ -47,6 +47,9 @@ TEXTS: dict[str, str] = {
     "generating": N_("Generating answers: batch %(done)s/%(total)s"),
     "probing": N_("Checking general tasks for forgetting"),
     "judging": N_("Judging answers: sample %(done)s/%(total)s"),
+    "merge_loading": N_("Loading the base model and the adapter"),
+    "merge_merging": N_("Merging the adapter into the base weights"),
+    "merge_saving": N_("Saving the merged weights as safetensors"),
     "step": N_("step %(step)s/%(total)s"),
     "step_loss": N_("step %(step)s/%(total)s, loss %(loss)s"),
     # failures (each says what to change)
@@ -73,6 +76,7 @@ TEXTS: dict[str, str] = {
         "The judge failed %(count)s times in a row (last: %(detail)s); check its URL, model and key, or raise "
         "its timeout, then judge again."
     ),
+    "merge_error": N_("The merge stopped with an error: %(detail)s."),
     "no_samples": N_("This evaluation has no answers to judge; run the evaluation again first."),
     "no_reward_model": N_(
         "The reward model of this RLHF job is gone or has not succeeded; train a reward model and pick it."

@@ -4,6 +4,7 @@ preference dataset made from that feedback and the DPO job trained on it. Tags; 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from tests.conftest import csrf_of, login
@@ -19,7 +20,39 @@ def _train(client: Any, model: str, version: str, **spec: Any) -> dict[str, Any]
     return dict(job)
 
 
-def test_registry_lineage_and_tags(client: Any, setup: dict[str, Any]) -> None:
+def assert_merged_matches(client: Any, job: dict[str, Any], tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    download = client.get(f"/api/v1/adapters/{job['id']}/merged.zip")
+    assert download.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(download.content)) as archive:
+        names = archive.namelist()
+        assert "model.safetensors" in names and "README.md" in names and "tokenizer.json" in names
+        assert not [n for n in names if n.endswith((".bin", ".pt", ".pkl"))]
+        assert "no PEFT needed" in archive.read("README.md").decode()
+        archive.extractall(tmp_path / "merged")
+    from app.core.config import get_settings
+
+    artifacts = get_settings().artifacts_dir
+    base_dir = next((artifacts / "models").glob("*/config.json")).parent
+    adapter_dir = artifacts / "jobs" / job["id"].replace("-", "") / "final"
+    ids = torch.tensor([[1, 5, 9, 42, 7, 3]])
+    with torch.no_grad():
+        reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base_dir)), str(adapter_dir))
+        expected = reference(input_ids=ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged")).eval()
+        got = merged(input_ids=ids).logits
+        plain = AutoModelForCausalLM.from_pretrained(str(base_dir))(input_ids=ids).logits
+    assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
+    assert not torch.allclose(got, plain, atol=1e-4)  # the merge changed the base weights
+
+
+def test_registry_lineage_and_tags(client: Any, setup: dict[str, Any], tmp_path: Path) -> None:
     job = _train(client, setup["model"], setup["version"])
     queued = client.post(
         "/api/v1/jobs", json={"model_id": setup["model"], "dataset_version_id": setup["version"], "spec": {}}
@@ -69,6 +102,31 @@ def test_registry_lineage_and_tags(client: Any, setup: dict[str, Any]) -> None:
     assert listing.status_code == 200 and f'data-adapter="{job["id"]}"' in listing.text
     assert f'data-adapter="{dpo["id"]}"' not in listing.text
 
+    # merged into the base: a background run, then a zip that loads with transformers alone and gives the
+    # same logits as base + adapter
+    assert client.get(f"/adapters/{job['id']}/merged.zip").status_code == 409  # not merged yet
+    run = client.post(f"/api/v1/adapters/{job['id']}/merge")
+    assert run.status_code == 202
+    assert 'id="merge-live" hx-get=' in client.get(f"/adapters/{job['id']}").text
+    lifecycle.execute(run.json()["id"])
+    assert client.get(f"/api/v1/adapters/{job['id']}").json()["merged"] is True
+    assert client.post(f"/api/v1/adapters/{job['id']}/merge").status_code == 409  # ready already
+    assert_merged_matches(client, job, tmp_path)
+    # the command line: the adapter, or the merged model (merging first when it is not merged yet)
+    from app.cli import main as cli
+
+    assert cli(["adapters", "export", job["id"], str(tmp_path / "cli-adapter")]) == 0
+    assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= {
+        p.name for p in (tmp_path / "cli-adapter").iterdir()
+    }
+    assert cli(["adapters", "export", dpo["id"], str(tmp_path / "cli-merged"), "--merged"]) == 0
+    assert (tmp_path / "cli-merged" / "model.safetensors").is_file()
+    assert client.get(f"/api/v1/adapters/{dpo['id']}").json()["merged"] is True
+    assert cli(["adapters", "export", job["id"], str(tmp_path / "cli-adapter")]) == 2  # not empty
+    prompt_tuned = _train(client, setup["model"], setup["version"], adapter="prompt_tuning", max_steps=1)
+    refused = client.post(f"/api/v1/adapters/{prompt_tuned['id']}/merge")
+    assert refused.status_code == 422 and "LoRA" in refused.json()["error"]["message"]
+
     # another user: nothing of this one's
     client.post("/api/v1/users", json={"email": "eve@example.com", "password": "eve-password-1"})
     client.post("/logout", data={"csrf_token": client.headers.pop("X-CSRF-Token")})
@@ -80,6 +138,10 @@ def test_registry_lineage_and_tags(client: Any, setup: dict[str, Any]) -> None:
         ("get", f"/api/v1/adapters/{job['id']}/lineage"),
         ("get", f"/adapters/{job['id']}"),
         ("post", f"/adapters/{job['id']}/tags"),
+        ("post", f"/adapters/{job['id']}/merge"),
+        ("get", f"/adapters/{job['id']}/merged.zip"),
+        ("get", f"/api/v1/adapters/{job['id']}/merged.zip"),
+        ("post", f"/api/v1/adapters/{job['id']}/merge"),
     ]:
         assert getattr(client, method)(url).status_code == 404, url
     assert client.put(f"/api/v1/adapters/{job['id']}/tags", json={"tags": []}).status_code == 404

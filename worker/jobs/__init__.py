@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from worker.jobs import dataset_validate, evaluation, judging, model_import, training
+from worker.jobs import dataset_validate, evaluation, judging, merge, model_import, training
 
 
 class JobHandler(Protocol):
@@ -22,4 +22,5 @@ HANDLERS: dict[str, JobHandler] = {
     training.KIND: training.HANDLER,
     evaluation.KIND: evaluation.HANDLER,
     judging.KIND: judging.HANDLER,
+    merge.KIND: merge.HANDLER,
 }

@@ -28,6 +28,8 @@ class TrainingJob(IdMixin, TimestampMixin, Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     # free labels for the adapter registry ("prod", "support-bot", …)
     tags: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list, server_default="[]")
+    # the latest run merging the adapter into its base (merged/ in the job's storage)
+    merge_run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), nullable=True)
     run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), nullable=True)
     # where the job's files live in the artifact store: checkpoints/, final/, metrics.jsonl
     storage_key: Mapped[str] = mapped_column(String(200), nullable=False)

@@ -1,0 +1,1 @@
+"""Children that export trained weights (merging an adapter into its base)."""
