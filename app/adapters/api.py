@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
@@ -149,6 +149,26 @@ def merged_zip(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Str
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="refinery-merged-{job_id.hex[:8]}.zip"'},
     )
+
+
+@router.get("/{job_id}/dependents", summary="What deleting the adapter would remove, and what refers to it")
+def get_dependents(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    found = service.dependents(session, service.get_adapter(session, job_id, user=user), user=user)
+    return {
+        "evaluations": _ids(found["evaluations"]),
+        "judgements": _ids(found["judgements"]),
+        "merged": found["merged"],
+        "resumed_by": _ids(found["resumed_by"]),
+        "reward_for": _ids(found["reward_for"]),
+        "preference_datasets": found["preference_datasets"],
+        "running": _ids(found["running"]),
+    }
+
+
+@router.delete("/{job_id}", status_code=204, summary="Delete an adapter with its checkpoints and evaluations")
+def delete_adapter(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Response:
+    service.delete_adapter(session, service.get_adapter(session, job_id, user=user), user=user)
+    return Response(status_code=204)
 
 
 @router.put("/{job_id}/tags", response_model=AdapterRead, summary="Replace an adapter's tags")

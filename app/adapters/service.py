@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.i18n import _
-from app.datasets.storage import artifact_path
+from app.datasets.storage import artifact_path, remove_tree
 from app.db.models import (
     BaseModelRecord,
     Dataset,
@@ -260,3 +260,58 @@ def merged_zip(session: Session, row: AdapterRow) -> Iterator[bytes]:
     if not merged_ready(row.job):
         raise Conflict(_("Merge the adapter into its base first; the download is ready when the merge has finished."))
     return jobs.directory_zip(merged_dir(row.job), jobs.model_card(session, row.job, merged=True))
+
+
+def dependents(session: Session, row: AdapterRow, *, user: User) -> dict[str, Any]:
+    """What deleting the adapter would take with it (its evaluations and their judgements, its merged model)
+    and what refers to it and stays (jobs resumed from it or scored by it as a reward model, preference
+    datasets made from feedback on its answers)."""
+    job = row.job
+    evaluations = list(session.scalars(select(Evaluation).where(Evaluation.job_id == job.id)))
+    judgements = (
+        list(session.scalars(select(Judgement).where(Judgement.evaluation_id.in_([e.id for e in evaluations]))))
+        if evaluations
+        else []
+    )
+    mine = jobs.list_jobs(session, user=user)
+    resumed_by = [j for j in mine if j.cloned_from_id == job.id]
+    reward_for = [j for j in mine if j.spec.get("reward_job_id") == str(job.id)]
+    feedback = list(
+        session.scalars(
+            select(Feedback)
+            .where(Feedback.owner_id == user.id)
+            .where(or_(Feedback.model_a.startswith(row.name), Feedback.model_b.startswith(row.name)))
+        )
+    )
+    return {
+        "evaluations": evaluations,
+        "judgements": judgements,
+        "merged": merged_ready(job),
+        "resumed_by": resumed_by,
+        "reward_for": reward_for,
+        "preference_datasets": sorted({str(f.dataset_id) for f in feedback if f.dataset_id}),
+        "running": [j for j in resumed_by + reward_for if not jobs.job_run(session, j).status.is_final],
+    }
+
+
+def delete_adapter(session: Session, row: AdapterRow, *, user: User) -> None:
+    """Delete the job's adapter, checkpoints and merged model, its evaluations and their judgements. Jobs
+    still running from it (resumed, or scored by it) must finish or be cancelled first."""
+    found = dependents(session, row, user=user)
+    if found["running"]:
+        names = ", ".join(j.name for j in found["running"])
+        raise Conflict(_("Jobs that use this adapter are still running (%(names)s); cancel them first.", names=names))
+    merge = merge_run(session, row.job)
+    if merge is not None and not merge.status.is_final:
+        raise Conflict(_("A merge of this adapter is running; wait for it to finish."))
+    keys = [e.storage_key for e in found["evaluations"] if e.storage_key]
+    keys += [j.storage_key for j in found["judgements"] if j.storage_key]
+    keys.append(row.job.storage_key)
+    for judgement in found["judgements"]:
+        session.delete(judgement)
+    for evaluation in found["evaluations"]:
+        session.delete(evaluation)
+    session.delete(row.job)
+    session.flush()
+    for key in keys:
+        remove_tree(key)

@@ -9,6 +9,8 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from app.adapters import service
 from app.core.deps import PageUser, SessionDep, csrf_protect
+from app.core.errors import InvalidInput
+from app.core.i18n import _
 from app.core.templating import render
 from app.evaluation.service import verdict
 
@@ -31,6 +33,7 @@ def detail(request: Request, session: SessionDep, user: PageUser, job_id: uuid.U
     row = service.get_adapter(session, job_id, user=user)
     context = {
         **_merge_context(session, row),
+        "dependents": service.dependents(session, row, user=user),
         "lineage": service.lineage(session, row, user=user),
         "verdict": verdict(row.evaluation.summary) if row.evaluation and row.evaluation.summary else "",
     }
@@ -70,6 +73,16 @@ def merged_zip(request: Request, session: SessionDep, user: PageUser, job_id: uu
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="refinery-merged-{job_id.hex[:8]}.zip"'},
     )
+
+
+@router.post("/adapters/{job_id}/delete")
+async def delete(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID) -> Response:
+    row = service.get_adapter(session, job_id, user=user)
+    form = await request.form(max_files=0, max_fields=3)
+    if form.get("confirm") != "yes":
+        raise InvalidInput(_("Tick the box to confirm the deletion."), field="confirm")
+    service.delete_adapter(session, row, user=user)
+    return RedirectResponse("/adapters", status_code=303)
 
 
 @router.post("/adapters/{job_id}/tags")

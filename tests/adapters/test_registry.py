@@ -127,6 +127,25 @@ def test_registry_lineage_and_tags(client: Any, setup: dict[str, Any], tmp_path:
     refused = client.post(f"/api/v1/adapters/{prompt_tuned['id']}/merge")
     assert refused.status_code == 422 and "LoRA" in refused.json()["error"]["message"]
 
+    # delete, with what depends on it shown first
+    dependents = client.get(f"/api/v1/adapters/{job['id']}/dependents").json()
+    assert dependents["evaluations"] == [evaluation["id"]] and dependents["merged"] is True
+    assert dependents["preference_datasets"] == [preference_id] and dependents["running"] == []
+    page = client.get(f"/adapters/{job['id']}").text
+    assert 'id="dependents"' in page and "1 evaluation" in page
+    refused = client.post(f"/adapters/{job['id']}/delete", data={})
+    assert refused.status_code == 422
+    deleted = client.post(f"/adapters/{job['id']}/delete", data={"confirm": "yes"}, follow_redirects=False)
+    assert deleted.status_code == 303
+    assert client.get(f"/api/v1/adapters/{job['id']}").status_code == 404
+    assert client.get(f"/api/v1/evaluations/{evaluation['id']}").status_code == 404
+    from app.core.config import get_settings
+
+    assert not (get_settings().artifacts_dir / "jobs" / job["id"].replace("-", "")).exists()
+    assert client.delete(f"/api/v1/adapters/{prompt_tuned['id']}").status_code == 204
+    assert client.get(f"/api/v1/adapters/{dpo['id']}/lineage").status_code == 200  # what was made stays
+    job = dpo  # the checks below use an adapter that still exists
+
     # another user: nothing of this one's
     client.post("/api/v1/users", json={"email": "eve@example.com", "password": "eve-password-1"})
     client.post("/logout", data={"csrf_token": client.headers.pop("X-CSRF-Token")})
@@ -142,6 +161,9 @@ def test_registry_lineage_and_tags(client: Any, setup: dict[str, Any], tmp_path:
         ("get", f"/adapters/{job['id']}/merged.zip"),
         ("get", f"/api/v1/adapters/{job['id']}/merged.zip"),
         ("post", f"/api/v1/adapters/{job['id']}/merge"),
+        ("get", f"/api/v1/adapters/{job['id']}/dependents"),
+        ("delete", f"/api/v1/adapters/{job['id']}"),
+        ("post", f"/adapters/{job['id']}/delete"),
     ]:
         assert getattr(client, method)(url).status_code == 404, url
     assert client.put(f"/api/v1/adapters/{job['id']}/tags", json={"tags": []}).status_code == 404
