@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +218,39 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+@contextmanager
+def service_process(
+    argv: list[str], *, env: dict[str, str], log: Path, health_url: str, what: str, timeout: float = 90
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A long-lived process of ours (web, inference, `refinery up`) started in its own group, waited for
+    until ``health_url`` answers 200, and stopped by pid afterwards; its log is printed when it ends."""
+    import httpx
+
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(health_url, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return proc.poll() is not None  # it died: stop waiting
+
+        try:
+            wait_for(healthy, timeout=timeout, interval=0.3, what=what)
+            assert proc.poll() is None, log.read_text()[-3000:]
+            yield proc
+        finally:
+            stop_process(proc, timeout=30)
+            print(log.read_text()[-3000:])
+
+
+def refinery_command() -> str:
+    """The `refinery` script of the environment running the tests."""
+    import shutil
+
+    return shutil.which("refinery", path=str(Path(sys.executable).parent)) or "refinery"
 
 
 PYTHON = sys.executable

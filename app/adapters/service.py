@@ -153,17 +153,21 @@ def _dataset_trail(session: Session, version: DatasetVersion | None) -> dict[str
     }
 
 
+def _feedback_on(session: Session, row: AdapterRow, user: User) -> list[Feedback]:
+    """Playground feedback on the adapter's answers (or its checkpoints', ``job-<id>@checkpoint-N``)."""
+    name = row.name
+    stmt = (
+        select(Feedback)
+        .where(Feedback.owner_id == user.id)
+        .where(or_(Feedback.model_a.startswith(name), Feedback.model_b.startswith(name)))
+    )
+    return list(session.scalars(stmt))
+
+
 def lineage(session: Session, row: AdapterRow, *, user: User) -> dict[str, Any]:
     """Back from the adapter to the upload, and forward to what was made from it."""
     job = row.job
-    name = row.name
-    feedback = list(
-        session.scalars(
-            select(Feedback)
-            .where(Feedback.owner_id == user.id)
-            .where(or_(Feedback.model_a.startswith(name), Feedback.model_b.startswith(name)))
-        )
-    )
+    feedback = _feedback_on(session, row, user)
     preference_ids = {f.dataset_id for f in feedback if f.dataset_id}
     preference_sets = [d for d in (session.get(Dataset, i) for i in preference_ids) if d is not None]
     made_from_sets = []
@@ -276,13 +280,7 @@ def dependents(session: Session, row: AdapterRow, *, user: User) -> dict[str, An
     mine = jobs.list_jobs(session, user=user)
     resumed_by = [j for j in mine if j.cloned_from_id == job.id]
     reward_for = [j for j in mine if j.spec.get("reward_job_id") == str(job.id)]
-    feedback = list(
-        session.scalars(
-            select(Feedback)
-            .where(Feedback.owner_id == user.id)
-            .where(or_(Feedback.model_a.startswith(row.name), Feedback.model_b.startswith(row.name)))
-        )
-    )
+    feedback = _feedback_on(session, row, user)
     return {
         "evaluations": evaluations,
         "judgements": judgements,

@@ -11,7 +11,7 @@ from app.adapters import service
 from app.core.deps import PageUser, SessionDep, csrf_protect
 from app.core.errors import InvalidInput
 from app.core.i18n import _
-from app.core.templating import render
+from app.core.templating import render, render_live
 from app.evaluation.service import verdict
 
 router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False)
@@ -60,9 +60,7 @@ def merge(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UU
 @router.get("/adapters/{job_id}/_merge")
 def merge_live(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID) -> Response:
     context = _merge_context(session, service.get_adapter(session, job_id, user=user))
-    if not context["merge_live"]:
-        return Response(status_code=204, headers={"HX-Refresh": "true"})
-    return render(request, "adapters/_merge.html", context)
+    return render_live(request, "adapters/_merge.html", context, live=bool(context["merge_live"]))
 
 
 @router.get("/adapters/{job_id}/merged.zip")

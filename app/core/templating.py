@@ -8,7 +8,7 @@ from typing import Any
 import jinja2
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 
 from app.core import i18n
 from app.core.security import new_csrf_token
@@ -61,6 +61,14 @@ def render(
     }
     ctx.update(context or {})
     return templates.TemplateResponse(request, name, ctx, status_code=status_code, headers=headers)
+
+
+def render_live(request: Request, name: str, context: dict[str, Any], *, live: bool) -> Response:
+    """A fragment that a page polls while background work runs; once the work is over, 204 with HX-Refresh
+    so that the whole page reloads with the result."""
+    if not live:
+        return Response(status_code=204, headers={"HX-Refresh": "true"})
+    return render(request, name, context)
 
 
 def human_bytes(value: int | None) -> str:

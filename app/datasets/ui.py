@@ -14,7 +14,7 @@ from app.basemodels import service as models
 from app.core.deps import PageUser, SessionDep, csrf_protect
 from app.core.errors import NotFound, RefineryError
 from app.core.i18n import _
-from app.core.templating import render
+from app.core.templating import render, render_live
 from app.datasets import records, service
 from app.datasets.formats import FORMATS
 from app.datasets.reading import FILE_TYPES
@@ -111,11 +111,8 @@ def dataset_detail(request: Request, session: SessionDep, user: PageUser, datase
 @router.get("/datasets/{dataset_id}/_status")
 def dataset_status(request: Request, session: SessionDep, user: PageUser, dataset_id: uuid.UUID) -> Response:
     dataset = service.get_dataset(session, dataset_id, user=user)
-    if dataset.status != DatasetStatus.validating:
-        return Response(status_code=204, headers={"HX-Refresh": "true"})
-    return render(
-        request, "datasets/_status.html", {"dataset": dataset, "run": service.validation_run(session, dataset)}
-    )
+    context = {"dataset": dataset, "run": service.validation_run(session, dataset)}
+    return render_live(request, "datasets/_status.html", context, live=dataset.status == DatasetStatus.validating)
 
 
 @router.post("/datasets/{dataset_id}/import")

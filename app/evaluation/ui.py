@@ -14,7 +14,7 @@ from app.basemodels import service as models
 from app.core.deps import PageUser, SessionDep, csrf_protect
 from app.core.errors import InvalidInput, NotFound, RefineryError
 from app.core.i18n import _
-from app.core.templating import render
+from app.core.templating import render, render_live
 from app.core.validation import describe_error, ticked_ids
 from app.db.models import Dataset, DatasetVersion, Evaluation, ModelStatus, Run, TrainingJob, User
 from app.evaluation import judges, service
@@ -127,18 +127,14 @@ def report(request: Request, session: SessionDep, user: PageUser, evaluation_id:
 def live(request: Request, session: SessionDep, user: PageUser, evaluation_id: uuid.UUID) -> Response:
     evaluation = service.get_evaluation(session, evaluation_id, user=user)
     context = _context(session, evaluation, "diff")
-    if not context["live"]:
-        return Response(status_code=204, headers={"HX-Refresh": "true"})
-    return render(request, "evaluations/_live.html", context)
+    return render_live(request, "evaluations/_live.html", context, live=context["live"])
 
 
 @router.get("/evaluations/{evaluation_id}/_judging")
 def judging_live(request: Request, session: SessionDep, user: PageUser, evaluation_id: uuid.UUID) -> Response:
     evaluation = service.get_evaluation(session, evaluation_id, user=user)
     context = {"evaluation": evaluation, **_judging(session, evaluation)}
-    if not context["judging_live"]:
-        return Response(status_code=204, headers={"HX-Refresh": "true"})
-    return render(request, "evaluations/_judging.html", context)
+    return render_live(request, "evaluations/_judging.html", context, live=context["judging_live"])
 
 
 @router.post("/evaluations/{evaluation_id}/judgements")

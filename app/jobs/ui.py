@@ -15,7 +15,7 @@ from app.basemodels import service as models
 from app.core.deps import PageUser, SessionDep, csrf_protect
 from app.core.errors import InvalidInput, NotFound, RefineryError
 from app.core.i18n import _
-from app.core.templating import render
+from app.core.templating import render, render_live
 from app.core.validation import ticked_ids
 from app.db.models import ModelStatus, RunStatus, TrainingJob, User
 from app.evaluation import judges
@@ -282,9 +282,7 @@ def job_page(request: Request, session: SessionDep, user: PageUser, job_id: uuid
 def job_live(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID) -> Response:
     job = service.get_job(session, job_id, user=user)
     context = _job_context(session, job, user)
-    if not context["live"]:
-        return Response(status_code=204, headers={"HX-Refresh": "true"})
-    return render(request, "jobs/_live.html", context)
+    return render_live(request, "jobs/_live.html", context, live=context["live"])
 
 
 @router.get("/jobs/{job_id}/metrics")

@@ -27,7 +27,7 @@ from app.db.models import Dataset, DatasetStatus, DatasetVersion, Run, RunStatus
 from app.db.session import session_scope
 from app.jobs import service as jobs
 from app.jobs.spec import Method
-from app.openai_api.routes import file_id, get_file, problems, resolve_model
+from app.openai_api.routes import by_public_id, file_id, get_file, problems, resolve_model
 from app.runs import service as runs
 
 router = APIRouter(prefix="/v1/fine_tuning", tags=["openai-compatible"], dependencies=[Depends(csrf_protect)])
@@ -129,14 +129,7 @@ def to_job(session: Session, job: TrainingJob) -> dict[str, Any]:
 
 def get_ft_job(session: Session, user: User, ident: str) -> TrainingJob:
     missing = NotFound(_("No such fine-tuning job: '%(id)s'.", id=ident[:100]), code="job_not_found", field="job_id")
-    try:
-        key = uuid.UUID(hex=ident.removeprefix("ftjob-"))
-    except ValueError as exc:
-        raise missing from exc
-    try:
-        return jobs.get_job(session, key, user=user)
-    except NotFound as exc:
-        raise missing from exc
+    return by_public_id(ident, "ftjob-", lambda key: jobs.get_job(session, key, user=user), missing)
 
 
 def _ready_version(session: Session, user: User, ident: str, param: str) -> DatasetVersion:

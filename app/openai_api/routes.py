@@ -12,11 +12,9 @@ Errors use OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``, 
 
 from __future__ import annotations
 
-import json
-import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -34,8 +32,10 @@ from app.datasets import service as datasets
 from app.datasets.storage import artifact_path, save_stream
 from app.db.models import Dataset, DatasetStatus, User
 from app.inference.client import stream_chat
+from app.inference.shapes import DONE, Completion, error_event
 from app.playground import service as playground
 
+T = TypeVar("T")
 router = APIRouter(prefix="/v1", tags=["openai-compatible"], dependencies=[Depends(csrf_protect)])
 
 
@@ -144,42 +144,23 @@ async def chat_completions(body: ChatCompletionRequest, session: SessionDep, use
         "top_p": body.top_p,
         "max_tokens": body.max_completion_tokens or body.max_tokens or 256,
     }
-    completion_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    completion = Completion(body.model)
     pieces = stream_chat(model, messages, **params)
     first = await anext(pieces, "")  # a refusal before the first token is a clean error response
     if not body.stream:
-        text = first + "".join([piece async for piece in pieces])
-        return JSONResponse(
-            {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": body.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            }
-        )
-
-    def chunk(delta: dict[str, str], finish: str | None) -> str:
-        payload = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": body.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-        return f"data: {json.dumps(payload)}\n\n"
+        return JSONResponse(completion.whole(first + "".join([piece async for piece in pieces])))
 
     async def events() -> AsyncIterator[str]:
-        yield chunk({"role": "assistant", "content": ""}, None)
+        yield completion.chunk({"role": "assistant", "content": ""})
         if first:
-            yield chunk({"content": first}, None)
+            yield completion.chunk({"content": first})
         try:
             async for piece in pieces:
-                yield chunk({"content": piece}, None)
-            yield chunk({}, "stop")
+                yield completion.chunk({"content": piece})
+            yield completion.chunk({}, "stop")
         except Exception as exc:  # the stream has started: the error travels in it
-            yield f"data: {json.dumps({'error': {'message': str(exc)[:500], 'type': 'server_error'}})}\n\n"
-        yield "data: [DONE]\n\n"
+            yield error_event(str(exc))
+        yield DONE
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
@@ -214,17 +195,19 @@ def file_id(dataset: Dataset) -> str:
     return f"file-{dataset.id.hex}"
 
 
+def by_public_id(ident: str, prefix: str, load: Callable[[uuid.UUID], T], missing: NotFound) -> T:
+    """The object behind an OpenAI-style id (``<prefix><uuid hex>``); ``missing`` for a malformed id, or one
+    of somebody else's (the loaders' ownership check)."""
+    try:
+        return load(uuid.UUID(hex=ident.removeprefix(prefix)))
+    except (ValueError, NotFound) as exc:
+        raise missing from exc
+
+
 def get_file(session: Session, user: User, ident: str) -> Dataset:
     """The caller's dataset behind a file id; OpenAI's 404 otherwise."""
     missing = NotFound(_("No such file: '%(id)s'.", id=ident[:100]), code="file_not_found", field="file_id")
-    try:
-        dataset_id = uuid.UUID(hex=ident.removeprefix("file-"))
-    except ValueError as exc:
-        raise missing from exc
-    try:
-        return datasets.get_dataset(session, dataset_id, user=user)
-    except NotFound as exc:
-        raise missing from exc
+    return by_public_id(ident, "file-", lambda key: datasets.get_dataset(session, key, user=user), missing)
 
 
 def problems(dataset: Dataset) -> str | None:

@@ -8,16 +8,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port, stop_process, wait_for
+from tests.conftest import free_port, refinery_command, service_process
 from tests.e2e.conftest import LIVE, logged_in_page, shot
 
 pytestmark = pytest.mark.e2e
@@ -97,30 +95,17 @@ def web_on_external_inference(live_server: str) -> Iterator[str]:
     hostile = HostileModelServer()
     port = free_port()
     env = {**LIVE["env"], "REFINERY_PORT": str(port), "REFINERY_INFERENCE_URL": hostile.url}
-    log = (LIVE["data"] / "web-external.log").open("wb")
-    refinery = ROOT / ".venv" / "bin" / "refinery"
-    proc = subprocess.Popen(
-        [str(refinery) if refinery.exists() else "refinery", "web"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     base = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return proc.poll() is not None
-
     try:
-        wait_for(healthy, timeout=60, interval=0.3, what="the second web process")
-        assert proc.poll() is None, (LIVE["data"] / "web-external.log").read_text()[-3000:]
-        yield base
+        with service_process(
+            [refinery_command(), "web"],
+            env=env,
+            log=LIVE["data"] / "web-external.log",
+            health_url=f"{base}/healthz",
+            what="the second web process",
+        ):
+            yield base
     finally:
-        stop_process(proc)
         hostile.close()
 
 

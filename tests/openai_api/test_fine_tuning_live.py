@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,14 +17,15 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ROOT, free_port, stop_process, wait_for
+from tests.conftest import free_port, refinery_command, service_process, wait_for
 
 ADMIN = "ops@example.com"
 
 
 def refinery(env: dict[str, str], *args: str, stdin: str = "") -> str:
-    command = shutil.which("refinery", path=str(Path(sys.executable).parent)) or "refinery"
-    done = subprocess.run([command, *args], env=env, input=stdin, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [refinery_command(), *args], env=env, input=stdin, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -45,19 +44,9 @@ def live(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iter
             "REFINERY_HUB_ENDPOINT": "",
         }
     )
-    log = (data / "up.log").open("wb")
-    command = shutil.which("refinery", path=str(Path(sys.executable).parent)) or "refinery"
-    proc = subprocess.Popen(
-        [command, "up"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
     base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(
-            lambda: "Refinery is running" in (data / "up.log").read_text() or proc.poll() is not None,
-            timeout=120,
-            what="refinery up",
-        )
-        assert proc.poll() is None, (data / "up.log").read_text()[-3000:]
+    up = [refinery_command(), "up"]
+    with service_process(up, env=env, log=data / "up.log", health_url=f"{base}/healthz", what="refinery up"):
         refinery(env, "users", "create", ADMIN, "--admin", "--password-stdin", stdin="ops-password-123\n")
         key = refinery(env, "keys", "create", ADMIN, "--name", "openai script")
         headers = {"Authorization": f"Bearer {key}"}
@@ -70,9 +59,6 @@ def live(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iter
             what="the tiny model's import",
         )
         yield {"base": base, "key": key, "model": model, "data": data}
-    finally:
-        stop_process(proc, timeout=30)
-        print((data / "up.log").read_text()[-4000:])
 
 
 def records(n: int) -> bytes:

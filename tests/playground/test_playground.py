@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ROOT, csrf_of, free_port, login, stop_process, wait_for
+from tests.conftest import csrf_of, free_port, login, service_process
 from worker import lifecycle
 
 
@@ -25,30 +24,15 @@ def inference(configure: Any, env: Any, tmp_path: Any) -> Iterator[dict[str, Any
     """Refinery's inference process on a free loopback port, sharing the test's database and data dir."""
     port = free_port()
     settings = configure(inference_port=port)
-    log = (tmp_path / "inference.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.inference.server"],
-        cwd=ROOT,
-        env=dict(os.environ),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     base = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return proc.poll() is not None
-
-    try:
-        wait_for(healthy, timeout=90, what="the inference process")
-        assert proc.poll() is None, (tmp_path / "inference.log").read_text()[-3000:]
+    with service_process(
+        [sys.executable, "-m", "worker.inference.server"],
+        env=dict(os.environ),
+        log=tmp_path / "inference.log",
+        health_url=f"{base}/healthz",
+        what="the inference process",
+    ):
         yield {"key": settings.inference_key(), "url": base}
-    finally:
-        stop_process(proc)
-        print((tmp_path / "inference.log").read_text()[-3000:])
 
 
 def _train(client: Any, setup: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from worker.evaluation.metrics import ngrams, overlap, score
 from worker.training.data import DataError, read_records
-from worker.training.protocol import emit, fail, progress
+from worker.training.protocol import progress, run_child
 
 VARIANTS = ("base", "few_shot", "tuned")
 METRICS = ("exact_match", "f1", "bleu", "rouge_l")
@@ -253,21 +253,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(job: dict[str, Any]) -> int:
-    import torch
-
-    try:
-        result = run(job)
-    except DataError as exc:
-        fail("data", exc.code, **exc.params)
-        return 1
-    except torch.OutOfMemoryError:
-        fail("oom", "oom")
-        return 1
-    except (OSError, RuntimeError, ValueError) as exc:
-        fail("internal", "evaluation_error", detail=str(exc)[:500])
-        return 1
-    emit(result=result)
-    return 0
+    return run_child(run, job, error_code="evaluation_error")
 
 
 if __name__ == "__main__":

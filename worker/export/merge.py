@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from app.jobs.checkpoints import COMPLETE_MARKER
-from worker.training.protocol import emit, fail, progress
+from worker.training.protocol import progress, run_child
 
 
 def merge(job: dict[str, Any]) -> dict[str, Any]:
@@ -48,18 +48,7 @@ def merge(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(job: dict[str, Any]) -> int:
-    import torch
-
-    try:
-        result = merge(job)
-    except torch.OutOfMemoryError:
-        fail("oom", "oom")
-        return 1
-    except (OSError, RuntimeError, ValueError) as exc:
-        fail("internal", "merge_error", detail=str(exc)[:500])
-        return 1
-    emit(result=result)
-    return 0
+    return run_child(merge, job, error_code="merge_error")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hmac
 import json
 import threading
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from app.core.config import get_settings
 from app.datasets.storage import artifact_path
 from app.db.models import BaseModelRecord, Run, RunStatus, TrainingJob
 from app.db.session import session_scope
+from app.inference.shapes import DONE, Completion, error_event
 from app.jobs.checkpoints import COMPLETE_MARKER
 
 
@@ -267,8 +267,7 @@ def create_app() -> FastAPI:
 
     @app.post("/v1/chat/completions", response_model=None)
     def chat(request: ChatRequest) -> Any:
-        created = int(time.time())
-        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        completion = Completion(request.model)
         try:
             pieces = engine.stream(request)
             first = next(pieces, None)
@@ -277,36 +276,19 @@ def create_app() -> FastAPI:
         if request.stream:
 
             def events() -> Iterator[str]:
-                def chunk(delta: dict[str, str], finish: str | None) -> str:
-                    body = {
-                        "id": completion_id,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": request.model,
-                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                    }
-                    return f"data: {json.dumps(body)}\n\n"
-
-                yield chunk({"role": "assistant", "content": ""}, None)
+                yield completion.chunk({"role": "assistant", "content": ""})
                 try:
                     if first is not None:
-                        yield chunk({"content": first}, None)
+                        yield completion.chunk({"content": first})
                     for piece in pieces:
-                        yield chunk({"content": piece}, None)
-                    yield chunk({}, "stop")
+                        yield completion.chunk({"content": piece})
+                    yield completion.chunk({}, "stop")
                 except RuntimeError as exc:
-                    yield f"data: {json.dumps({'error': {'message': str(exc)[:500]}})}\n\n"
-                yield "data: [DONE]\n\n"
+                    yield error_event(str(exc))
+                yield DONE
 
             return StreamingResponse(events(), media_type="text/event-stream")
-        text = (first or "") + "".join(pieces)
-        return {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": request.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        }
+        return completion.whole((first or "") + "".join(pieces))
 
     return app
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from app.runs.messages import english
@@ -38,3 +39,25 @@ def event(code: str, **params: Any) -> None:
 def fail(kind: str, code: str, **params: Any) -> None:
     """A classified failure: the supervisor marks the run failed (no retry) with this sentence."""
     emit(error={"kind": kind, "code": code, "params": params, "message": english(code, params)})
+
+
+def run_child(work: Callable[[dict[str, Any]], dict[str, Any]], job: dict[str, Any], *, error_code: str) -> int:
+    """A child's main: its result on success; bad data, out-of-memory or another error as a classified
+    failure (``error_code`` names the last, with the error's text as ``detail``)."""
+    import torch
+
+    from worker.training.data import DataError
+
+    try:
+        result = work(job)
+    except DataError as exc:
+        fail("data", exc.code, **exc.params)
+        return 1
+    except torch.OutOfMemoryError:
+        fail("oom", "oom")
+        return 1
+    except (OSError, RuntimeError, ValueError) as exc:
+        fail("internal", error_code, detail=str(exc)[:500])
+        return 1
+    emit(result=result)
+    return 0
