@@ -132,7 +132,8 @@ def test_registry_lineage_and_tags(client: Any, setup: dict[str, Any], tmp_path:
     assert dependents["evaluations"] == [evaluation["id"]] and dependents["merged"] is True
     assert dependents["preference_datasets"] == [preference_id] and dependents["running"] == []
     page = client.get(f"/adapters/{job['id']}").text
-    assert 'id="dependents"' in page and "1 evaluation" in page
+    body = page[page.index("</title>") :]  # the card is in the page, not in its title
+    assert 'id="dependents"' in body and "1 evaluation" in body and f'action="/adapters/{job["id"]}/delete"' in body
     refused = client.post(f"/adapters/{job['id']}/delete", data={})
     assert refused.status_code == 422
     deleted = client.post(f"/adapters/{job['id']}/delete", data={"confirm": "yes"}, follow_redirects=False)
