@@ -75,7 +75,8 @@ def test_an_openai_fine_tuning_script_runs_unchanged(live: dict[str, Any]) -> No
     # --- the script, as written for OpenAI ---
     training = client.files.create(file=("train.jsonl", records(24)), purpose="fine-tune")
     validation = client.files.create(file=("valid.jsonl", records(8)), purpose="fine-tune")
-    client.files.wait_for_processing(training.id, poll_interval=0.5, max_wait_seconds=120)
+    for uploaded in (training, validation):  # as OpenAI's own guide does: both files processed first
+        client.files.wait_for_processing(uploaded.id, poll_interval=0.5, max_wait_seconds=120)
     job = client.fine_tuning.jobs.create(
         model="tiny",
         training_file=training.id,
