@@ -73,7 +73,14 @@ def create_app() -> FastAPI:
         BodyLimitMiddleware,
         default_limit=settings.max_request_bytes,
         upload_limit=settings.max_upload_bytes + 64 * 1024,  # the file plus the form's other fields
-        upload_paths=("/api/v1/datasets", "/api/v1/datasets/*/upload", "/datasets/*/upload", "/v1/files"),
+        upload_paths=(
+            "/api/v1/datasets",
+            "/api/v1/datasets/*/upload",
+            "/datasets/*/upload",
+            "/v1/files",
+            "/api/v1/adapters",
+            "/adapters/upload",
+        ),
     )
     app.add_middleware(
         SessionMiddleware,
@@ -145,6 +152,7 @@ def create_app() -> FastAPI:
     from app.adapters import ui as adapters_ui
     from app.basemodels import api as models_api
     from app.basemodels import ui as models_ui
+    from app.cleaning import api as cleaning_api
     from app.core import health
     from app.datasets import api as datasets_api
     from app.datasets import ui as datasets_ui
@@ -154,6 +162,7 @@ def create_app() -> FastAPI:
     from app.jobs import ui as jobs_ui
     from app.openai_api import fine_tuning as openai_fine_tuning
     from app.openai_api import routes as openai_api
+    from app.playground import api as playground_api
     from app.playground import ui as playground_ui
     from app.runs import api as runs_api
     from app.users import api as users_api
@@ -168,11 +177,13 @@ def create_app() -> FastAPI:
         runs_api,
         datasets_ui,
         datasets_api,
+        cleaning_api,
         jobs_ui,
         jobs_api,
         evaluation_ui,
         evaluation_api,
         playground_ui,
+        playground_api,
         openai_api,
         openai_fine_tuning,
         adapters_ui,

@@ -6,14 +6,15 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from app.adapters import service
+from app.adapters import service, upload
 from app.core.deps import CurrentUser, SessionDep, csrf_protect
-from app.db.models import User
+from app.core.openapi import BINARY, multipart_body
+from app.db.models import Run, User
 from app.runs.schemas import RunRead
 
 router = APIRouter(prefix="/api/v1/adapters", tags=["adapters"], dependencies=[Depends(csrf_protect)])
@@ -28,8 +29,9 @@ class AdapterRead(BaseModel):
     method: str
     adapter: str
     dataset_id: uuid.UUID | None
-    dataset_version_id: uuid.UUID
+    dataset_version_id: uuid.UUID | None = Field(description="None for an uploaded adapter.")
     dataset_version: int | None
+    origin: str = Field(description="'trained' here, or 'upload' (an existing PEFT adapter imported).")
     spec: dict[str, Any]
     metrics: dict[str, Any]
     evaluation_id: uuid.UUID | None
@@ -59,6 +61,7 @@ def to_read(row: service.AdapterRow) -> AdapterRead:
         dataset_id=row.dataset.id if row.dataset else None,
         dataset_version_id=job.dataset_version_id,
         dataset_version=row.version.number if row.version else None,
+        origin=job.origin,
         spec=job.spec,
         metrics=row.metrics,
         evaluation_id=row.evaluation.id if row.evaluation else None,
@@ -118,6 +121,40 @@ def lineage_read(session: Session, row: service.AdapterRow, user: User) -> dict[
         ],
         "continued_by": _ids(found["continued_by"]),
     }
+
+
+ADAPTER_UPLOAD_BODY = multipart_body(
+    {
+        "model_id": {"type": "string", "format": "uuid", "description": "The base model it fits."},
+        "name": {"type": "string"},
+        "files": {
+            "type": "array",
+            "items": BINARY,
+            "description": "adapter_config.json and adapter_model.safetensors, or one zip of them. "
+            "Pickle files (.bin, .pt, …) are refused with 415.",
+        },
+    },
+    required=["model_id", "files"],
+)
+
+
+class AdapterUploadRead(BaseModel):
+    job_id: uuid.UUID = Field(description="The adapter's job: GET /api/v1/jobs/{job_id} shows the check's state.")
+    name: str
+    run: RunRead = Field(description="The run loading the adapter onto its base; listed once it has succeeded.")
+
+
+@router.post(
+    "",
+    response_model=AdapterUploadRead,
+    status_code=202,
+    openapi_extra=ADAPTER_UPLOAD_BODY,
+    summary="Upload an existing PEFT adapter (safetensors only); a background run checks it loads",
+)
+async def upload_adapter(request: Request, session: SessionDep, user: CurrentUser) -> AdapterUploadRead:
+    job = await upload.upload_from_request(request, session, user=user)
+    run = session.get(Run, job.run_id)
+    return AdapterUploadRead(job_id=job.id, name=job.name, run=RunRead.model_validate(run))
 
 
 @router.get("", response_model=list[AdapterRead], summary="Your adapters (succeeded jobs), optionally by tag")

@@ -61,7 +61,7 @@ def _size(path: Any) -> int:
 
 
 def _row(session: Session, job: TrainingJob, run: Run) -> AdapterRow:
-    version = session.get(DatasetVersion, job.dataset_version_id)
+    version = session.get(DatasetVersion, job.dataset_version_id) if job.dataset_version_id else None
     finished = [
         e
         for e in session.scalars(

@@ -7,25 +7,51 @@ import uuid
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
-from app.adapters import service
+from app.adapters import service, upload
+from app.basemodels import service as models
 from app.core.deps import PageUser, SessionDep, csrf_protect
-from app.core.errors import InvalidInput
+from app.core.errors import InvalidInput, RefineryError
 from app.core.i18n import _
 from app.core.templating import render, render_live
+from app.db.models import ModelStatus
 from app.evaluation.service import verdict
 
 router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False)
 
 
-@router.get("/adapters")
-def index(request: Request, session: SessionDep, user: PageUser) -> Response:
-    tag = request.query_params.get("tag", "")
-    context = {
+def _index_context(session: SessionDep, user: PageUser, tag: str = "") -> dict[str, object]:
+    pending = upload.pending_uploads(session, user=user)
+    return {
         "rows": service.list_adapters(session, user=user, tag=tag),
         "tags": service.all_tags(session, user=user),
         "tag": tag,
+        "pending": pending,
+        "pending_live": any(not run.status.is_final for _job, run in pending),
+        "models": [m for m in models.list_models(session, user=user) if m.status == ModelStatus.ready],
     }
+
+
+@router.get("/adapters")
+def index(request: Request, session: SessionDep, user: PageUser) -> Response:
+    context = _index_context(session, user, request.query_params.get("tag", ""))
     return render(request, "adapters/index.html", context)
+
+
+@router.post("/adapters/upload")
+async def upload_adapter(request: Request, session: SessionDep, user: PageUser) -> Response:
+    try:
+        await upload.upload_from_request(request, session, user=user)
+    except RefineryError as exc:
+        session.rollback()
+        context = {**_index_context(session, user), "upload_error": exc.message}
+        return render(request, "adapters/index.html", context, status_code=exc.status_code)
+    return RedirectResponse("/adapters#uploads", status_code=303)
+
+
+@router.get("/adapters/_uploads")
+def uploads_live(request: Request, session: SessionDep, user: PageUser) -> Response:
+    context = _index_context(session, user)
+    return render_live(request, "adapters/_uploads.html", context, live=bool(context["pending_live"]))
 
 
 @router.get("/adapters/{job_id}")

@@ -45,6 +45,11 @@ class TooLarge(RefineryError):
     code = "too_large"
 
 
+class UnsupportedMedia(RefineryError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
 class InsufficientStorage(RefineryError):
     status_code = 507
     code = "insufficient_storage"

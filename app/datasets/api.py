@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from app.core.deps import CurrentUser, SessionDep, csrf_protect
+from app.core.openapi import BINARY, multipart_body
 from app.datasets import records, service
 from app.datasets.schemas import (
     DatasetRead,
@@ -26,45 +26,23 @@ from app.runs.schemas import RunRead
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"], dependencies=[Depends(csrf_protect)])
 
-UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "JSONL, JSON array, CSV, Parquet, .txt/.md; optionally gzip-compressed.",
-                        },
-                        "name": {"type": "string"},
-                        "model_id": {"type": "string", "format": "uuid"},
-                        "record_format": {"type": "string"},
-                        "file_type": {"type": "string"},
-                        "validation_file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "Optional: a separate file for the validation split.",
-                        },
-                        "test_file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "Optional: a separate file for the test split.",
-                        },
-                        "split_train": {"type": "number"},
-                        "split_validation": {"type": "number"},
-                        "split_test": {"type": "number"},
-                        "seed": {"type": "integer"},
-                        "column_mapping": {"type": "string", "description": "JSON object: record field → column."},
-                    },
-                }
-            }
-        },
-    }
-}
+UPLOAD_BODY = multipart_body(
+    {
+        "file": {**BINARY, "description": "JSONL, JSON array, CSV, Parquet, .txt/.md; optionally gzip-compressed."},
+        "name": {"type": "string"},
+        "model_id": {"type": "string", "format": "uuid"},
+        "record_format": {"type": "string"},
+        "file_type": {"type": "string"},
+        "validation_file": {**BINARY, "description": "Optional: a separate file for the validation split."},
+        "test_file": {**BINARY, "description": "Optional: a separate file for the test split."},
+        "split_train": {"type": "number"},
+        "split_validation": {"type": "number"},
+        "split_test": {"type": "number"},
+        "seed": {"type": "integer"},
+        "column_mapping": {"type": "string", "description": "JSON object: record field → column."},
+    },
+    required=["file"],
+)
 
 
 def to_read(session: Session, dataset: Dataset) -> DatasetRead:

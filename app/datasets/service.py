@@ -221,7 +221,7 @@ def staged_records_key(dataset: Dataset) -> str:
     return f"datasets/{dataset.id.hex}/staging/{dataset.validation_run_id.hex if dataset.validation_run_id else ''}"
 
 
-def _next_number(session: Session, dataset: Dataset) -> int:
+def next_version_number(session: Session, dataset: Dataset) -> int:
     current = session.scalar(select(func.max(DatasetVersion.number)).where(DatasetVersion.dataset_id == dataset.id))
     return int(current or 0) + 1
 
@@ -233,7 +233,7 @@ def create_version_from_validation(session: Session, dataset: Dataset) -> Datase
     stats = report.get("stats", {})
     version = DatasetVersion(
         dataset_id=dataset.id,
-        number=_next_number(session, dataset),
+        number=next_version_number(session, dataset),
         storage_key=f"{staged_records_key(dataset)}/records.parquet",
         record_count=int(report["records"]),
         skipped_count=int(report.get("invalid_lines", 0)),

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from app.core.deps import CurrentUser, SessionDep, csrf_protect
-from app.core.errors import NotFound
+from app.core.errors import InvalidInput, NotFound
 from app.core.i18n import _
 from app.db.models import Evaluation, Judge, Judgement, Run
 from app.evaluation import judges, service
@@ -56,7 +56,13 @@ def to_read(session: Session, evaluation: Evaluation) -> EvaluationRead:
 )
 def create(job_id: uuid.UUID, body: EvaluationCreate, session: SessionDep, user: CurrentUser) -> EvaluationRead:
     job = jobs.get_job(session, job_id, user=user)
-    _dataset, version = jobs.owned_version(session, body.dataset_version_id or job.dataset_version_id, user=user)
+    version_id = body.dataset_version_id or job.dataset_version_id
+    if version_id is None:
+        raise InvalidInput(
+            _("An uploaded adapter has no training data: name the dataset version to evaluate it on."),
+            field="dataset_version_id",
+        )
+    _dataset, version = jobs.owned_version(session, version_id, user=user)
     options = service.EvaluationOptions.model_validate(body.model_dump(exclude={"dataset_version_id"}))
     return to_read(session, service.create_evaluation(session, user=user, job=job, version=version, options=options))
 

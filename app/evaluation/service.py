@@ -88,7 +88,7 @@ def create_evaluation(
 def evaluate_after_training(session: Session, job: TrainingJob) -> Evaluation | None:
     """The evaluation that runs by itself when a job succeeds, on its own version's test split (when it has
     one and the method writes answers)."""
-    version = session.get(DatasetVersion, job.dataset_version_id)
+    version = session.get(DatasetVersion, job.dataset_version_id) if job.dataset_version_id else None
     user = session.get(User, job.owner_id)
     if version is None or user is None or job.spec.get("method") not in GENERATIVE:
         return None

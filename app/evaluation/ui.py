@@ -80,7 +80,7 @@ async def start(request: Request, session: SessionDep, user: PageUser, job_id: u
     form = await request.form(max_files=0, max_fields=20)
     values = {k: v for k, v in form.items() if isinstance(v, str) and v != ""}
     try:
-        version_id = uuid.UUID(values.pop("dataset_version_id", str(job.dataset_version_id)))
+        version_id = uuid.UUID(values.pop("dataset_version_id", str(job.dataset_version_id or "")))
     except ValueError as exc:
         raise NotFound(_("No such dataset version.")) from exc
     _dataset, version = jobs.owned_version(session, version_id, user=user)

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
+from app.basemodels import service as models
 from app.core.deps import CurrentUser, SessionDep, csrf_protect
-from app.core.i18n import gettext
+from app.core.errors import InvalidInput
+from app.core.i18n import _, gettext
+from app.core.validation import ticked_ids
 from app.db.models import RunStatus, TrainingJob
 from app.jobs import presets, service
 from app.jobs.schemas import (
     CheckpointRead,
+    ComparisonRead,
+    EstimateRead,
+    EstimateRequest,
     JobCreate,
     JobRead,
     JobResume,
@@ -36,6 +42,7 @@ def to_read(session: Session, job: TrainingJob) -> JobRead:
         name=job.name,
         model_id=job.base_model_id,
         dataset_version_id=job.dataset_version_id,
+        origin=job.origin,
         general_version_id=job.general_version_id,
         spec=job.spec,
         created_at=job.created_at,
@@ -64,6 +71,29 @@ def create_job(body: JobCreate, session: SessionDep, user: CurrentUser) -> JobRe
 @router.get("", response_model=list[JobRead], summary="Your training jobs")
 def list_jobs(session: SessionDep, user: CurrentUser) -> list[JobRead]:
     return [to_read(session, j) for j in service.list_jobs(session, user=user)]
+
+
+@router.post("/estimate", response_model=EstimateRead, summary="Memory, time and problems of a spec, before launch")
+def estimate(body: EstimateRequest, session: SessionDep, user: CurrentUser) -> EstimateRead:
+    model = models.get_model(session, body.model_id, user=user)
+    _dataset, version = service.owned_version(session, body.dataset_version_id, user=user)
+    result = service.estimate(session, body.spec, model=model, version=version, gpu_gib=body.gpu_gib, user=user)
+    return EstimateRead.model_validate({**result, "problems": [p.model_dump() for p in result["problems"]]})
+
+
+@router.get("/compare", response_model=ComparisonRead, summary="Two to six jobs side by side: ?id=A&id=B")
+def compare(session: SessionDep, user: CurrentUser, id: list[str] = Query(default=[])) -> ComparisonRead:
+    ids = ticked_ids(id, most=6, unknown=_("No such training job."), count=_("Name two to six jobs to compare."))
+    found = service.compare(session, [service.get_job(session, job_id, user=user) for job_id in ids])
+    return ComparisonRead(
+        jobs=[job.id for job in found["jobs"]],
+        statuses=[service.job_status(run) for run in found["runs"]],
+        models=found["models"],
+        datasets=found["datasets"],
+        differing=dict(found["differing"]),
+        results=dict(found["results"]),
+        curves=found["curves"],
+    )
 
 
 @router.get("/{job_id}", response_model=JobRead, summary="A training job")
@@ -115,6 +145,8 @@ def job_checkpoints(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -
 )
 def resume(job_id: uuid.UUID, body: JobResume, session: SessionDep, user: CurrentUser) -> JobRead:
     source = service.get_job(session, job_id, user=user)
+    if source.dataset_version_id is None:
+        raise InvalidInput(_("An uploaded adapter has no checkpoints to resume from."), field="checkpoint")
     job = service.create_job(
         session,
         user=user,

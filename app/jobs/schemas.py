@@ -53,7 +53,8 @@ class JobRead(BaseModel):
     id: uuid.UUID
     name: str
     model_id: uuid.UUID
-    dataset_version_id: uuid.UUID
+    dataset_version_id: uuid.UUID | None = Field(description="None for an uploaded adapter (origin 'upload').")
+    origin: str = "trained"
     general_version_id: uuid.UUID | None
     spec: dict[str, Any]
     created_at: datetime
@@ -73,3 +74,32 @@ class MetricRow(BaseModel):
     learning_rate: float | None = None
     grad_norm: float | None = None
     tokens_per_second: float | None = None
+
+
+class EstimateRequest(BaseModel):
+    model_id: uuid.UUID
+    dataset_version_id: uuid.UUID
+    spec: TrainingSpec = Field(default_factory=TrainingSpec)
+    gpu_gib: float = Field(default=24, gt=0, le=10_000, description="The GPU's memory to fit in, in GiB.")
+
+
+class EstimateRead(BaseModel):
+    memory: dict[str, float] = Field(description="GiB by part: weights, gradients, optimizer, activations, …")
+    trainable: int
+    fits: bool
+    gpu_gib: float
+    suggestion: dict[str, Any] | None = Field(description="Changes that would fit, when it does not.")
+    tokens: int = Field(description="Tokens the job will train on.")
+    rate: float | None = Field(description="Measured tokens per second of earlier jobs on this model.")
+    seconds: float | None
+    problems: list[dict[str, str]] = Field(description="What would refuse the job, by field.")
+
+
+class ComparisonRead(BaseModel):
+    jobs: list[uuid.UUID]
+    statuses: list[str]
+    models: list[str]
+    datasets: list[str]
+    differing: dict[str, list[Any]] = Field(description="The spec fields that differ, with each job's value.")
+    results: dict[str, list[Any]] = Field(description="Final metrics, one value per job.")
+    curves: list[dict[str, Any]] = Field(description="Each job's loss and eval-loss points, [step, value].")

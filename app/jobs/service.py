@@ -232,7 +232,7 @@ def final_dir(job: TrainingJob) -> Path:
 
 def model_card(session: Session, job: TrainingJob, *, merged: bool = False) -> str:
     model = session.get(BaseModelRecord, job.base_model_id)
-    version = session.get(DatasetVersion, job.dataset_version_id)
+    version = session.get(DatasetVersion, job.dataset_version_id) if job.dataset_version_id else None
     dataset = session.get(Dataset, version.dataset_id) if version else None
     run = job_run(session, job)
     spec = TrainingSpec.model_validate(job.spec)
@@ -247,8 +247,12 @@ def model_card(session: Session, job: TrainingJob, *, merged: bool = False) -> s
         "",
         f"- base model: {model.name if model else '?'} ({model.source if model else '?'}: "
         f"`{model.source_ref if model else '?'}`), license {model.license if model else '?'}",
-        f"- dataset: {dataset.name if dataset else '?'} v{version.number if version else '?'} "
-        f"({version.record_count if version else '?'} records, splits {version.split_counts if version else {}})",
+        (
+            f"- dataset: {dataset.name if dataset else '?'} v{version.number if version else '?'} "
+            f"({version.record_count if version else '?'} records, splits {version.split_counts if version else {}})"
+            if job.origin != "upload"
+            else "- dataset: none recorded (an existing adapter uploaded to Refinery; it was not trained here)"
+        ),
         f"- job: `{job.id}`, finished {run.finished_at.isoformat() if run.finished_at else '—'}",
         "",
         "## Final metrics",
@@ -419,7 +423,7 @@ def compare(session: Session, jobs: list[TrainingJob]) -> dict[str, Any]:
     context: dict[str, list[str]] = {"models": [], "datasets": []}
     for job in jobs:
         model = session.get(BaseModelRecord, job.base_model_id)
-        version = session.get(DatasetVersion, job.dataset_version_id)
+        version = session.get(DatasetVersion, job.dataset_version_id) if job.dataset_version_id else None
         dataset = session.get(Dataset, version.dataset_id) if version else None
         context["models"].append(model.name if model else "?")
         context["datasets"].append(f"{dataset.name if dataset else '?'} v{version.number if version else '?'}")

@@ -71,7 +71,7 @@ def new_job_page(request: Request, session: SessionDep, user: PageUser) -> Respo
         except ValueError as exc:
             raise NotFound(_("No such training job.")) from exc
         values = TrainingSpec.model_validate(job.spec)
-        selected = str(job.dataset_version_id)
+        selected = str(job.dataset_version_id or "")
         form = {"model_id": str(job.base_model_id), "name": f"{job.name} (2)", "cloned_from": str(job.id)}
         if job.general_version_id:
             form["general_version_id"] = str(job.general_version_id)

@@ -38,6 +38,77 @@ STATUSES = {"validating": "validating_files"}
 Auto = Literal["auto"]
 
 
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None
+
+
+class FineTuningJob(BaseModel):
+    """OpenAI's fine_tuning.job object, as Refinery fills it."""
+
+    id: str
+    object: Literal["fine_tuning.job"]
+    created_at: int
+    error: JobError | None = Field(description="Set when the job failed: the code, a sentence and the field.")
+    fine_tuned_model: str | None = Field(description="The adapter to chat with once the job has succeeded.")
+    finished_at: int | None
+    hyperparameters: dict[str, float | int | None]
+    model: str
+    organization_id: str
+    result_files: list[str]
+    seed: int
+    status: Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+    trained_tokens: int | None
+    training_file: str
+    validation_file: str | None
+    estimated_finish: int | None
+    integrations: list[dict[str, Any]]
+    metadata: dict[str, str] | None
+    method: dict[str, Any]
+    user_provided_suffix: str | None
+
+
+class FineTuningJobList(BaseModel):
+    object: Literal["list"]
+    data: list[FineTuningJob]
+    has_more: bool
+
+
+class FineTuningEvent(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.event"]
+    created_at: int
+    level: Literal["info", "warn", "error"]
+    message: str
+    type: Literal["message", "metrics"]
+    data: dict[str, Any]
+
+
+class FineTuningEventList(BaseModel):
+    object: Literal["list"]
+    data: list[FineTuningEvent]
+    has_more: bool
+
+
+class FineTuningCheckpoint(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"]
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: dict[str, float | int | None]
+    step_number: int
+
+
+class FineTuningCheckpointList(BaseModel):
+    object: Literal["list"]
+    data: list[FineTuningCheckpoint]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
+
+
 class Hyperparameters(BaseModel):
     n_epochs: int | Auto | None = Field(None, description="Passes over the training file.")
     batch_size: int | Auto | None = Field(None, description="Records per step.")
@@ -161,7 +232,7 @@ def _value(raw: Any, default: Any) -> Any:
     return default if raw in (None, "auto") else raw
 
 
-@router.post("/jobs", summary="Create a fine-tuning job (OpenAI-compatible)")
+@router.post("/jobs", response_model=FineTuningJob, summary="Create a fine-tuning job (OpenAI-compatible)")
 def create_job(body: JobCreate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     if body.integrations:
         raise InvalidInput(
@@ -207,19 +278,22 @@ def _page(items: list[dict[str, Any]], after: str | None, limit: int) -> dict[st
     return {"object": "list", "data": items[:limit], "has_more": len(items) > limit}
 
 
-@router.get("/jobs", summary="Your fine-tuning jobs, newest first (OpenAI-compatible)")
+@router.get(
+    "/jobs", response_model=FineTuningJobList, summary="Your fine-tuning jobs, newest first (OpenAI-compatible)"
+)
 def list_ft_jobs(
     session: SessionDep, user: CurrentUser, after: str | None = None, limit: int = Query(20, ge=1, le=100)
 ) -> dict[str, Any]:
-    return _page([to_job(session, j) for j in jobs.list_jobs(session, user=user)], after, limit)
+    listed = [j for j in jobs.list_jobs(session, user=user) if j.origin == "trained"]
+    return _page([to_job(session, j) for j in listed], after, limit)
 
 
-@router.get("/jobs/{job_id}", summary="A fine-tuning job")
+@router.get("/jobs/{job_id}", response_model=FineTuningJob, summary="A fine-tuning job")
 def retrieve_ft_job(job_id: str, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     return to_job(session, get_ft_job(session, user, job_id))
 
 
-@router.post("/jobs/{job_id}/cancel", summary="Cancel a fine-tuning job")
+@router.post("/jobs/{job_id}/cancel", response_model=FineTuningJob, summary="Cancel a fine-tuning job")
 def cancel_ft_job(job_id: str, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     job = get_ft_job(session, user, job_id)
     jobs.cancel_job(session, job)
@@ -260,7 +334,9 @@ def _events(session: Session, job: TrainingJob, run: Run) -> list[dict[str, Any]
     return sorted(out, key=lambda e: (e["created_at"] or 0, e["id"]), reverse=True)
 
 
-@router.get("/jobs/{job_id}/events", summary="A fine-tuning job's events, newest first")
+@router.get(
+    "/jobs/{job_id}/events", response_model=FineTuningEventList, summary="A fine-tuning job's events, newest first"
+)
 def list_ft_events(
     job_id: str, session: SessionDep, user: CurrentUser, after: str | None = None, limit: int = Query(20, ge=1, le=100)
 ) -> dict[str, Any]:
@@ -268,7 +344,11 @@ def list_ft_events(
     return _page(_events(session, job, jobs.job_run(session, job)), after, limit)
 
 
-@router.get("/jobs/{job_id}/checkpoints", summary="A fine-tuning job's checkpoints with their step metrics")
+@router.get(
+    "/jobs/{job_id}/checkpoints",
+    response_model=FineTuningCheckpointList,
+    summary="A fine-tuning job's checkpoints with their step metrics",
+)
 def list_ft_checkpoints(
     job_id: str, session: SessionDep, user: CurrentUser, after: str | None = None, limit: int = Query(10, ge=1, le=100)
 ) -> dict[str, Any]:

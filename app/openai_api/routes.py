@@ -27,6 +27,7 @@ from app.core.config import get_settings
 from app.core.deps import CurrentUser, SessionDep, csrf_protect
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.i18n import _
+from app.core.openapi import BINARY, multipart_body
 from app.datasets import records
 from app.datasets import service as datasets
 from app.datasets.storage import artifact_path, save_stream
@@ -244,23 +245,13 @@ def to_file(session: Session, dataset: Dataset) -> FileObject:
     )
 
 
-FILE_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file", "purpose"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary", "description": "JSONL of chat or DPO records"},
-                        "purpose": {"type": "string", "enum": ["fine-tune"]},
-                    },
-                }
-            }
-        },
-    }
-}
+FILE_BODY = multipart_body(
+    {
+        "file": {**BINARY, "description": "JSONL of chat or DPO records"},
+        "purpose": {"type": "string", "enum": ["fine-tune"]},
+    },
+    required=["file", "purpose"],
+)
 
 
 @router.post("/files", response_model=FileObject, openapi_extra=FILE_BODY, summary="Upload a file (fine-tune)")

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from worker.jobs import dataset_validate, evaluation, judging, merge, model_import, training
+from worker.jobs import adapter_import, cleaning, dataset_validate, evaluation, judging, merge, model_import, training
 
 
 class JobHandler(Protocol):
@@ -23,4 +23,6 @@ HANDLERS: dict[str, JobHandler] = {
     evaluation.KIND: evaluation.HANDLER,
     judging.KIND: judging.HANDLER,
     merge.KIND: merge.HANDLER,
+    adapter_import.KIND: adapter_import.HANDLER,
+    cleaning.KIND: cleaning.HANDLER,
 }

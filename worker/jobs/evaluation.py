@@ -28,7 +28,8 @@ class EvaluationHandler:
                 raise ValueError("The evaluation or its training job has been deleted.")
             model = session.get(BaseModelRecord, job.base_model_id)
             version = session.get(DatasetVersion, evaluation.dataset_version_id)
-            trained_on = session.get(DatasetVersion, job.dataset_version_id)
+            # an uploaded adapter has no training data: few-shot examples come from the evaluated version's train split
+            trained_on = session.get(DatasetVersion, job.dataset_version_id) if job.dataset_version_id else version
             if model is None or version is None or trained_on is None or not model.storage_key:
                 raise ValueError("The base model or a dataset version of this evaluation no longer exists.")
             spec = {

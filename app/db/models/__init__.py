@@ -1,6 +1,7 @@
 """Every ORM class, one module per aggregate (imported here so Alembic sees them all)."""
 
 from app.db.models.base_model import BaseModelRecord, ModelStatus
+from app.db.models.cleaning import Cleaning, CleaningOverride, CleaningRecipe
 from app.db.models.dataset import Dataset, DatasetStatus, DatasetVersion, Upload
 from app.db.models.evaluation import Evaluation, Judge, Judgement, SampleLabel
 from app.db.models.feedback import Feedback
@@ -11,6 +12,9 @@ from app.db.models.user import ApiKey, Role, User
 __all__ = [
     "ApiKey",
     "BaseModelRecord",
+    "Cleaning",
+    "CleaningOverride",
+    "CleaningRecipe",
     "Dataset",
     "DatasetStatus",
     "DatasetVersion",

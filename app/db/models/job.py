@@ -17,7 +17,12 @@ class TrainingJob(IdMixin, TimestampMixin, Base):
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     base_model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("base_models.id", ondelete="RESTRICT"))
-    dataset_version_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("dataset_versions.id", ondelete="RESTRICT"))
+    # None for an adapter uploaded rather than trained here (origin "upload")
+    dataset_version_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("dataset_versions.id", ondelete="RESTRICT"), nullable=True
+    )
+    # "trained" (a job run here) or "upload" (an existing PEFT adapter imported and checked by a run)
+    origin: Mapped[str] = mapped_column(String(20), nullable=False, default="trained", server_default="trained")
     general_version_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("dataset_versions.id", ondelete="RESTRICT"), nullable=True
     )

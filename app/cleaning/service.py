@@ -1,0 +1,328 @@
+"""Cleaning a dataset version: recipes, runs, the decisions they made, the user's overrides, and committing
+the result as a new immutable version whose options record the recipe, the run and every override."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from app.cleaning.ops import DEFAULT_RECIPE, validate_steps
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.i18n import _
+from app.core.ownership import get_owned
+from app.datasets import service as datasets
+from app.datasets.records import record_schema
+from app.datasets.stats import Stats, record_plain_text
+from app.datasets.storage import artifact_path
+from app.db.models import (
+    Cleaning,
+    CleaningOverride,
+    CleaningRecipe,
+    Dataset,
+    DatasetVersion,
+    Run,
+    RunStatus,
+    User,
+)
+from app.jobs import service as jobs
+from app.runs import service as runs
+
+CLEAN_KIND = "cleaning"
+ACTIONS = ("keep", "drop", "original", "default")
+DEFAULT_NAME = "default"
+PAGE_SIZE = 20
+
+
+# --- recipes ----------------------------------------------------------------------------------------------
+
+
+def list_recipes(session: Session, *, user: User) -> list[CleaningRecipe]:
+    stmt = select(CleaningRecipe).where(CleaningRecipe.owner_id == user.id).order_by(CleaningRecipe.name)
+    return list(session.scalars(stmt))
+
+
+def save_recipe(session: Session, *, user: User, name: str, steps: Any) -> CleaningRecipe:
+    """Save (or replace) a named recipe; the steps are validated and stored with every parameter."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise InvalidInput(_("Give the recipe a name of 1 to 100 characters."), field="name")
+    checked = validate_steps(steps)
+    recipe = session.scalar(
+        select(CleaningRecipe).where(CleaningRecipe.owner_id == user.id, CleaningRecipe.name == name)
+    )
+    if recipe is None:
+        recipe = CleaningRecipe(owner_id=user.id, name=name, steps=checked)
+        session.add(recipe)
+    else:
+        recipe.steps = checked
+    session.flush()
+    return recipe
+
+
+def get_recipe(session: Session, recipe_id: uuid.UUID, *, user: User) -> CleaningRecipe:
+    return get_owned(session, CleaningRecipe, recipe_id, user=user, message=_("No such recipe."))
+
+
+def delete_recipe(session: Session, recipe: CleaningRecipe) -> None:
+    session.delete(recipe)
+    session.flush()
+
+
+# --- runs -------------------------------------------------------------------------------------------------
+
+
+def start_cleaning(
+    session: Session,
+    *,
+    user: User,
+    version_id: uuid.UUID,
+    steps: Any = None,
+    recipe_id: uuid.UUID | None = None,
+) -> Cleaning:
+    """Run a recipe over a version: the given steps, a saved recipe, or the default recipe."""
+    _dataset, version = jobs.owned_version(session, version_id, user=user)
+    recipe = get_recipe(session, recipe_id, user=user) if recipe_id else None
+    if steps is not None:
+        checked, name = validate_steps(steps), recipe.name if recipe else _("custom")
+    elif recipe is not None:
+        checked, name = validate_steps(recipe.steps), recipe.name
+    else:
+        checked, name = validate_steps(DEFAULT_RECIPE), DEFAULT_NAME
+    cleaning = Cleaning(
+        owner_id=user.id,
+        version_id=version.id,
+        recipe_id=recipe.id if recipe else None,
+        recipe_name=name,
+        steps=checked,
+        storage_key="",
+    )
+    session.add(cleaning)
+    session.flush()
+    cleaning.storage_key = f"cleanings/{cleaning.id.hex}"
+    run = runs.create_run(session, kind=CLEAN_KIND, owner=user, params={"cleaning_id": str(cleaning.id)})
+    cleaning.run_id = run.id
+    session.flush()
+    return cleaning
+
+
+def get_cleaning(session: Session, cleaning_id: uuid.UUID, *, user: User) -> Cleaning:
+    return get_owned(session, Cleaning, cleaning_id, user=user, message=_("No such cleaning run."))
+
+
+def list_cleanings(session: Session, *, user: User, version_id: uuid.UUID | None = None) -> list[Cleaning]:
+    stmt = select(Cleaning).where(Cleaning.owner_id == user.id)
+    if version_id is not None:
+        stmt = stmt.where(Cleaning.version_id == version_id)
+    return list(session.scalars(stmt.order_by(Cleaning.created_at.desc())))
+
+
+def cleaning_run(session: Session, cleaning: Cleaning) -> Run:
+    run = session.get(Run, cleaning.run_id) if cleaning.run_id else None
+    if run is None:
+        raise NotFound(_("No such cleaning run."))
+    return run
+
+
+def apply_result(session: Session, run_id: uuid.UUID, result: dict[str, Any]) -> None:
+    cleaning = session.scalar(select(Cleaning).where(Cleaning.run_id == run_id))
+    if cleaning is not None:
+        cleaning.summary = result
+
+
+def _ready(session: Session, cleaning: Cleaning) -> None:
+    if cleaning_run(session, cleaning).status != RunStatus.succeeded:
+        raise Conflict(_("The cleaning run has not finished yet; its decisions appear when it has."))
+
+
+# --- decisions and overrides ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecisionRow:
+    record_id: str
+    split: str
+    step: int
+    op: str
+    action: str
+    reason: str
+    evidence: dict[str, Any]
+    override: str | None
+
+
+def _decisions_table(cleaning: Cleaning, *, step: int | None, reason: str, action: str) -> Any:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(str(artifact_path(f"{cleaning.storage_key}/decisions.parquet")))
+    if step is not None:
+        table = table.filter(pc.equal(table["step"], step))
+    if reason:
+        table = table.filter(pc.equal(table["reason"], reason))
+    if action:
+        table = table.filter(pc.equal(table["action"], action))
+    return table
+
+
+def overrides(session: Session, cleaning: Cleaning) -> dict[str, str]:
+    stmt = select(CleaningOverride.record_id, CleaningOverride.action).where(
+        CleaningOverride.cleaning_id == cleaning.id
+    )
+    return {rid: act for rid, act in session.execute(stmt)}
+
+
+def page_decisions(
+    session: Session,
+    cleaning: Cleaning,
+    *,
+    step: int | None = None,
+    reason: str = "",
+    action: str = "",
+    page: int = 1,
+    page_size: int = PAGE_SIZE,
+) -> tuple[list[DecisionRow], int]:
+    _ready(session, cleaning)
+    table = _decisions_table(cleaning, step=step, reason=reason, action=action)
+    total = table.num_rows
+    rows = table.slice(max(0, (page - 1) * page_size), page_size).to_pylist()
+    chosen = overrides(session, cleaning)
+    return [
+        DecisionRow(
+            record_id=r["record_id"],
+            split=r["split"],
+            step=r["step"],
+            op=r["op"],
+            action=r["action"],
+            reason=r["reason"],
+            evidence=json.loads(r["evidence"]),
+            override=chosen.get(r["record_id"]),
+        )
+        for r in rows
+    ], total
+
+
+def _check_open(session: Session, cleaning: Cleaning) -> None:
+    _ready(session, cleaning)
+    if cleaning.committed_version_id is not None:
+        raise Conflict(_("This cleaning has been committed; run the recipe again to change the decisions."))
+
+
+def set_overrides(session: Session, cleaning: Cleaning, *, user: User, items: list[tuple[str, str]]) -> int:
+    """Replace the verdict on records the recipe dropped or changed: keep, drop, original (undo the changes) or
+    default (the recipe's verdict again). Returns how many records changed."""
+    _check_open(session, cleaning)
+    for _rid, action in items:
+        if action not in ACTIONS:
+            raise InvalidInput(_("An override is keep, drop, original or default."), field="action")
+    decided = set(_decisions_table(cleaning, step=None, reason="", action="")["record_id"].to_pylist())
+    unknown = [rid for rid, _a in items if rid not in decided]
+    if unknown:
+        raise InvalidInput(
+            _("Record %(id)s has no decision in this cleaning to override.", id=unknown[0][:64]), field="record_id"
+        )
+    ids = [rid for rid, _a in items]
+    for start in range(0, len(ids), 500):
+        session.execute(
+            delete(CleaningOverride).where(
+                CleaningOverride.cleaning_id == cleaning.id, CleaningOverride.record_id.in_(ids[start : start + 500])
+            )
+        )
+    session.add_all(
+        CleaningOverride(cleaning_id=cleaning.id, record_id=rid, action=action, user_id=user.id)
+        for rid, action in dict(items).items()
+        if action != "default"
+    )
+    session.flush()
+    return len(set(ids))
+
+
+def override_filter(
+    session: Session, cleaning: Cleaning, *, user: User, step: int | None, reason: str, action: str, to: str
+) -> int:
+    """One verdict for every record a filter shows (a step, a reason, drops or changes)."""
+    _check_open(session, cleaning)
+    table = _decisions_table(cleaning, step=step, reason=reason, action=action)
+    ids = sorted(set(table["record_id"].to_pylist()))
+    return set_overrides(session, cleaning, user=user, items=[(rid, to) for rid in ids]) if ids else 0
+
+
+# --- commit -----------------------------------------------------------------------------------------------
+
+
+def commit(session: Session, cleaning: Cleaning, *, user: User) -> DatasetVersion:
+    """Write the new version: the source records minus the drops, with the changes, as the overrides say."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _check_open(session, cleaning)
+    source = session.get(DatasetVersion, cleaning.version_id)
+    dataset = session.get(Dataset, source.dataset_id) if source else None
+    if source is None or dataset is None:
+        raise NotFound(_("No such dataset version."))
+    base = artifact_path(cleaning.storage_key)
+    decisions = pq.read_table(str(base / "decisions.parquet"), columns=["record_id", "action"])
+    dropped = {
+        rid
+        for rid, act in zip(decisions["record_id"].to_pylist(), decisions["action"].to_pylist(), strict=True)
+        if act == "drop"
+    }
+    changed = pq.read_table(str(base / "modified.parquet"))
+    changes = dict(zip(changed["record_id"].to_pylist(), changed["data"].to_pylist(), strict=True))
+    chosen = overrides(session, cleaning)
+    schema = record_schema()
+    stats = Stats()
+    count = 0
+    target = base / "records.parquet"
+    partial = target.with_name("records.parquet.partial")
+    with pq.ParquetWriter(str(partial), schema) as writer:
+        for batch in pq.ParquetFile(str(artifact_path(source.storage_key))).iter_batches(batch_size=5000):
+            rows: dict[str, list[Any]] = {name: [] for name in schema.names}
+            for row in batch.to_pylist():
+                rid = row["id"]
+                verdict = chosen.get(rid)
+                if verdict == "drop" or (verdict is None and rid in dropped):
+                    continue
+                data = row["data"] if verdict == "original" else changes.get(rid, row["data"])
+                for name in schema.names:
+                    rows[name].append(data if name == "data" else row.get(name, ""))
+                parsed = json.loads(data)
+                stats.add(row["kind"], row["split"], parsed, record_plain_text(row["kind"], parsed), None)
+                count += 1
+            writer.write_table(pa.table(rows, schema=schema))
+    partial.rename(target)
+    if count == 0:
+        target.unlink()
+        raise InvalidInput(_("Every record would be dropped; restore some before committing."), field="overrides")
+    counted = {a: sum(1 for v in chosen.values() if v == a) for a in ("keep", "drop", "original")}
+    summary = stats.as_dict()
+    version = DatasetVersion(
+        dataset_id=dataset.id,
+        number=datasets.next_version_number(session, dataset),
+        storage_key=f"{cleaning.storage_key}/records.parquet",
+        record_count=count,
+        skipped_count=0,
+        split_counts=summary["splits"],
+        kind_counts=summary["kinds"],
+        stats=summary,
+        source="cleaning",
+        parent_version_id=source.id,
+        upload_id=source.upload_id,
+        run_id=cleaning.run_id,
+        options={
+            **source.options,
+            "cleaning_id": str(cleaning.id),
+            "recipe": cleaning.recipe_name,
+            "steps": cleaning.steps,
+            "overrides": counted,
+            "overridden_records": sorted(chosen.items())[:10_000],
+        },
+    )
+    session.add(version)
+    session.flush()
+    cleaning.committed_version_id = version.id
+    session.flush()
+    return version

@@ -1,0 +1,39 @@
+"""Cleaning a dataset version: the child (worker/cleaning/run.py) writes the decisions; we keep the summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.cleaning import service as cleaning_service
+from app.datasets.storage import artifact_path
+from app.db.models import Cleaning, DatasetVersion
+from app.db.session import session_scope
+
+KIND = cleaning_service.CLEAN_KIND
+
+
+class CleaningHandler:
+    def argv(self, run_id: uuid.UUID, params: dict[str, Any], attempt: int) -> list[str]:
+        with session_scope() as session:
+            cleaning = session.get(Cleaning, uuid.UUID(params["cleaning_id"]))
+            version = session.get(DatasetVersion, cleaning.version_id) if cleaning else None
+            if cleaning is None or version is None:
+                raise ValueError("The cleaning or its dataset version has been deleted.")
+            spec = {
+                "source": str(artifact_path(version.storage_key)),
+                "output_dir": str(artifact_path(cleaning.storage_key)),
+                "steps": cleaning.steps,
+                "salt": cleaning.id.hex,
+            }
+        return [sys.executable, "-m", "worker.cleaning.run", json.dumps(spec)]
+
+    def on_success(self, session: Session, run_id: uuid.UUID, result: dict[str, Any]) -> None:
+        cleaning_service.apply_result(session, run_id, result)
+
+
+HANDLER = CleaningHandler()
