@@ -153,6 +153,7 @@ def create_app() -> FastAPI:
     from app.basemodels import api as models_api
     from app.basemodels import ui as models_ui
     from app.cleaning import api as cleaning_api
+    from app.cleaning import ui as cleaning_ui
     from app.core import health
     from app.datasets import api as datasets_api
     from app.datasets import ui as datasets_ui
@@ -177,6 +178,7 @@ def create_app() -> FastAPI:
         runs_api,
         datasets_ui,
         datasets_api,
+        cleaning_ui,
         cleaning_api,
         jobs_ui,
         jobs_api,

@@ -25,6 +25,11 @@ COUNTERPART = {
     "POST /datasets/{dataset_id}/import": "POST /api/v1/datasets/{dataset_id}/import",
     "POST /datasets/{dataset_id}/validate": "POST /api/v1/datasets/{dataset_id}/validate",
     "POST /datasets/{dataset_id}/upload": "POST /api/v1/datasets/{dataset_id}/upload",
+    "POST /datasets/{dataset_id}/clean": "POST /api/v1/datasets/{dataset_id}/versions/{version_id}/cleanings",
+    "POST /cleaning/recipes/{recipe_id}/delete": "DELETE /api/v1/cleaning/recipes/{recipe_id}",
+    "POST /cleanings/{cleaning_id}/override": "PUT /api/v1/cleanings/{cleaning_id}/overrides",
+    "POST /cleanings/{cleaning_id}/override-filter": "POST /api/v1/cleanings/{cleaning_id}/overrides/bulk",
+    "POST /cleanings/{cleaning_id}/commit": "POST /api/v1/cleanings/{cleaning_id}/commit",
     "POST /jobs/presets": "POST /api/v1/presets",
     "POST /jobs/presets/{preset_id}/delete": "DELETE /api/v1/presets/{preset_id}",
     "POST /jobs/new/import": "POST /api/v1/jobs",  # the spec travels as JSON in the API

@@ -96,6 +96,7 @@ class BulkOverride(BaseModel):
     step: int | None = Field(default=None, ge=0, le=29)
     reason: str = Field(default="", max_length=40)
     action: Literal["", "drop", "modify"] = ""
+    duplicate_of: str = Field(default="", max_length=64, description="One cluster: dropped as duplicates of this.")
     to: Action
 
 
@@ -181,10 +182,13 @@ def decisions(
     step: int | None = Query(default=None, ge=0, le=29),
     reason: str = Query(default="", max_length=40),
     action: Literal["", "drop", "modify"] = "",
+    duplicate_of: str = Query(default="", max_length=64, description="One cluster: dropped as duplicates of this."),
     page: int = Query(default=1, ge=1, le=1_000_000),
 ) -> DecisionPage:
     cleaning = service.get_cleaning(session, cleaning_id, user=user)
-    rows, total = service.page_decisions(session, cleaning, step=step, reason=reason, action=action, page=page)
+    rows, total = service.page_decisions(
+        session, cleaning, step=step, reason=reason, action=action, duplicate_of=duplicate_of, page=page
+    )
     return DecisionPage(
         total=total, page=page, items=[DecisionRead.model_validate(r, from_attributes=True) for r in rows]
     )
@@ -205,7 +209,14 @@ def put_overrides(
 def bulk_override(cleaning_id: uuid.UUID, body: BulkOverride, session: SessionDep, user: CurrentUser) -> OverridesDone:
     cleaning = service.get_cleaning(session, cleaning_id, user=user)
     changed = service.override_filter(
-        session, cleaning, user=user, step=body.step, reason=body.reason, action=body.action, to=body.to
+        session,
+        cleaning,
+        user=user,
+        step=body.step,
+        reason=body.reason,
+        action=body.action,
+        duplicate_of=body.duplicate_of,
+        to=body.to,
     )
     return OverridesDone(changed=changed)
 

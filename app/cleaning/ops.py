@@ -37,20 +37,20 @@ class _Params(BaseModel):
 
 class NormalizeParams(_Params):
     nfkc: bool = True
-    whitespace: bool = Field(True, description="Collapse runs of spaces and tabs; trim each line's end.")
-    control: bool = Field(True, description="Remove control characters other than newline and tab.")
+    whitespace: bool = Field(True, description=N_("Collapse runs of spaces and tabs; trim each line's end."))
+    control: bool = Field(True, description=N_("Remove control characters other than newline and tab."))
 
 
 class ExactDedupParams(_Params):
-    fields: Literal["all", "prompt"] = Field("all", description="Compare whole records, or only the prompts.")
+    fields: Literal["all", "prompt"] = Field("all", description=N_("Compare whole records, or only the prompts."))
 
 
 class NearDedupParams(_Params):
-    threshold: float = Field(0.8, ge=0.5, le=0.99, description="Estimated Jaccard similarity that counts.")
-    shingle: int = Field(3, ge=1, le=10, description="Words per shingle (characters for Chinese text).")
-    num_perm: int = Field(128, ge=32, le=512, description="MinHash permutations: more is finer, slower.")
+    threshold: float = Field(0.8, ge=0.5, le=0.99, description=N_("Estimated Jaccard similarity that counts."))
+    shingle: int = Field(3, ge=1, le=10, description=N_("Words per shingle (characters for Chinese text)."))
+    num_perm: int = Field(128, ge=32, le=512, description=N_("MinHash permutations: more is finer, slower."))
     fields: Literal["all", "prompt"] = "all"
-    keep: Literal["first"] = Field("first", description="Which record of a cluster stays: the earliest.")
+    keep: Literal["first"] = Field("first", description=N_("Which record of a cluster stays: the earliest."))
 
 
 PiiKind = Literal["email", "phone", "credit_card", "iban", "ip", "cn_id", "secret", "url_credentials"]
@@ -68,7 +68,7 @@ def _all_categories() -> list[Category]:
 class PiiParams(_Params):
     kinds: list[PiiKind] = Field(default_factory=_all_pii)
     style: Literal["placeholder", "pseudonym", "drop"] = Field(
-        "placeholder", description="<EMAIL>…, a consistent stand-in per value, or drop the record."
+        "placeholder", description=N_("<EMAIL>…, a consistent stand-in per value, or drop the record.")
     )
 
 
@@ -77,24 +77,24 @@ class InjectionParams(_Params):
 
 
 class ProfanityParams(_Params):
-    threshold: float = Field(0.9, ge=0.5, le=1.0, description="Model probability of offensive text that drops.")
-    word_lists: bool = Field(True, description="Also drop records with a listed slur or obscenity (EN, ZH).")
+    threshold: float = Field(0.9, ge=0.5, le=1.0, description=N_("Model probability of offensive text that drops."))
+    word_lists: bool = Field(True, description=N_("Also drop records with a listed slur or obscenity (EN, ZH)."))
 
 
 class RulesParams(_Params):
-    min_words: int = Field(1, ge=0, le=1_000_000, description="Words (Chinese characters count one each).")
+    min_words: int = Field(1, ge=0, le=1_000_000, description=N_("Words (Chinese characters count one each)."))
     max_words: int = Field(100_000, ge=1, le=10_000_000)
-    include: list[str] = Field(default_factory=list, description="Keep only records with one of these.")
-    exclude: list[str] = Field(default_factory=list, description="Drop records with any of these.")
-    regex_exclude: str = Field("", max_length=500, description="Drop records matching this expression.")
-    require_answer: bool = Field(True, description="Chat records must end with a non-empty assistant turn.")
+    include: list[str] = Field(default_factory=list, description=N_("Keep only records with one of these."))
+    exclude: list[str] = Field(default_factory=list, description=N_("Drop records with any of these."))
+    regex_exclude: str = Field("", max_length=500, description=N_("Drop records matching this expression."))
+    require_answer: bool = Field(True, description=N_("Chat records must end with a non-empty assistant turn."))
 
 
 class QualityParams(_Params):
-    max_repetition: float = Field(0.5, ge=0.1, le=1.0, description="Share of repeated 3-word sequences.")
-    refusals: bool = Field(True, description="Drop answers that are refusal boilerplate.")
+    max_repetition: float = Field(0.5, ge=0.1, le=1.0, description=N_("Share of repeated 3-word sequences."))
+    refusals: bool = Field(True, description=N_("Drop answers that are refusal boilerplate."))
     min_answer_ratio: float = Field(
-        0.0, ge=0, le=1, description="Drop when the answer is shorter than this share of a long question."
+        0.0, ge=0, le=1, description=N_("Drop when the answer is shorter than this share of a long question.")
     )
 
 
@@ -113,9 +113,9 @@ PARAMS: dict[str, type[_Params]] = {
 class Step(BaseModel):
     model_config = ConfigDict(extra="forbid")
     op: Literal["normalize", "exact_dedup", "near_dedup", "pii", "injection", "profanity", "rules", "quality"] = Field(
-        description="The operation."
+        description=N_("The operation.")
     )
-    params: dict[str, Any] = Field(default_factory=dict, description="Its parameters; defaults where left out.")
+    params: dict[str, Any] = Field(default_factory=dict, description=N_("Its parameters; defaults where left out."))
 
 
 DEFAULT_RECIPE: list[dict[str, Any]] = [

@@ -88,7 +88,8 @@ def start_cleaning(
     _dataset, version = jobs.owned_version(session, version_id, user=user)
     recipe = get_recipe(session, recipe_id, user=user) if recipe_id else None
     if steps is not None:
-        checked, name = validate_steps(steps), recipe.name if recipe else _("custom")
+        checked = validate_steps(steps)
+        name = recipe.name if recipe else DEFAULT_NAME if checked == validate_steps(DEFAULT_RECIPE) else _("custom")
     elif recipe is not None:
         checked, name = validate_steps(recipe.steps), recipe.name
     else:
@@ -118,6 +119,15 @@ def list_cleanings(session: Session, *, user: User, version_id: uuid.UUID | None
     stmt = select(Cleaning).where(Cleaning.owner_id == user.id)
     if version_id is not None:
         stmt = stmt.where(Cleaning.version_id == version_id)
+    return list(session.scalars(stmt.order_by(Cleaning.created_at.desc())))
+
+
+def dataset_cleanings(session: Session, dataset: Dataset, *, user: User) -> list[Cleaning]:
+    """The cleanings of every version of a dataset, newest first."""
+    version_ids = [v.id for v in datasets.versions(session, dataset)]
+    if not version_ids:
+        return []
+    stmt = select(Cleaning).where(Cleaning.owner_id == user.id, Cleaning.version_id.in_(version_ids))
     return list(session.scalars(stmt.order_by(Cleaning.created_at.desc())))
 
 
@@ -154,7 +164,7 @@ class DecisionRow:
     override: str | None
 
 
-def _decisions_table(cleaning: Cleaning, *, step: int | None, reason: str, action: str) -> Any:
+def _decisions_table(cleaning: Cleaning, *, step: int | None, reason: str, action: str, duplicate_of: str = "") -> Any:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -165,6 +175,9 @@ def _decisions_table(cleaning: Cleaning, *, step: int | None, reason: str, actio
         table = table.filter(pc.equal(table["reason"], reason))
     if action:
         table = table.filter(pc.equal(table["action"], action))
+    if duplicate_of:  # one cluster: every record dropped as a duplicate of this one
+        needle = json.dumps({"duplicate_of": duplicate_of})[1:-1]
+        table = table.filter(pc.match_substring(table["evidence"], needle))
     return table
 
 
@@ -182,27 +195,40 @@ def page_decisions(
     step: int | None = None,
     reason: str = "",
     action: str = "",
+    duplicate_of: str = "",
     page: int = 1,
     page_size: int = PAGE_SIZE,
 ) -> tuple[list[DecisionRow], int]:
     _ready(session, cleaning)
-    table = _decisions_table(cleaning, step=step, reason=reason, action=action)
+    table = _decisions_table(cleaning, step=step, reason=reason, action=action, duplicate_of=duplicate_of)
     total = table.num_rows
     rows = table.slice(max(0, (page - 1) * page_size), page_size).to_pylist()
     chosen = overrides(session, cleaning)
-    return [
-        DecisionRow(
-            record_id=r["record_id"],
-            split=r["split"],
-            step=r["step"],
-            op=r["op"],
-            action=r["action"],
-            reason=r["reason"],
-            evidence=json.loads(r["evidence"]),
-            override=chosen.get(r["record_id"]),
-        )
-        for r in rows
-    ], total
+    return [_row(r, chosen.get(r["record_id"])) for r in rows], total
+
+
+def record_decisions(session: Session, cleaning: Cleaning, record_id: str) -> list[DecisionRow]:
+    """Every decision about one record, in step order."""
+    import pyarrow.compute as pc
+
+    _ready(session, cleaning)
+    table = _decisions_table(cleaning, step=None, reason="", action="")
+    rows = table.filter(pc.equal(table["record_id"], record_id)).to_pylist()
+    verdict = overrides(session, cleaning).get(record_id)
+    return [_row(r, verdict) for r in rows]
+
+
+def _row(raw: dict[str, Any], override: str | None) -> DecisionRow:
+    return DecisionRow(
+        record_id=raw["record_id"],
+        split=raw["split"],
+        step=raw["step"],
+        op=raw["op"],
+        action=raw["action"],
+        reason=raw["reason"],
+        evidence=json.loads(raw["evidence"]),
+        override=override,
+    )
 
 
 def _check_open(session: Session, cleaning: Cleaning) -> None:
@@ -241,11 +267,19 @@ def set_overrides(session: Session, cleaning: Cleaning, *, user: User, items: li
 
 
 def override_filter(
-    session: Session, cleaning: Cleaning, *, user: User, step: int | None, reason: str, action: str, to: str
+    session: Session,
+    cleaning: Cleaning,
+    *,
+    user: User,
+    step: int | None,
+    reason: str,
+    action: str,
+    to: str,
+    duplicate_of: str = "",
 ) -> int:
-    """One verdict for every record a filter shows (a step, a reason, drops or changes)."""
+    """One verdict for every record a filter shows (a step, a reason, drops or changes, a cluster)."""
     _check_open(session, cleaning)
-    table = _decisions_table(cleaning, step=step, reason=reason, action=action)
+    table = _decisions_table(cleaning, step=step, reason=reason, action=action, duplicate_of=duplicate_of)
     ids = sorted(set(table["record_id"].to_pylist()))
     return set_overrides(session, cleaning, user=user, items=[(rid, to) for rid in ids]) if ids else 0
 

@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from app.basemodels import service as models
+from app.cleaning import service as cleaning
 from app.core.deps import PageUser, SessionDep, csrf_protect
 from app.core.errors import NotFound, RefineryError
 from app.core.i18n import _
@@ -77,6 +78,10 @@ def _detail_context(request: Request, session: Session, dataset: Dataset, user: 
         "file_types": FILE_TYPES,
         "models": _ready_models(session, user),
         "histogram": json.dumps(_histogram(latest.stats if latest else {})),
+        "cleanings": [
+            (c, cleaning.cleaning_run(session, c)) for c in cleaning.dataset_cleanings(session, dataset, user=user)
+        ],
+        "version_numbers": {v.id: v.number for v in versions},
     }
 
 
