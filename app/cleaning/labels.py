@@ -26,6 +26,10 @@ PARAM_LABELS = {
     "max_repetition": N_("Most repetition"),
     "refusals": N_("Drop refusals"),
     "min_answer_ratio": N_("Shortest answer (share of the question)"),
+    "languages": N_("Only these languages (one code per line: en, zh…)"),
+    "against": N_("Against"),
+    "version_id": N_("Eval set"),
+    "ngram": N_("Shared words"),
 }
 
 OPTION_LABELS = {
@@ -48,6 +52,9 @@ OPTION_LABELS = {
     "prompt_extraction": N_("system-prompt extraction"),
     "script": N_("script or HTML"),
     "sql": N_("SQL injection"),
+    "test": N_("this version's test split"),
+    "validation_and_test": N_("its validation and test splits"),
+    "version": N_("another version (an eval set)"),
 }
 
 REASON_LABELS = {
@@ -66,5 +73,7 @@ REASON_LABELS = {
     "repetitive": N_("repetitive"),
     "refusal": N_("refusal"),
     "short_answer": N_("short answer"),
+    "language": N_("language"),
+    "contaminated": N_("in the eval set"),
     **{k: OPTION_LABELS[k] for k in ("injection", "jailbreak", "prompt_extraction", "script", "sql")},
 }

@@ -28,6 +28,7 @@ OP_LABELS = {
     "profanity": N_("Profanity and toxicity"),
     "rules": N_("Rules: length, keywords, regex, turn structure"),
     "quality": N_("Quality heuristics: repetition, refusals, empty answers"),
+    "contamination": N_("Contamination: train records that overlap the test set"),
 }
 
 
@@ -88,6 +89,11 @@ class RulesParams(_Params):
     exclude: list[str] = Field(default_factory=list, description=N_("Drop records with any of these."))
     regex_exclude: str = Field("", max_length=500, description=N_("Drop records matching this expression."))
     require_answer: bool = Field(True, description=N_("Chat records must end with a non-empty assistant turn."))
+    languages: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        description=N_("Keep only these languages (ISO codes such as en, zh; detected with langdetect)."),
+    )
 
 
 class QualityParams(_Params):
@@ -96,6 +102,14 @@ class QualityParams(_Params):
     min_answer_ratio: float = Field(
         0.0, ge=0, le=1, description=N_("Drop when the answer is shorter than this share of a long question.")
     )
+
+
+class ContaminationParams(_Params):
+    against: Literal["test", "validation_and_test", "version"] = Field(
+        "test", description=N_("This version's test split, its validation and test splits, or another version.")
+    )
+    version_id: str = Field("", max_length=64, description=N_("The eval set's version, when against another one."))
+    ngram: int = Field(13, ge=5, le=50, description=N_("Words in a shared run that counts as contamination."))
 
 
 PARAMS: dict[str, type[_Params]] = {
@@ -107,14 +121,15 @@ PARAMS: dict[str, type[_Params]] = {
     "profanity": ProfanityParams,
     "rules": RulesParams,
     "quality": QualityParams,
+    "contamination": ContaminationParams,
 }
 
 
 class Step(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    op: Literal["normalize", "exact_dedup", "near_dedup", "pii", "injection", "profanity", "rules", "quality"] = Field(
-        description=N_("The operation.")
-    )
+    op: Literal[
+        "normalize", "exact_dedup", "near_dedup", "pii", "injection", "profanity", "rules", "quality", "contamination"
+    ] = Field(description=N_("The operation."))
     params: dict[str, Any] = Field(default_factory=dict, description=N_("Its parameters; defaults where left out."))
 
 
@@ -153,6 +168,16 @@ def validate_steps(raw: Any) -> list[dict[str, Any]]:
                     _("Step %(n)s: the regular expression is not valid (%(error)s).", n=index + 1, error=str(exc)),
                     field=f"steps.{index}.regex_exclude",
                 ) from exc
+        if isinstance(params, RulesParams):
+            params.languages = sorted({code.strip().casefold() for code in params.languages if code.strip()})
+        if isinstance(params, ContaminationParams) and (params.against == "version") != bool(params.version_id):
+            raise InvalidInput(
+                _(
+                    "Step %(n)s: name the eval set's version exactly when checking against another version.",
+                    n=index + 1,
+                ),
+                field=f"steps.{index}.version_id",
+            )
         out.append({"op": step.op, "params": params.model_dump(mode="json")})
     return out
 
@@ -265,9 +290,14 @@ class Outcome:
 class Cleaner:
     """Applies a recipe record by record, holding the dedup indexes between records."""
 
-    def __init__(self, steps: list[dict[str, Any]], *, salt: str = "") -> None:
+    def __init__(
+        self, steps: list[dict[str, Any]], *, salt: str = "", eval_sets: dict[int, dict[int, str]] | None = None
+    ) -> None:
         self.steps = [(s["op"], PARAMS[s["op"]].model_validate(s["params"])) for s in steps]
         self.salt = salt
+        # per contamination step: hash of every n-gram of the eval records → the first record that has it
+        self.eval_sets = eval_sets or {}
+        self._splits: dict[str, str] = {}
         self._exact: dict[int, dict[str, str]] = {}
         self._lsh: dict[int, Any] = {}
         # per near-dedup step: (record id, MinHash, preview) of every record kept so far, by LSH key
@@ -278,9 +308,13 @@ class Cleaner:
     def process(self, record_id: str, kind: str, data: dict[str, Any]) -> Outcome:
         return self.process_many([(record_id, kind, data)])[0]
 
-    def process_many(self, records: list[tuple[str, str, dict[str, Any]]]) -> list[Outcome]:
+    def process_many(
+        self, records: list[tuple[str, str, dict[str, Any]]], splits: list[str] | None = None
+    ) -> list[Outcome]:
         """A batch in file order, step by step (each step's indexes see the records in the same order as
-        one at a time would; the profanity model scores the batch at once)."""
+        one at a time would; the profanity model scores the batch at once). ``splits`` names each record's
+        split (train when not given)."""
+        self._splits = dict(zip((r[0] for r in records), splits, strict=True)) if splits else {}
         outcomes = [Outcome(data=data) for _rid, _kind, data in records]
         for index, (op, params) in enumerate(self.steps):
             live = [k for k, outcome in enumerate(outcomes) if outcome.data is not None]
@@ -415,6 +449,10 @@ class Cleaner:
                 return Decision(
                     i, "rules", "drop", "regex", {"regex": p.regex_exclude, "match": match.group()[:200]}
                 ), data
+        if p.languages:
+            language = detect_language(text)
+            if language and language not in p.languages:
+                return Decision(i, "rules", "drop", "language", {"language": language, "allowed": p.languages}), data
         if p.require_answer and kind in ("chat", "kto"):
             answer = answer_of(data)
             if not answer or not answer.strip():
@@ -437,3 +475,52 @@ class Cleaner:
                     i, "quality", "drop", "short_answer", {"question_words": question, "answer_words": got}
                 ), data
         return None, data
+
+    def _contamination(self, i: int, rid: str, kind: str, data: dict[str, Any], p: ContaminationParams) -> Any:
+        if self._splits.get(rid, "train") != "train":
+            return None, data
+        index = self.eval_sets.get(i) or {}
+        tokens = words(joined(data))
+        for start in range(max(0, len(tokens) - p.ngram + 1)):
+            run = " ".join(tokens[start : start + p.ngram])
+            found = index.get(hash(run))
+            if found is not None:
+                return Decision(
+                    i, "contamination", "drop", "contaminated", {"eval_record": found, "overlap": run}
+                ), data
+        return None, data
+
+
+def ngram_hashes(text: str, size: int) -> Iterator[int]:
+    """Hashes of every run of ``size`` words (stable within one process, which is all an index needs)."""
+    tokens = words(text)
+    for start in range(max(0, len(tokens) - size + 1)):
+        yield hash(" ".join(tokens[start : start + size]))
+
+
+def eval_index(rows: Iterator[tuple[str, str, dict[str, Any]]], splits: set[str] | None, size: int) -> dict[int, str]:
+    """The n-gram index of an eval set: (record id, split, data) rows, those of ``splits`` (all when None)."""
+    index: dict[int, str] = {}
+    for rid, split, data in rows:
+        if splits is None or split in splits:
+            for key in ngram_hashes(joined(data), size):
+                index.setdefault(key, rid)
+    return index
+
+
+_DETECTOR_READY = False
+
+
+def detect_language(text: str) -> str:
+    """The record's language as an ISO code (zh for Chinese), or "" when there is too little text to tell."""
+    global _DETECTOR_READY
+    from langdetect import DetectorFactory, LangDetectException, detect
+
+    if not _DETECTOR_READY:
+        DetectorFactory.seed = 0  # langdetect samples; a seed makes a re-run decide the same
+        _DETECTOR_READY = True
+    try:
+        code = str(detect(text[:2000]))
+    except LangDetectException:
+        return ""
+    return code.split("-")[0]

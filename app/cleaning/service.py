@@ -94,6 +94,16 @@ def start_cleaning(
         checked, name = validate_steps(recipe.steps), recipe.name
     else:
         checked, name = validate_steps(DEFAULT_RECIPE), DEFAULT_NAME
+    for index, step in enumerate(checked):  # an eval set named by a contamination step must be the user's
+        if step["op"] == "contamination" and step["params"]["version_id"]:
+            try:
+                eval_id = uuid.UUID(step["params"]["version_id"])
+            except ValueError as exc:
+                raise InvalidInput(
+                    _("Step %(n)s: the eval set's version id is not valid.", n=index + 1),
+                    field=f"steps.{index}.version_id",
+                ) from exc
+            jobs.owned_version(session, eval_id, user=user)
     cleaning = Cleaning(
         owner_id=user.id,
         version_id=version.id,

@@ -134,6 +134,9 @@ def _builder(
         "steps": _editable(steps),
         "ops": {op: OP_LABELS[op] for op in PARAMS},
         "recipes": service.list_recipes(session, user=user),
+        "eval_versions": [
+            (d.name, v) for d in datasets.list_datasets(session, user=user) for v in datasets.versions(session, d)
+        ],
         "param_labels": PARAM_LABELS,
         "option_labels": OPTION_LABELS,
     }

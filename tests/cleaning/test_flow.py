@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import csrf_of, login
 from worker import lifecycle
 
@@ -175,3 +177,33 @@ def test_clean_review_override_commit_and_train(client: Any, setup: dict[str, An
     ]:
         response = getattr(client, method)(url, **({"json": body} if body is not None else {}))
         assert response.status_code == 404, (url, response.status_code)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the flow above covers both databases
+def test_contamination_against_an_uploaded_eval_set(client: Any, setup: dict[str, Any], tmp_path: Path) -> None:
+    dataset_id, version_id = _upload(client, tmp_path)
+    held_out = tmp_path / "eval.jsonl"
+    held_out.write_text(json.dumps(_chat("Primary colours?", "Red, yellow and blue are the three primary colours.")))
+    with held_out.open("rb") as handle:
+        eval_set = client.post("/api/v1/datasets", files={"file": ("eval.jsonl", handle)}).json()
+    lifecycle.execute(eval_set["validation_run"]["id"])
+    eval_version = client.get(f"/api/v1/datasets/{eval_set['id']}").json()["versions"][0]["id"]
+    steps = [{"op": "contamination", "params": {"against": "version", "version_id": eval_version, "ngram": 5}}]
+    url = f"/api/v1/datasets/{dataset_id}/versions/{version_id}/cleanings"
+    started = client.post(url, json={"steps": steps})
+    assert started.status_code == 202, started.text
+    lifecycle.execute(started.json()["run"]["id"])
+    found = client.get(f"/api/v1/cleanings/{started.json()['id']}/decisions").json()["items"]
+    assert [(d["record_id"], d["reason"]) for d in found] == [("8", "contaminated")]
+    assert found[0]["evidence"]["overlap"] == "primary colours red yellow and"  # the first shared run of 5
+    bad = client.post(url, json={"steps": [{**steps[0], "params": {**steps[0]["params"], "version_id": "nope"}}]})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "steps.0.version_id"
+
+    # another user cannot name this eval set in a recipe of theirs
+    client.post("/api/v1/users", json={"email": "eve@example.com", "password": "eve-password-1"})
+    client.post("/logout", data={"csrf_token": client.headers.pop("X-CSRF-Token")})
+    login(client, "eve@example.com", "eve-password-1")
+    client.headers["X-CSRF-Token"] = csrf_of(client, "/models")
+    own_id, own_version = _upload(client, tmp_path)
+    theirs = client.post(f"/api/v1/datasets/{own_id}/versions/{own_version}/cleanings", json={"steps": steps})
+    assert theirs.status_code == 404, theirs.text

@@ -275,3 +275,55 @@ def test_recipes_are_validated_with_the_step_and_field() -> None:
         validate_steps([])
     filled = validate_steps([{"op": "pii"}])
     assert filled[0]["params"]["style"] == "placeholder" and "cn_id" in filled[0]["params"]["kinds"]
+
+
+def test_contamination_drops_train_records_that_repeat_test_text() -> None:
+    """Planted leaks: train records carrying a 20-word run of a test record (amid other text) are dropped;
+    train records about the same topic in other words, and the test records themselves, stay."""
+    from app.cleaning.ops import eval_index
+
+    rng = random.Random(3)
+    pool = [r for r in _alpaca() if len(r["messages"][1]["content"].split()) >= 30][:600]
+    test, train = pool[:100], pool[100:]
+    leaked: set[str] = set()
+    for k in rng.sample(range(len(train)), 40):
+        source = test[rng.randrange(len(test))]["messages"][1]["content"].split()
+        start = rng.randrange(len(source) - 20)
+        train[k] = json.loads(json.dumps(train[k]))
+        train[k]["messages"][1]["content"] += " " + " ".join(source[start : start + 20])
+        leaked.add(f"train-{k}")
+    records = [(f"test-{i}", "test", r) for i, r in enumerate(test)] + [
+        (f"train-{i}", "train", r) for i, r in enumerate(train)
+    ]
+    steps = validate_steps([{"op": "contamination"}])
+    index = eval_index(iter(records), {"test"}, 13)
+    cleaner = Cleaner(steps, eval_sets={0: index})
+    outcomes = cleaner.process_many(
+        [(rid, "chat", data) for rid, _split, data in records], [s for _r, s, _d in records]
+    )
+    dropped = {rid for (rid, _s, _d), o in zip(records, outcomes, strict=True) if o.data is None}
+    assert dropped == leaked  # precision and recall 1 on 40 planted leaks among 500 train records
+    first = next(o for (rid, _s, _d), o in zip(records, outcomes, strict=True) if rid in leaked)
+    assert (
+        first.decisions[0].evidence["eval_record"].startswith("test-") and first.decisions[0].reason == "contaminated"
+    )
+    with pytest.raises(InvalidInput) as err:
+        validate_steps([{"op": "contamination", "params": {"against": "version"}}])
+    assert err.value.field == "steps.0.version_id"
+
+
+def test_language_rule_keeps_only_the_chosen_languages() -> None:
+    steps = [{"op": "rules", "params": {"languages": ["EN", "zh"], "require_answer": False}}]
+    records = [
+        _chat_record("What is the capital of France?", "Paris is the capital and largest city of France."),
+        _chat_record("法国的首都是哪里？", "巴黎是法国的首都，也是法国最大的城市。"),
+        _chat_record("Quelle est la capitale de la France ?", "Paris est la capitale et la plus grande ville."),
+    ]
+    out = _run(steps, records)
+    assert out["0"].data is not None and out["1"].data is not None and out["2"].data is None
+    assert out["2"].decisions[0].reason == "language" and out["2"].decisions[0].evidence["language"] == "fr"
+    assert _run(steps, records)["2"].decisions[0].evidence == out["2"].decisions[0].evidence  # deterministic
+
+
+def _chat_record(question: str, answer: str) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from app.cleaning.ops import Cleaner
+from app.cleaning.ops import Cleaner, eval_index
 from worker.training.protocol import progress, run_child
 
 BATCH = 1000
@@ -30,6 +30,28 @@ DECISION_COLUMNS = (
 )
 
 
+def _rows(path: str) -> Any:
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH, columns=["id", "split", "data"]):
+        for row in batch.to_pylist():
+            yield row["id"], row["split"], json.loads(row["data"])
+
+
+def eval_sets(job: dict[str, Any]) -> dict[int, dict[int, str]]:
+    """The n-gram index of each contamination step's eval records: this version's held-out splits, or the
+    other version the step names."""
+    found = {}
+    for index, step in enumerate(job["steps"]):
+        if step["op"] != "contamination":
+            continue
+        against = step["params"]["against"]
+        path = job.get("eval_sources", {}).get(str(index), job["source"])
+        splits = None if against == "version" else {"test"} if against == "test" else {"validation", "test"}
+        found[index] = eval_index(_rows(path), splits, step["params"]["ngram"])
+    return found
+
+
 def clean(job: dict[str, Any]) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -41,7 +63,7 @@ def clean(job: dict[str, Any]) -> dict[str, Any]:
     source = pq.ParquetFile(job["source"])
     total = source.metadata.num_rows
     steps = job["steps"]
-    cleaner = Cleaner(steps, salt=job.get("salt", ""))
+    cleaner = Cleaner(steps, salt=job.get("salt", ""), eval_sets=eval_sets(job))
     decision_schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in DECISION_COLUMNS])
     modified_schema = pa.schema([("record_id", pa.string()), ("data", pa.string())])
     dropped = modified = done = 0
@@ -53,7 +75,9 @@ def clean(job: dict[str, Any]) -> dict[str, Any]:
     ):
         for batch in source.iter_batches(batch_size=BATCH, columns=["id", "kind", "split", "data"]):
             rows = batch.to_pylist()
-            outcomes = cleaner.process_many([(r["id"], r["kind"], json.loads(r["data"])) for r in rows])
+            outcomes = cleaner.process_many(
+                [(r["id"], r["kind"], json.loads(r["data"])) for r in rows], [r["split"] for r in rows]
+            )
             found: dict[str, list[Any]] = {name: [] for name, _kind in DECISION_COLUMNS}
             changed: dict[str, list[Any]] = {"record_id": [], "data": []}
             for row, outcome in zip(rows, outcomes, strict=True):

@@ -17,6 +17,18 @@ from app.db.session import session_scope
 KIND = cleaning_service.CLEAN_KIND
 
 
+def _eval_sources(session: Session, cleaning: Cleaning) -> dict[str, str]:
+    """The Parquet file of each eval set a contamination step names (its owner was checked at start)."""
+    sources = {}
+    for index, step in enumerate(cleaning.steps):
+        if step["op"] == "contamination" and step["params"].get("version_id"):
+            other = session.get(DatasetVersion, uuid.UUID(step["params"]["version_id"]))
+            if other is None:
+                raise ValueError("The eval set's dataset version has been deleted.")
+            sources[str(index)] = str(artifact_path(other.storage_key))
+    return sources
+
+
 class CleaningHandler:
     def argv(self, run_id: uuid.UUID, params: dict[str, Any], attempt: int) -> list[str]:
         with session_scope() as session:
@@ -29,6 +41,7 @@ class CleaningHandler:
                 "output_dir": str(artifact_path(cleaning.storage_key)),
                 "steps": cleaning.steps,
                 "salt": cleaning.id.hex,
+                "eval_sources": _eval_sources(session, cleaning),
             }
         return [sys.executable, "-m", "worker.cleaning.run", json.dumps(spec)]
 
