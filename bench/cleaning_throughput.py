@@ -33,7 +33,7 @@ def records(n: int, seed: int = 0) -> Any:
     (so records are mostly distinct, as real data is), with 5% planted near duplicates of earlier records."""
     rows = json.loads((SHARED / "alpaca_5000.json").read_text())
     sentences = [s.strip() + "." for r in rows for s in r["output"].split(".") if len(s.split()) >= 4]
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - synthetic data, not secrets
     made: list[dict[str, Any]] = []
     for k in range(n):
         if made and rng.random() < 0.05:
@@ -94,8 +94,7 @@ CASES: dict[str, list[dict[str, Any]]] = {
     "near_dedup": [{"op": "near_dedup"}],
     "pii": [{"op": "pii"}],
     "default_recipe": [
-        {"op": op}
-        for op in ("normalize", "exact_dedup", "near_dedup", "pii", "injection", "profanity", "quality")
+        {"op": op} for op in ("normalize", "exact_dedup", "near_dedup", "pii", "injection", "profanity", "quality")
     ],
 }
 
