@@ -39,9 +39,10 @@ MESSY = [
 ]
 
 
-def _upload(client: Any, tmp_path: Path) -> tuple[str, str]:
+def _upload(client: Any, tmp_path: Path, rows: list[dict[str, Any]] = MESSY) -> tuple[str, str]:
+    """Upload the rows (all in the train split) and validate them; the dataset's id and its version's."""
     path = tmp_path / "messy.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in MESSY))
+    path.write_text("\n".join(json.dumps(r) for r in rows))
     with path.open("rb") as handle:
         dataset = client.post(
             "/api/v1/datasets", files={"file": ("messy.jsonl", handle)}, data={"split_ratios": '{"train": 1}'}

@@ -4,7 +4,6 @@ override one by one and for a filter, commit; user text is escaped; another user
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -13,23 +12,11 @@ import pytest
 
 from app.cleaning.ops import DEFAULT_RECIPE, validate_steps
 from app.cleaning.ui import diff_marks, mark
-from tests.cleaning.test_flow import MESSY, _chat
+from tests.cleaning.test_flow import MESSY, _chat, _upload
 from tests.conftest import csrf_of, login
 from worker import lifecycle
 
 SCRIPT = _chat("Summarise: <script>alert('pwned')</script> the text", "It is a script tag.")
-
-
-def _upload(client: Any, tmp_path: Path) -> tuple[str, str]:
-    path = tmp_path / "messy.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in [*MESSY, SCRIPT]))
-    with path.open("rb") as handle:
-        dataset = client.post(
-            "/api/v1/datasets", files={"file": ("messy.jsonl", handle)}, data={"split_ratios": '{"train": 1}'}
-        ).json()
-    lifecycle.execute(dataset["validation_run"]["id"])
-    version = client.get(f"/api/v1/datasets/{dataset['id']}").json()["versions"][0]
-    return dataset["id"], version["id"]
 
 
 def _form(version_id: str, steps: list[dict[str, Any]], **extra: str) -> dict[str, Any]:
@@ -59,7 +46,7 @@ def test_evidence_marks_are_escaped() -> None:
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the API test runs both databases
 def test_build_run_review_override_commit_in_pages(client: Any, setup: dict[str, Any], tmp_path: Path) -> None:
-    dataset_id, version_id = _upload(client, tmp_path)
+    dataset_id, version_id = _upload(client, tmp_path, [*MESSY, SCRIPT])
     token = client.headers["X-CSRF-Token"]
     detail = client.get(f"/datasets/{dataset_id}").text
     assert f'href="/datasets/{dataset_id}/clean?version={version_id}"' in detail

@@ -85,6 +85,16 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         print((data / "up.log").read_text()[-4000:])
 
 
+def upload_dataset(page: Any, live_server: str, path: Path, name: str = "") -> None:
+    """Upload a file from the Datasets page and land on its dataset page."""
+    page.goto(live_server + "/datasets")
+    page.set_input_files("#upload-file", str(path))
+    if name:
+        page.fill("input[name=name]", name)
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_url("**/datasets/*")
+
+
 def shot(page: Any, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)

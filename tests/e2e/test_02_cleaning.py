@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.cleaning.test_flow import MESSY
-from tests.e2e.conftest import logged_in_page, shot
+from tests.e2e.conftest import logged_in_page, shot, upload_dataset
 
 pytestmark = pytest.mark.e2e
 
@@ -23,11 +23,7 @@ def test_clean_review_restore_and_commit(browser: Any, live_server: str, tmp_pat
 
     path = tmp_path / "messy.jsonl"
     path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in MESSY) + "\n")
-    page.goto(live_server + "/datasets")
-    page.set_input_files("#upload-file", str(path))
-    page.fill("input[name=name]", "Messy support chats")
-    page.click("#upload-form button[type=submit]")
-    page.wait_for_url("**/datasets/*")
+    upload_dataset(page, live_server, path, "Messy support chats")
     page.wait_for_selector("#cleaning", timeout=120_000)
     page.click("#cleaning >> text=Clean v1")
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import SHARED_DATASETS
-from tests.e2e.conftest import english_only_messages, logged_in_page, shot, untranslated
+from tests.e2e.conftest import english_only_messages, logged_in_page, shot, untranslated, upload_dataset
 
 pytestmark = pytest.mark.e2e
 
@@ -38,10 +38,7 @@ def test_upload_report_escaping_and_template_view(browser: Any, live_server: str
 
     path = tmp_path / "payloads.jsonl"
     path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in XSS_ROWS) + "\n")
-    page.goto(live_server + "/datasets")
-    page.set_input_files("#upload-file", str(path))
-    page.click("#upload-form button[type=submit]")
-    page.wait_for_url("**/datasets/*")
+    upload_dataset(page, live_server, path)
     page.wait_for_selector("#report", timeout=120_000)
     assert page.locator("#issues tr[data-line='3'] code").first.inner_text() == "unknown_role"
     shot(page, "05-dataset-report")
@@ -60,11 +57,7 @@ def test_upload_report_escaping_and_template_view(browser: Any, live_server: str
 
 def test_alpaca_upload_statistics_and_histogram(browser: Any, live_server: str) -> None:
     page = logged_in_page(browser, live_server)
-    page.goto(live_server + "/datasets")
-    page.set_input_files("#upload-file", str(SHARED_DATASETS / "alpaca_5000.json"))
-    page.fill("input[name=name]", "Alpaca 5000")
-    page.click("#upload-form button[type=submit]")
-    page.wait_for_url("**/datasets/*")
+    upload_dataset(page, live_server, SHARED_DATASETS / "alpaca_5000.json", "Alpaca 5000")
     page.wait_for_selector("#report", timeout=120_000)
     assert "Import the 4,998 valid records" in page.content()
     page.click("text=Import the 4,998 valid records")
