@@ -50,7 +50,8 @@ def records(n: int, seed: int = 0) -> Any:
 
 
 def measure_refinery(steps: list[dict[str, Any]], n: int) -> dict[str, Any]:
-    from app.cleaning.ops import Cleaner, validate_steps
+    from app.cleaning.ops import Cleaner
+    from app.cleaning.recipe import validate_steps
 
     cleaner = Cleaner(validate_steps(steps), salt="bench")
     dropped = 0
@@ -71,7 +72,7 @@ def measure_datasketch(n: int, threshold: float = 0.8, num_perm: int = 128, shin
     (drop when an indexed record is at least ``threshold`` similar, else index it)."""
     from datasketch import MinHash, MinHashLSH
 
-    from app.cleaning.ops import joined, shingles
+    from app.cleaning.text import joined, shingles
 
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     kept: dict[str, Any] = {}

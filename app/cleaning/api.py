@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from app.cleaning import service
-from app.cleaning.ops import DEFAULT_RECIPE, OP_LABELS, PARAMS, Step
+from app.cleaning.recipe import DEFAULT_RECIPE, OP_LABELS, PARAMS, Step
 from app.core.deps import CurrentUser, SessionDep, csrf_protect
 from app.core.i18n import gettext
 from app.datasets import service as datasets
@@ -105,7 +105,6 @@ class OverridesDone(BaseModel):
 
 
 def to_read(session: SessionDep, cleaning: Cleaning) -> CleaningRead:
-    chosen = service.overrides(session, cleaning)
     version = session.get(DatasetVersion, cleaning.version_id)
     return CleaningRead(
         id=cleaning.id,
@@ -115,7 +114,7 @@ def to_read(session: SessionDep, cleaning: Cleaning) -> CleaningRead:
         steps=[Step.model_validate(s) for s in cleaning.steps],
         run=RunRead.model_validate(service.cleaning_run(session, cleaning)),
         summary=cleaning.summary,
-        overrides={a: sum(1 for v in chosen.values() if v == a) for a in ("keep", "drop", "original")},
+        overrides=service.override_counts(session, cleaning),
         committed_version_id=cleaning.committed_version_id,
         created_at=cleaning.created_at,
     )

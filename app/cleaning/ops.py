@@ -6,265 +6,36 @@ from __future__ import annotations
 
 import hashlib
 import re
-import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from app.cleaning import pii
 from app.cleaning.patterns import EN_WORDS, INJECTION_PATTERNS, REFUSALS, ZH_WORDS
-from app.core.errors import InvalidInput
-from app.core.i18n import N_, _
-from app.core.validation import describe_error
-
-OP_LABELS = {
-    "normalize": N_("Normalise text (NFKC, whitespace, control characters)"),
-    "exact_dedup": N_("Exact duplicates (after normalising)"),
-    "near_dedup": N_("Near duplicates (MinHash LSH)"),
-    "pii": N_("Personal data and secrets"),
-    "injection": N_("Prompt injection, jailbreaks, scripts and SQL"),
-    "profanity": N_("Profanity and toxicity"),
-    "rules": N_("Rules: length, keywords, regex, turn structure"),
-    "quality": N_("Quality heuristics: repetition, refusals, empty answers"),
-    "contamination": N_("Contamination: train records that overlap the test set"),
-}
-
-
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class NormalizeParams(_Params):
-    nfkc: bool = True
-    whitespace: bool = Field(True, description=N_("Collapse runs of spaces and tabs; trim each line's end."))
-    control: bool = Field(True, description=N_("Remove control characters other than newline and tab."))
-
-
-class ExactDedupParams(_Params):
-    fields: Literal["all", "prompt"] = Field("all", description=N_("Compare whole records, or only the prompts."))
-
-
-class NearDedupParams(_Params):
-    threshold: float = Field(0.8, ge=0.5, le=0.99, description=N_("Estimated Jaccard similarity that counts."))
-    shingle: int = Field(3, ge=1, le=10, description=N_("Words per shingle (characters for Chinese text)."))
-    num_perm: int = Field(128, ge=32, le=512, description=N_("MinHash permutations: more is finer, slower."))
-    fields: Literal["all", "prompt"] = "all"
-    keep: Literal["first"] = Field("first", description=N_("Which record of a cluster stays: the earliest."))
-
-
-PiiKind = Literal["email", "phone", "credit_card", "iban", "ip", "cn_id", "secret", "url_credentials"]
-Category = Literal["injection", "jailbreak", "prompt_extraction", "script", "sql"]
-
-
-def _all_pii() -> list[PiiKind]:
-    return ["email", "phone", "credit_card", "iban", "ip", "cn_id", "secret", "url_credentials"]
-
-
-def _all_categories() -> list[Category]:
-    return ["injection", "jailbreak", "prompt_extraction", "script", "sql"]
-
-
-class PiiParams(_Params):
-    kinds: list[PiiKind] = Field(default_factory=_all_pii)
-    style: Literal["placeholder", "pseudonym", "drop"] = Field(
-        "placeholder", description=N_("<EMAIL>…, a consistent stand-in per value, or drop the record.")
-    )
-
-
-class InjectionParams(_Params):
-    categories: list[Category] = Field(default_factory=_all_categories)
-
-
-class ProfanityParams(_Params):
-    threshold: float = Field(0.9, ge=0.5, le=1.0, description=N_("Model probability of offensive text that drops."))
-    word_lists: bool = Field(True, description=N_("Also drop records with a listed slur or obscenity (EN, ZH)."))
-
-
-class RulesParams(_Params):
-    min_words: int = Field(1, ge=0, le=1_000_000, description=N_("Words (Chinese characters count one each)."))
-    max_words: int = Field(100_000, ge=1, le=10_000_000)
-    include: list[str] = Field(default_factory=list, description=N_("Keep only records with one of these."))
-    exclude: list[str] = Field(default_factory=list, description=N_("Drop records with any of these."))
-    regex_exclude: str = Field("", max_length=500, description=N_("Drop records matching this expression."))
-    require_answer: bool = Field(True, description=N_("Chat records must end with a non-empty assistant turn."))
-    languages: list[str] = Field(
-        default_factory=list,
-        max_length=20,
-        description=N_("Keep only these languages (ISO codes such as en, zh; detected with langdetect)."),
-    )
-
-
-class QualityParams(_Params):
-    max_repetition: float = Field(0.5, ge=0.1, le=1.0, description=N_("Share of repeated 3-word sequences."))
-    refusals: bool = Field(True, description=N_("Drop answers that are refusal boilerplate."))
-    min_answer_ratio: float = Field(
-        0.0, ge=0, le=1, description=N_("Drop when the answer is shorter than this share of a long question.")
-    )
-
-
-class ContaminationParams(_Params):
-    against: Literal["test", "validation_and_test", "version"] = Field(
-        "test", description=N_("This version's test split, its validation and test splits, or another version.")
-    )
-    version_id: str = Field("", max_length=64, description=N_("The eval set's version, when against another one."))
-    ngram: int = Field(13, ge=5, le=50, description=N_("Words in a shared run that counts as contamination."))
-
-
-PARAMS: dict[str, type[_Params]] = {
-    "normalize": NormalizeParams,
-    "exact_dedup": ExactDedupParams,
-    "near_dedup": NearDedupParams,
-    "pii": PiiParams,
-    "injection": InjectionParams,
-    "profanity": ProfanityParams,
-    "rules": RulesParams,
-    "quality": QualityParams,
-    "contamination": ContaminationParams,
-}
-
-
-class Step(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    op: Literal[
-        "normalize", "exact_dedup", "near_dedup", "pii", "injection", "profanity", "rules", "quality", "contamination"
-    ] = Field(description=N_("The operation."))
-    params: dict[str, Any] = Field(default_factory=dict, description=N_("Its parameters; defaults where left out."))
-
-
-DEFAULT_RECIPE: list[dict[str, Any]] = [
-    {"op": "normalize", "params": {}},
-    {"op": "exact_dedup", "params": {}},
-    {"op": "near_dedup", "params": {}},
-    {"op": "pii", "params": {}},
-    {"op": "injection", "params": {}},
-    {"op": "profanity", "params": {}},
-    {"op": "quality", "params": {}},
-]
-
-
-def validate_steps(raw: Any) -> list[dict[str, Any]]:
-    """Steps with every parameter filled in; InvalidInput naming the step and the field."""
-    if not isinstance(raw, list) or not raw or len(raw) > 30:
-        raise InvalidInput(_("A recipe is a list of 1 to 30 steps."), field="steps")
-    out = []
-    for index, item in enumerate(raw):
-        try:
-            step = Step.model_validate(item)
-            params = PARAMS[step.op].model_validate(step.params)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise InvalidInput(
-                _("Step %(n)s: %(error)s", n=index + 1, error=describe_error(dict(first))),
-                field=f"steps.{index}.{where}",
-            ) from exc
-        if step.op == "rules" and isinstance(params, RulesParams) and params.regex_exclude:
-            try:
-                re.compile(params.regex_exclude)
-            except re.error as exc:
-                raise InvalidInput(
-                    _("Step %(n)s: the regular expression is not valid (%(error)s).", n=index + 1, error=str(exc)),
-                    field=f"steps.{index}.regex_exclude",
-                ) from exc
-        if isinstance(params, RulesParams):
-            params.languages = sorted({code.strip().casefold() for code in params.languages if code.strip()})
-        if isinstance(params, ContaminationParams) and (params.against == "version") != bool(params.version_id):
-            raise InvalidInput(
-                _(
-                    "Step %(n)s: name the eval set's version exactly when checking against another version.",
-                    n=index + 1,
-                ),
-                field=f"steps.{index}.version_id",
-            )
-        out.append({"op": step.op, "params": params.model_dump(mode="json")})
-    return out
-
-
-# --- the text inside a record ----------------------------------------------------------------------------
-
-
-def texts(data: dict[str, Any], *, prompt_only: bool = False) -> Iterator[str]:
-    """Every string a person wrote in the record (message contents, raw text), in order."""
-    if isinstance(data.get("text"), str):
-        yield data["text"]
-    for key in ("messages", "prompt", "chosen", "rejected"):
-        for message in data.get(key) or []:
-            if prompt_only and (key in ("chosen", "rejected") or message.get("role") == "assistant"):
-                continue
-            if isinstance(message, dict) and isinstance(message.get("content"), str):
-                yield message["content"]
-
-
-def map_texts(data: dict[str, Any], change: Callable[[str], str]) -> dict[str, Any]:
-    out = dict(data)
-    if isinstance(out.get("text"), str):
-        out["text"] = change(out["text"])
-    for key in ("messages", "prompt", "chosen", "rejected"):
-        if isinstance(out.get(key), list):
-            out[key] = [
-                {**m, "content": change(m["content"])}
-                if isinstance(m, dict) and isinstance(m.get("content"), str)
-                else m
-                for m in out[key]
-            ]
-    return out
-
-
-def joined(data: dict[str, Any], *, prompt_only: bool = False) -> str:
-    return "\n".join(texts(data, prompt_only=prompt_only))
-
-
-def answer_of(data: dict[str, Any]) -> str | None:
-    messages = data.get("messages") or data.get("chosen")
-    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
-        last = messages[-1]
-        return str(last.get("content", "")) if last.get("role") == "assistant" else None
-    return None
-
-
-WORD = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
-
-
-def words(text: str) -> list[str]:
-    return WORD.findall(text.casefold())
-
-
-# --- normalisation ----------------------------------------------------------------------------------------
-
-CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2064\ufeff]")
-SPACES = re.compile(r"[ \t\u00a0\u3000]+")
-
-
-def normalize_text(text: str, params: NormalizeParams) -> str:
-    if params.nfkc:
-        text = unicodedata.normalize("NFKC", text)
-    if params.control:
-        text = CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-    if params.whitespace:
-        text = "\n".join(SPACES.sub(" ", line).rstrip() for line in text.split("\n")).strip()
-    return text
-
-
-def dedup_key(data: dict[str, Any], fields: str) -> str:
-    text = joined(data, prompt_only=fields == "prompt")
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
-def shingles(text: str, size: int) -> list[str]:
-    tokens = words(text)
-    if len(tokens) <= size:
-        return [" ".join(tokens)] if tokens else [""]
-    return [" ".join(tokens[i : i + size]) for i in range(len(tokens) - size + 1)]
-
-
-def repetition(text: str) -> float:
-    grams = shingles(text, 3)
-    if len(grams) < 8:
-        return 0.0
-    return 1 - len(set(grams)) / len(grams)
-
+from app.cleaning.recipe import (
+    PARAMS,
+    ContaminationParams,
+    ExactDedupParams,
+    InjectionParams,
+    NearDedupParams,
+    NormalizeParams,
+    PiiParams,
+    ProfanityParams,
+    QualityParams,
+    RulesParams,
+)
+from app.cleaning.text import (
+    answer_of,
+    dedup_key,
+    detect_language,
+    joined,
+    map_texts,
+    ngram_runs,
+    normalize_text,
+    repetition,
+    shingles,
+    words,
+)
 
 # --- the cleaner ------------------------------------------------------------------------------------------
 
@@ -480,47 +251,10 @@ class Cleaner:
         if self._splits.get(rid, "train") != "train":
             return None, data
         index = self.eval_sets.get(i) or {}
-        tokens = words(joined(data))
-        for start in range(max(0, len(tokens) - p.ngram + 1)):
-            run = " ".join(tokens[start : start + p.ngram])
+        for run in ngram_runs(joined(data), p.ngram):
             found = index.get(hash(run))
             if found is not None:
                 return Decision(
                     i, "contamination", "drop", "contaminated", {"eval_record": found, "overlap": run}
                 ), data
         return None, data
-
-
-def ngram_hashes(text: str, size: int) -> Iterator[int]:
-    """Hashes of every run of ``size`` words (stable within one process, which is all an index needs)."""
-    tokens = words(text)
-    for start in range(max(0, len(tokens) - size + 1)):
-        yield hash(" ".join(tokens[start : start + size]))
-
-
-def eval_index(rows: Iterator[tuple[str, str, dict[str, Any]]], splits: set[str] | None, size: int) -> dict[int, str]:
-    """The n-gram index of an eval set: (record id, split, data) rows, those of ``splits`` (all when None)."""
-    index: dict[int, str] = {}
-    for rid, split, data in rows:
-        if splits is None or split in splits:
-            for key in ngram_hashes(joined(data), size):
-                index.setdefault(key, rid)
-    return index
-
-
-_DETECTOR_READY = False
-
-
-def detect_language(text: str) -> str:
-    """The record's language as an ISO code (zh for Chinese), or "" when there is too little text to tell."""
-    global _DETECTOR_READY
-    from langdetect import DetectorFactory, LangDetectException, detect
-
-    if not _DETECTOR_READY:
-        DetectorFactory.seed = 0  # langdetect samples; a seed makes a re-run decide the same
-        _DETECTOR_READY = True
-    try:
-        code = str(detect(text[:2000]))
-    except LangDetectException:
-        return ""
-    return code.split("-")[0]

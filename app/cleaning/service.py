@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.cleaning.ops import DEFAULT_RECIPE, validate_steps
+from app.cleaning.recipe import DEFAULT_RECIPE, validate_steps
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.i18n import _
 from app.core.ownership import get_owned
@@ -198,6 +198,12 @@ def overrides(session: Session, cleaning: Cleaning) -> dict[str, str]:
     return {rid: act for rid, act in session.execute(stmt)}
 
 
+def override_counts(session: Session, cleaning: Cleaning) -> dict[str, int]:
+    """How many records the user set to keep, drop or original."""
+    chosen = overrides(session, cleaning).values()
+    return {action: sum(1 for v in chosen if v == action) for action in ("keep", "drop", "original")}
+
+
 def page_decisions(
     session: Session,
     cleaning: Cleaning,
@@ -341,7 +347,6 @@ def commit(session: Session, cleaning: Cleaning, *, user: User) -> DatasetVersio
     if count == 0:
         target.unlink()
         raise InvalidInput(_("Every record would be dropped; restore some before committing."), field="overrides")
-    counted = {a: sum(1 for v in chosen.values() if v == a) for a in ("keep", "drop", "original")}
     summary = stats.as_dict()
     version = DatasetVersion(
         dataset_id=dataset.id,
@@ -361,7 +366,7 @@ def commit(session: Session, cleaning: Cleaning, *, user: User) -> DatasetVersio
             "cleaning_id": str(cleaning.id),
             "recipe": cleaning.recipe_name,
             "steps": cleaning.steps,
-            "overrides": counted,
+            "overrides": override_counts(session, cleaning),
             "overridden_records": sorted(chosen.items())[:10_000],
         },
     )

@@ -18,7 +18,7 @@ from starlette.datastructures import FormData
 
 from app.cleaning import service
 from app.cleaning.labels import OPTION_LABELS, PARAM_LABELS, REASON_LABELS
-from app.cleaning.ops import DEFAULT_RECIPE, OP_LABELS, PARAMS
+from app.cleaning.recipe import DEFAULT_RECIPE, OP_LABELS, PARAMS
 from app.core.deps import PageUser, SessionDep, csrf_protect
 from app.core.errors import Conflict, NotFound, RefineryError
 from app.core.i18n import _
@@ -33,30 +33,32 @@ TOKEN = re.compile(r"\s+|\w+|[^\w\s]", re.UNICODE)
 # --- the recipe builder -----------------------------------------------------------------------------------
 
 
-def _widget(op: str, name: str, value: Any) -> dict[str, Any]:
-    """How one parameter is edited: its kind, choices and bounds, read from the operation's model."""
-    info = PARAMS[op].model_fields[name]
-    annotation = info.annotation
-    widget: dict[str, Any] = {"name": name, "value": value, "description": info.description or ""}
+def _kind(annotation: Any) -> tuple[str, list[Any]]:
+    """How a parameter of this type is edited, and its choices when it has some."""
     if annotation is bool:
-        widget["kind"] = "bool"
-    elif annotation in (int, float):
-        widget["kind"] = "number"
-        widget["step"] = "1" if annotation is int else "any"
+        return "bool", []
+    if annotation in (int, float):
+        return "number", []
+    if get_origin(annotation) is Literal:
+        return "select", list(get_args(annotation))
+    if get_origin(annotation) is list:
+        inner = get_args(annotation)[0]
+        return ("multi", list(get_args(inner))) if get_origin(inner) is Literal else ("lines", [])
+    return "text", []
+
+
+def _widget(op: str, name: str, value: Any) -> dict[str, Any]:
+    """One parameter ready to draw: its kind, choices and bounds, read from the operation's model."""
+    info = PARAMS[op].model_fields[name]
+    kind, options = _kind(info.annotation)
+    widget: dict[str, Any] = {"name": name, "value": value, "description": info.description or ""}
+    widget |= {"kind": kind, "options": options}
+    if kind == "number":
+        widget["step"] = "1" if info.annotation is int else "any"
         for bound in info.metadata:
             for attr, key in (("ge", "min"), ("le", "max")):
                 if getattr(bound, attr, None) is not None:
                     widget[key] = getattr(bound, attr)
-    elif get_origin(annotation) is Literal:
-        widget["kind"], widget["options"] = "select", list(get_args(annotation))
-    elif get_origin(annotation) is list:
-        inner = get_args(annotation)[0]
-        if get_origin(inner) is Literal:
-            widget["kind"], widget["options"] = "multi", list(get_args(inner))
-        else:
-            widget["kind"] = "lines"
-    else:
-        widget["kind"] = "text"
     return widget
 
 
@@ -79,9 +81,9 @@ def _steps_from_form(form: FormData) -> list[dict[str, Any]]:
         if op not in PARAMS:
             continue
         params: dict[str, Any] = {}
-        for name in PARAMS[op].model_fields:
+        for name, info in PARAMS[op].model_fields.items():
             key = f"s{index}.{name}"
-            kind = _widget(op, name, None)["kind"]
+            kind, _options = _kind(info.annotation)
             if kind == "bool":
                 params[name] = form.get(key) == "on"
             elif kind == "multi":
@@ -256,37 +258,41 @@ def _query(filters: dict[str, Any], **more: Any) -> str:
     return urlencode(values)
 
 
-def _review_context(request: Request, session: Session, cleaning: Cleaning) -> dict[str, Any]:
-    run = service.cleaning_run(session, cleaning)
-    version = session.get(DatasetVersion, cleaning.version_id)
-    dataset = session.get(Dataset, version.dataset_id) if version else None
-    filters = _filters(request.query_params)
-    page = max(1, _int(request.query_params.get("page"), 1))
-    rows: list[service.DecisionRow] = []
-    total = 0
-    if run.status == RunStatus.succeeded:
-        rows, total = service.page_decisions(session, cleaning, page=page, **filters)
-    chosen = service.overrides(session, cleaning)
+def _decision_context(session: Session, cleaning: Cleaning, filters: dict[str, Any]) -> dict[str, Any]:
+    """What drawing a decision needs: its overrides' counts, whether it is committed, labels and markers."""
     committed = session.get(DatasetVersion, cleaning.committed_version_id) if cleaning.committed_version_id else None
     return {
         "cleaning": cleaning,
-        "run": run,
-        "version": version,
-        "dataset": dataset,
-        "summary": cleaning.summary,
         "filters": filters,
         "query": lambda **more: _query(filters, **more),
-        "rows": rows,
-        "total": total,
-        "page": page,
-        "pages": max(1, -(-total // service.PAGE_SIZE)),
-        "counts": {a: sum(1 for v in chosen.values() if v == a) for a in ("keep", "drop", "original")},
+        "counts": service.override_counts(session, cleaning),
         "committed": committed,
         "ops": OP_LABELS,
         "reasons": REASON_LABELS,
         "option_labels": OPTION_LABELS,
         "diff_marks": diff_marks,
         "mark": mark,
+    }
+
+
+def _review_context(request: Request, session: Session, cleaning: Cleaning) -> dict[str, Any]:
+    run = service.cleaning_run(session, cleaning)
+    version = session.get(DatasetVersion, cleaning.version_id)
+    filters = _filters(request.query_params)
+    page = max(1, _int(request.query_params.get("page"), 1))
+    rows: list[service.DecisionRow] = []
+    total = 0
+    if run.status == RunStatus.succeeded:
+        rows, total = service.page_decisions(session, cleaning, page=page, **filters)
+    return _decision_context(session, cleaning, filters) | {
+        "run": run,
+        "version": version,
+        "dataset": session.get(Dataset, version.dataset_id) if version else None,
+        "summary": cleaning.summary,
+        "rows": rows,
+        "total": total,
+        "page": page,
+        "pages": max(1, -(-total // service.PAGE_SIZE)),
     }
 
 
@@ -315,7 +321,8 @@ async def override_one(request: Request, session: SessionDep, user: PageUser, cl
         return RedirectResponse(f"/cleanings/{cleaning.id}", status_code=303)
     step = _int(form.get("step"))
     rows = [r for r in service.record_decisions(session, cleaning, record_id) if r.step == step]
-    context = _review_context(request, session, cleaning) | {"d": rows[0] if rows else None, "oob": True}
+    context = _decision_context(session, cleaning, _filters(request.query_params))
+    context |= {"d": rows[0] if rows else None, "oob": True}
     return render(request, "cleaning/_decision.html", context)
 
 

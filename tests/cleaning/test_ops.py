@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from app.cleaning import pii
-from app.cleaning.ops import Cleaner, validate_steps
+from app.cleaning.ops import Cleaner
 from app.cleaning.patterns import EN_WORDS
+from app.cleaning.recipe import validate_steps
 from app.core.errors import InvalidInput
 from tests.conftest import SHARED_DATASETS
 
@@ -280,7 +281,7 @@ def test_recipes_are_validated_with_the_step_and_field() -> None:
 def test_contamination_drops_train_records_that_repeat_test_text() -> None:
     """Planted leaks: train records carrying a 20-word run of a test record (amid other text) are dropped;
     train records about the same topic in other words, and the test records themselves, stay."""
-    from app.cleaning.ops import eval_index
+    from app.cleaning.text import eval_index
 
     rng = random.Random(3)
     pool = [r for r in _alpaca() if len(r["messages"][1]["content"].split()) >= 30][:600]

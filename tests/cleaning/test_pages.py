@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from app.cleaning.ops import DEFAULT_RECIPE, validate_steps
+from app.cleaning.recipe import DEFAULT_RECIPE, validate_steps
 from app.cleaning.ui import diff_marks, mark
 from tests.cleaning.test_flow import MESSY, _chat, _upload
 from tests.conftest import csrf_of, login
@@ -153,6 +153,13 @@ def test_build_run_review_override_commit_in_pages(client: Any, setup: dict[str,
     assert "cleaning of v1 with “mine”" in after and f'href="/cleanings/{cleaning_id}"' in after
     done = client.get(review_url).text
     assert "Committed as v2" in done and "/override" not in done
+
+    # a saved recipe is deleted from the builder's list
+    spare = client.post("/api/v1/cleaning/recipes", json={"name": "spare", "steps": [{"op": "pii"}]}).json()
+    builder = client.get(f"/datasets/{dataset_id}/clean").text
+    assert f'action="/cleaning/recipes/{spare["id"]}/delete"' in builder and 'data-recipe="mine"' in builder
+    client.post(f"/cleaning/recipes/{spare['id']}/delete", data={"csrf_token": token})
+    assert [r["name"] for r in client.get("/api/v1/cleaning/recipes").json()] == ["mine"]
 
     # another user reaches none of it
     client.post("/api/v1/users", json={"email": "eve@example.com", "password": "eve-password-1"})

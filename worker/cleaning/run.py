@@ -15,7 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from app.cleaning.ops import Cleaner, eval_index
+from app.cleaning.ops import Cleaner
+from app.cleaning.text import eval_index
 from worker.training.protocol import progress, run_child
 
 BATCH = 1000
