@@ -21,7 +21,7 @@ OP_LABELS = {
     "profanity": N_("Profanity and toxicity"),
     "rules": N_("Rules: length, keywords, regex, turn structure"),
     "quality": N_("Quality heuristics: repetition, refusals, empty answers"),
-    "contamination": N_("Contamination: train records that overlap the test set"),
+    "contamination": N_("Contamination: train records that overlap the test split or an eval set"),
 }
 
 

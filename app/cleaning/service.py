@@ -104,6 +104,14 @@ def start_cleaning(
                     field=f"steps.{index}.version_id",
                 ) from exc
             jobs.owned_version(session, eval_id, user=user)
+            if eval_id == version.id:
+                raise InvalidInput(
+                    _(
+                        "Step %(n)s: the eval set is the version being cleaned; check against its test split instead.",
+                        n=index + 1,
+                    ),
+                    field=f"steps.{index}.version_id",
+                )
     cleaning = Cleaning(
         owner_id=user.id,
         version_id=version.id,

@@ -197,8 +197,9 @@ def test_contamination_against_an_uploaded_eval_set(client: Any, setup: dict[str
     found = client.get(f"/api/v1/cleanings/{started.json()['id']}/decisions").json()["items"]
     assert [(d["record_id"], d["reason"]) for d in found] == [("8", "contaminated")]
     assert found[0]["evidence"]["overlap"] == "primary colours red yellow and"  # the first shared run of 5
-    bad = client.post(url, json={"steps": [{**steps[0], "params": {**steps[0]["params"], "version_id": "nope"}}]})
-    assert bad.status_code == 422 and bad.json()["error"]["field"] == "steps.0.version_id"
+    for wrong in ("nope", version_id):  # not an id; the version being cleaned itself
+        bad = client.post(url, json={"steps": [{**steps[0], "params": {**steps[0]["params"], "version_id": wrong}}]})
+        assert bad.status_code == 422 and bad.json()["error"]["field"] == "steps.0.version_id"
 
     # another user cannot name this eval set in a recipe of theirs
     client.post("/api/v1/users", json={"email": "eve@example.com", "password": "eve-password-1"})
