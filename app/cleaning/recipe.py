@@ -22,6 +22,8 @@ OP_LABELS = {
     "rules": N_("Rules: length, keywords, regex, turn structure"),
     "quality": N_("Quality heuristics: repetition, refusals, empty answers"),
     "contamination": N_("Contamination: train records that overlap the test split or an eval set"),
+    "semantic_dedup": N_("Semantic duplicates (sentence embeddings, all-MiniLM-L6-v2)"),
+    "judge": N_("LLM judge: relevance, clarity, completeness and accuracy, 1–5"),
 }
 
 
@@ -105,15 +107,30 @@ class ContaminationParams(_Params):
     ngram: int = Field(13, ge=5, le=50, description=N_("Words in a shared run that counts as contamination."))
 
 
+class SemanticDedupParams(_Params):
+    threshold: float = Field(
+        0.85, ge=0.5, le=0.999, description=N_("Cosine similarity of the sentence embeddings that counts.")
+    )
+    fields: Literal["all", "prompt"] = Field("prompt", description=N_("Compare whole records, or only the prompts."))
+    keep: Literal["first"] = Field("first", description=N_("Which record of a cluster stays: the earliest."))
+
+
+class JudgeParams(_Params):
+    judge_id: str = Field("", max_length=64, description=N_("The judge that scores each record (see Judges)."))
+    threshold: float = Field(3.0, ge=1, le=5, description=N_("Drop records whose mean score is below this."))
+
+
 PARAMS: dict[str, type[_Params]] = {
     "normalize": NormalizeParams,
     "exact_dedup": ExactDedupParams,
     "near_dedup": NearDedupParams,
+    "semantic_dedup": SemanticDedupParams,
     "pii": PiiParams,
     "injection": InjectionParams,
     "profanity": ProfanityParams,
     "rules": RulesParams,
     "quality": QualityParams,
+    "judge": JudgeParams,
     "contamination": ContaminationParams,
 }
 
@@ -121,7 +138,17 @@ PARAMS: dict[str, type[_Params]] = {
 class Step(BaseModel):
     model_config = ConfigDict(extra="forbid")
     op: Literal[
-        "normalize", "exact_dedup", "near_dedup", "pii", "injection", "profanity", "rules", "quality", "contamination"
+        "normalize",
+        "exact_dedup",
+        "near_dedup",
+        "semantic_dedup",
+        "pii",
+        "injection",
+        "profanity",
+        "rules",
+        "quality",
+        "judge",
+        "contamination",
     ] = Field(description=N_("The operation."))
     params: dict[str, Any] = Field(default_factory=dict, description=N_("Its parameters; defaults where left out."))
 
@@ -170,6 +197,10 @@ def validate_steps(raw: Any) -> list[dict[str, Any]]:
                     n=index + 1,
                 ),
                 field=f"steps.{index}.version_id",
+            )
+        if isinstance(params, JudgeParams) and not params.judge_id:
+            raise InvalidInput(
+                _("Step %(n)s: pick the judge that scores the records.", n=index + 1), field=f"steps.{index}.judge_id"
             )
         out.append({"op": step.op, "params": params.model_dump(mode="json")})
     return out

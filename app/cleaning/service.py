@@ -25,6 +25,7 @@ from app.db.models import (
     CleaningRecipe,
     Dataset,
     DatasetVersion,
+    Judge,
     Run,
     RunStatus,
     User,
@@ -111,6 +112,17 @@ def start_cleaning(
                         n=index + 1,
                     ),
                     field=f"steps.{index}.version_id",
+                )
+    for index, step in enumerate(checked):  # a judge step's judge must exist (judges are shared)
+        if step["op"] == "judge":
+            try:
+                found = session.get(Judge, uuid.UUID(step["params"]["judge_id"]))
+            except ValueError:
+                found = None
+            if found is None:
+                raise InvalidInput(
+                    _("Step %(n)s: no such judge; an administrator sets judges up.", n=index + 1),
+                    field=f"steps.{index}.judge_id",
                 )
     cleaning = Cleaning(
         owner_id=user.id,
@@ -228,7 +240,7 @@ def page_decisions(
     total = table.num_rows
     rows = table.slice(max(0, (page - 1) * page_size), page_size).to_pylist()
     chosen = overrides(session, cleaning)
-    return [_row(r, chosen.get(r["record_id"])) for r in rows], total
+    return _with_kept_text(cleaning, [_row(r, chosen.get(r["record_id"])) for r in rows]), total
 
 
 def record_decisions(session: Session, cleaning: Cleaning, record_id: str) -> list[DecisionRow]:
@@ -239,7 +251,29 @@ def record_decisions(session: Session, cleaning: Cleaning, record_id: str) -> li
     table = _decisions_table(cleaning, step=None, reason="", action="")
     rows = table.filter(pc.equal(table["record_id"], record_id)).to_pylist()
     verdict = overrides(session, cleaning).get(record_id)
-    return [_row(r, verdict) for r in rows]
+    return _with_kept_text(cleaning, [_row(r, verdict) for r in rows])
+
+
+def kept_texts(cleaning: Cleaning, ids: set[str]) -> dict[str, str]:
+    """The text of the kept records these duplicates were dropped for (the run writes them in kept.parquet)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    path = artifact_path(f"{cleaning.storage_key}/kept.parquet")
+    if not ids or not path.is_file():
+        return {}
+    table = pq.read_table(str(path))
+    table = table.filter(pc.is_in(table["record_id"], value_set=pa.array(sorted(ids), type=pa.string())))
+    return dict(zip(table["record_id"].to_pylist(), table["text"].to_pylist(), strict=True))
+
+
+def _with_kept_text(cleaning: Cleaning, rows: list[DecisionRow]) -> list[DecisionRow]:
+    looked_up = [r for r in rows if r.op in ("near_dedup", "semantic_dedup") and "kept_text" not in r.evidence]
+    texts = kept_texts(cleaning, {r.evidence["duplicate_of"] for r in looked_up})
+    for row in looked_up:
+        row.evidence["kept_text"] = texts.get(row.evidence["duplicate_of"], "")
+    return rows
 
 
 def _row(raw: dict[str, Any], override: str | None) -> DecisionRow:
@@ -337,7 +371,9 @@ def commit(session: Session, cleaning: Cleaning, *, user: User) -> DatasetVersio
     target = base / "records.parquet"
     partial = target.with_name("records.parquet.partial")
     with pq.ParquetWriter(str(partial), schema) as writer:
-        for batch in pq.ParquetFile(str(artifact_path(source.storage_key))).iter_batches(batch_size=5000):
+        for batch in pq.ParquetFile(str(artifact_path(source.storage_key)), pre_buffer=False).iter_batches(
+            batch_size=5000
+        ):
             rows: dict[str, list[Any]] = {name: [] for name in schema.names}
             for row in batch.to_pylist():
                 rid = row["id"]

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from app.cleaning import service
-from app.cleaning.labels import OPTION_LABELS, PARAM_LABELS, REASON_LABELS
+from app.cleaning.labels import CRITERIA_LABELS, OPTION_LABELS, PARAM_LABELS, REASON_LABELS
 from app.cleaning.recipe import DEFAULT_RECIPE, OP_LABELS, PARAMS
 from app.core.deps import PageUser, SessionDep, csrf_protect
 from app.core.errors import Conflict, NotFound, RefineryError
@@ -25,6 +25,7 @@ from app.core.i18n import _
 from app.core.templating import render, render_live
 from app.datasets import service as datasets
 from app.db.models import Cleaning, Dataset, DatasetVersion, RunStatus, User
+from app.evaluation.judges import list_judges
 
 router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False)
 TOKEN = re.compile(r"\s+|\w+|[^\w\s]", re.UNICODE)
@@ -141,6 +142,7 @@ def _builder(
         ],
         "param_labels": PARAM_LABELS,
         "option_labels": OPTION_LABELS,
+        "judges": list_judges(session),
     }
     status = extra.pop("status_code", 200)
     return render(request, "cleaning/builder.html", context | extra, status_code=status)
@@ -270,6 +272,7 @@ def _decision_context(session: Session, cleaning: Cleaning, filters: dict[str, A
         "ops": OP_LABELS,
         "reasons": REASON_LABELS,
         "option_labels": OPTION_LABELS,
+        "criteria": CRITERIA_LABELS,
         "diff_marks": diff_marks,
         "mark": mark,
     }

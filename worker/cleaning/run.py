@@ -1,13 +1,15 @@
 """Child process: run a cleaning recipe over a dataset version, streaming it in batches.
 
 Writes ``decisions.parquet`` (one row per drop or change, with its reason and evidence) and
-``modified.parquet`` (the changed text of every record the recipe changed) into ``<output>.partial`` and
-renames it when complete. Memory holds one batch plus the dedup indexes.
+``modified.parquet`` (the changed text of every record the recipe changed) and ``kept.parquet`` (the text of
+each record a duplicate was dropped for, read in a second pass so the dedup index never holds text) into
+``<output>.partial`` and renames it when complete. Memory holds one batch plus the dedup indexes.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import sys
 import time
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from app.cleaning.ops import Cleaner
-from app.cleaning.text import eval_index
+from app.cleaning.text import answer_of, eval_index, joined
 from worker.training.protocol import progress, run_child
 
 BATCH = 1000
@@ -34,7 +36,7 @@ DECISION_COLUMNS = (
 def _rows(path: str) -> Any:
     import pyarrow.parquet as pq
 
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH, columns=["id", "split", "data"]):
+    for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=BATCH, columns=["id", "split", "data"]):
         for row in batch.to_pylist():
             yield row["id"], row["split"], json.loads(row["data"])
 
@@ -53,6 +55,51 @@ def eval_sets(job: dict[str, Any]) -> dict[int, dict[int, str]]:
     return found
 
 
+def record_prompt(data: dict[str, Any]) -> str:
+    """What the judge reads about one training record: the request and the answer to rate."""
+    answer = answer_of(data)
+    if answer is None:  # a plain text or a preference pair: the whole record is the thing to rate
+        request, answer = "(a training text with no separate request)", joined(data)
+    else:
+        request = joined(data, prompt_only=True)
+    return (
+        f"Conversation so far:\n{request[:6000]}\n\nAnswer to rate:\n{answer[:6000]}\n\n"
+        "Rate the answer from 1 (poor) to 5 (excellent) on relevance, clarity, completeness and accuracy, as an "
+        "example an assistant should learn from. Reply "
+        'as {"relevance": n, "clarity": n, "completeness": n, "accuracy": n, "reasons": "<why>"}.'
+    )
+
+
+def judge_fns(job: dict[str, Any]) -> dict[int, Any]:
+    """Per judge step, a function scoring a batch of records through that judge's chat endpoint, four at a
+    time. A malformed reply or a timeout leaves that record unscored (it is kept, and counted); a judge that
+    fails many calls in a row stops the run with its last error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from worker.evaluation.judge import MAX_FAILURES_IN_A_ROW, Client, Judging, api_key, parse_rubric
+
+    def scorer(judging: Judging) -> Any:
+        def score(datas: list[dict[str, Any]]) -> list[tuple[dict[str, Any] | None, str]]:
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                replies = list(pool.map(lambda d: judging.call(record_prompt(d), parse_rubric), datas))
+            out: list[tuple[dict[str, Any] | None, str]] = []
+            failures = 0
+            for value, error, detail in replies:
+                failures = failures + 1 if error and error != "malformed" else 0
+                if failures >= MAX_FAILURES_IN_A_ROW:
+                    raise RuntimeError(f"the judge failed {failures} calls in a row: {detail}")
+                out.append((value, f"{error}: {detail}"[:300] if error else ""))
+            return out
+
+        return score
+
+    found = {}
+    for key, spec in job.get("judges", {}).items():
+        client = Client(spec["url"], spec["model"], api_key(spec), float(spec.get("timeout_s", 60)))
+        found[int(key)] = scorer(Judging(client))
+    return found
+
+
 def clean(job: dict[str, Any]) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -61,15 +108,21 @@ def clean(job: dict[str, Any]) -> dict[str, Any]:
     partial = output.with_name(output.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    source = pq.ParquetFile(job["source"])
+    source = pq.ParquetFile(job["source"], pre_buffer=False)  # pre-buffering holds the whole file
     total = source.metadata.num_rows
     steps = job["steps"]
-    cleaner = Cleaner(steps, salt=job.get("salt", ""), eval_sets=eval_sets(job))
+    embed = None
+    if any(step["op"] == "semantic_dedup" for step in steps):
+        from worker.cleaning.embed import Embedder
+
+        embed = Embedder()
+    cleaner = Cleaner(steps, salt=job.get("salt", ""), eval_sets=eval_sets(job), judges=judge_fns(job), embed=embed)
     decision_schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in DECISION_COLUMNS])
     modified_schema = pa.schema([("record_id", pa.string()), ("data", pa.string())])
     dropped = modified = done = 0
     per_step = [{"op": s["op"], "dropped": 0, "modified": 0, "reasons": Counter()} for s in steps]
     started, last = time.monotonic(), 0.0
+    originals: set[str] = set()  # records kept while a duplicate of theirs was dropped
     with (
         pq.ParquetWriter(str(partial / "decisions.parquet"), decision_schema) as decisions,
         pq.ParquetWriter(str(partial / "modified.parquet"), modified_schema) as changes,
@@ -99,6 +152,8 @@ def clean(job: dict[str, Any]) -> dict[str, Any]:
                         found[name].append(value)
                     per_step[d.step]["dropped" if d.action == "drop" else "modified"] += 1
                     per_step[d.step]["reasons"][d.reason] += 1
+                    if "duplicate_of" in d.evidence:
+                        originals.add(d.evidence["duplicate_of"])
                 if outcome.data is None:
                     dropped += 1
                 if outcome.changed is not None:
@@ -112,6 +167,7 @@ def clean(job: dict[str, Any]) -> dict[str, Any]:
             if now - last > 0.5:
                 last = now
                 progress(min(0.99, done / max(total, 1)), "cleaning_records", done=f"{done:,}", total=f"{total:,}")
+    write_kept(source, originals, partial / "kept.parquet")
     shutil.rmtree(output, ignore_errors=True)
     partial.rename(output)
     return {
@@ -119,9 +175,32 @@ def clean(job: dict[str, Any]) -> dict[str, Any]:
         "kept": total - dropped,
         "dropped": dropped,
         "modified": modified,
-        "steps": [{**s, "reasons": dict(s["reasons"])} for s in per_step],
+        "steps": [
+            {**s, "reasons": dict(s["reasons"])}
+            | (
+                {"unjudged": cleaner.unjudged.get(i, 0), "judge_error": cleaner.last_judge_error.get(i, "")}
+                if s["op"] == "judge"
+                else {}
+            )
+            for i, s in enumerate(per_step)
+        ],
         "seconds": round(time.monotonic() - started, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
+
+
+def write_kept(source: Any, ids: set[str], path: Path) -> None:
+    """The text (first 1,000 characters) of each given record, for the review's side-by-side evidence."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("record_id", pa.string()), ("text", pa.string())])
+    with pq.ParquetWriter(str(path), schema) as writer:
+        for batch in source.iter_batches(batch_size=BATCH, columns=["id", "data"]):
+            rows = [r for r in batch.to_pylist() if r["id"] in ids]
+            if rows:
+                texts = [joined(json.loads(r["data"]))[:1000] for r in rows]
+                writer.write_table(pa.table({"record_id": [r["id"] for r in rows], "text": texts}, schema=schema))
 
 
 def main(job: dict[str, Any]) -> int:

@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from app.cleaning import service as cleaning_service
 from app.datasets.storage import artifact_path
-from app.db.models import Cleaning, DatasetVersion
+from app.db.models import Cleaning, DatasetVersion, Judge
 from app.db.session import session_scope
+from app.evaluation.judges import endpoint
 
 KIND = cleaning_service.CLEAN_KIND
 
@@ -29,6 +30,25 @@ def _eval_sources(session: Session, cleaning: Cleaning) -> dict[str, str]:
     return sources
 
 
+def _judges(session: Session, cleaning: Cleaning) -> dict[str, dict[str, Any]]:
+    """Where each judge step's judge answers (its key is read by the child, not passed on the command line)."""
+    found = {}
+    for index, step in enumerate(cleaning.steps):
+        if step["op"] == "judge":
+            judge = session.get(Judge, uuid.UUID(step["params"]["judge_id"]))
+            if judge is None:
+                raise ValueError("The judge this recipe names has been deleted.")
+            url, model = endpoint(judge)
+            found[str(index)] = {
+                "judge_id": str(judge.id),
+                "local": judge.kind == "local",
+                "url": url,
+                "model": model,
+                "timeout_s": judge.timeout_s,
+            }
+    return found
+
+
 class CleaningHandler:
     def argv(self, run_id: uuid.UUID, params: dict[str, Any], attempt: int) -> list[str]:
         with session_scope() as session:
@@ -42,6 +62,7 @@ class CleaningHandler:
                 "steps": cleaning.steps,
                 "salt": cleaning.id.hex,
                 "eval_sources": _eval_sources(session, cleaning),
+                "judges": _judges(session, cleaning),
             }
         return [sys.executable, "-m", "worker.cleaning.run", json.dumps(spec)]
 
