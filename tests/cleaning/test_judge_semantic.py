@@ -12,6 +12,7 @@ import pytest
 
 from app.cleaning.ops import Cleaner
 from app.cleaning.recipe import validate_steps
+from tests.cleaning.test_flow import _upload
 from tests.conftest import csrf_of, make_admin
 from tests.evaluation.fake_judge import FakeJudge
 from worker import lifecycle
@@ -100,15 +101,8 @@ def test_judge_step_through_the_api_and_the_review_page(client: Any, tmp_path: P
         chat("MALFORMED: what is 2 + 2?", "GOOD: four."),  # 3: no usable score → kept, counted
         chat("Name a synonym for happy.", "GOOD: joyful."),  # 4: kept
     ]
-    path = tmp_path / "rows.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in rows))
-    with path.open("rb") as handle:
-        dataset = client.post(
-            "/api/v1/datasets", files={"file": ("rows.jsonl", handle)}, data={"split_ratios": '{"train": 1}'}
-        ).json()
-    lifecycle.execute(dataset["validation_run"]["id"])
-    version = client.get(f"/api/v1/datasets/{dataset['id']}").json()["versions"][0]["id"]
-    url = f"/api/v1/datasets/{dataset['id']}/versions/{version}/cleanings"
+    dataset_id, version = _upload(client, tmp_path, rows)
+    url = f"/api/v1/datasets/{dataset_id}/versions/{version}/cleanings"
 
     missing = client.post(url, json={"steps": [{"op": "judge"}]})
     assert missing.status_code == 422 and "Step 1" in missing.json()["error"]["message"]
@@ -135,10 +129,10 @@ def test_judge_step_through_the_api_and_the_review_page(client: Any, tmp_path: P
     page = client.get(f"/cleanings/{cleaning['id']}").text
     assert 'data-score="relevance"' in page and "Checked." in page
     assert 'data-unjudged="1"' in page
-    builder = client.get(f"/datasets/{dataset['id']}/clean?version={version}").text
+    builder = client.get(f"/datasets/{dataset_id}/clean?version={version}").text
     assert f'<option value="{judge["id"]}"' not in builder  # only a judge step shows the judges…
     added = client.post(
-        f"/datasets/{dataset['id']}/clean",
+        f"/datasets/{dataset_id}/clean",
         data={"csrf_token": client.headers["X-CSRF-Token"], "version_id": version, "steps": "0", "add_op": "judge"}
         | {"action": "add"},
     ).text
