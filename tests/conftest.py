@@ -278,4 +278,4 @@ def setup(client: Any, tiny_model_dir: Path, tmp_path: Path) -> dict[str, Any]:
         dataset = client.post("/api/v1/datasets", files={"file": ("chat.jsonl", handle)}).json()
     lifecycle.execute(dataset["validation_run"]["id"])
     version = client.get(f"/api/v1/datasets/{dataset['id']}").json()["versions"][0]
-    return {"model": model["id"], "version": version["id"]}
+    return {"model": model["id"], "version": version["id"], "model_dir": str(tiny_model_dir)}

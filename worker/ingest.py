@@ -16,7 +16,7 @@ from app.datasets import splits
 from app.datasets.reading import Issue, open_upload, read_items, sniff_file_type
 from app.datasets.records import record_schema
 from app.datasets.stats import Stats, record_plain_text
-from app.datasets.template import ChatRenderer, TemplateRenderError, record_text, renderer_for
+from app.datasets.template import record_tokens, renderer_for
 from app.datasets.validation import Report, validate_items
 from worker.training.protocol import emit, fail, progress
 
@@ -36,14 +36,6 @@ def _count_lines(path: Path, file_type: str) -> int:
         for block in iter(lambda: handle.read(1 << 20), b""):
             count += block.count(b"\n")
     return max(count, 1)
-
-
-def _tokens(renderer: ChatRenderer | None, kind: str, data: dict[str, Any]) -> int | None:
-    if renderer is None:
-        return None
-    if kind == "text":
-        return renderer.count(data["text"])
-    return max(renderer.count(renderer.render(conversation)) for conversation in record_text(kind, data))
 
 
 def _main_file_ratios(ratios: dict[str, float], covered: set[str]) -> dict[str, float]:
@@ -90,7 +82,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                 read_items(path, file_type), report, record_format=record_format, mapping=spec.get("mapping")
             ):
                 last_line = entry.line
-                counts = [_safe_tokens(renderer, record.kind, record.data) for record in entry.records]
+                counts = [record_tokens(renderer, record.kind, record.data) for record in entry.records]
                 longest = max((c for c in counts if c is not None), default=0)
                 if context and longest > context:
                     report.withdraw(entry, Issue(entry.line, "too_long", {"tokens": longest, "context": context}))
@@ -138,13 +130,6 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "issues_stored": len(report.issues),
         "split_files": sorted(f[2] for f in files if f[2]),
     }
-
-
-def _safe_tokens(renderer: ChatRenderer | None, kind: str, data: dict[str, Any]) -> int | None:
-    try:
-        return _tokens(renderer, kind, data)
-    except TemplateRenderError:
-        return None
 
 
 def main(spec: dict[str, Any]) -> int:

@@ -14,7 +14,6 @@ from app.cleaning.recipe import DEFAULT_RECIPE, OP_LABELS, PARAMS, Step
 from app.core.deps import CurrentUser, SessionDep, csrf_protect
 from app.core.i18n import gettext
 from app.datasets import service as datasets
-from app.datasets.schemas import DatasetVersionRead
 from app.db.models import Cleaning, DatasetVersion
 from app.runs.schemas import RunRead
 
@@ -62,6 +61,7 @@ class CleaningRead(BaseModel):
         description="records, kept, dropped, modified, and per step its drops, changes and reasons."
     )
     overrides: dict[str, int] = Field(description="How many records the user set to keep, drop or original.")
+    commit_run: RunRead | None = Field(description="The background run writing the committed version, once started.")
     committed_version_id: uuid.UUID | None
     created_at: datetime
 
@@ -106,6 +106,7 @@ class OverridesDone(BaseModel):
 
 def to_read(session: SessionDep, cleaning: Cleaning) -> CleaningRead:
     version = session.get(DatasetVersion, cleaning.version_id)
+    commit_run = service.commit_run(session, cleaning)
     return CleaningRead(
         id=cleaning.id,
         dataset_id=version.dataset_id if version else cleaning.version_id,
@@ -115,6 +116,7 @@ def to_read(session: SessionDep, cleaning: Cleaning) -> CleaningRead:
         run=RunRead.model_validate(service.cleaning_run(session, cleaning)),
         summary=cleaning.summary,
         overrides=service.override_counts(session, cleaning),
+        commit_run=RunRead.model_validate(commit_run) if commit_run else None,
         committed_version_id=cleaning.committed_version_id,
         created_at=cleaning.created_at,
     )
@@ -222,10 +224,13 @@ def bulk_override(cleaning_id: uuid.UUID, body: BulkOverride, session: SessionDe
 
 @router.post(
     "/cleanings/{cleaning_id}/commit",
-    response_model=DatasetVersionRead,
-    status_code=201,
-    summary="Commit the cleaned records as a new immutable version",
+    response_model=CleaningRead,
+    status_code=202,
+    summary="Commit the cleaned records as a new immutable version (a background run)",
+    description="Poll the cleaning: `commit_run` shows the progress, and `committed_version_id` names the new "
+    "version once it is written. The overrides cannot change while the commit runs.",
 )
-def commit(cleaning_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> DatasetVersionRead:
+def commit(cleaning_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> CleaningRead:
     cleaning = service.get_cleaning(session, cleaning_id, user=user)
-    return DatasetVersionRead.model_validate(service.commit(session, cleaning, user=user))
+    service.start_commit(session, cleaning, user=user)
+    return to_read(session, cleaning)

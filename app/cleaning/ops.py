@@ -65,6 +65,10 @@ class Outcome:
 JudgeFn = Callable[[list[dict[str, Any]]], list[tuple[dict[str, Any] | None, str]]]
 # an embedder turns a batch of texts into unit-length vectors (a float32 array, one row per text)
 EmbedFn = Callable[[list[str]], Any]
+# tokens the base model sees for a record (kind, data), or None when its chat template cannot render it
+TokenFn = Callable[[str, dict[str, Any]], int | None]
+# an NER model: per text, the character ranges of the people's names in it
+NameFn = Callable[[list[str]], list[list[tuple[int, int]]]]
 CRITERIA = ("relevance", "clarity", "completeness", "accuracy")
 
 
@@ -80,6 +84,8 @@ class Cleaner:
         eval_sets: dict[int, dict[int, str]] | None = None,
         judges: dict[int, JudgeFn] | None = None,
         embed: EmbedFn | None = None,
+        count_tokens: TokenFn | None = None,
+        find_names: NameFn | None = None,
     ) -> None:
         self.steps = [(s["op"], PARAMS[s["op"]].model_validate(s["params"])) for s in steps]
         self.salt = salt
@@ -98,6 +104,9 @@ class Cleaner:
         self.unjudged: dict[int, int] = {}  # per judge step: records kept because the judge gave no score
         self.last_judge_error: dict[int, str] = {}
         self.embed = embed
+        self.count_tokens = count_tokens
+        self.find_names = find_names
+        self._names: dict[str, list[tuple[int, int]]] = {}  # per text of the batch: its names' ranges
         self._semantic: dict[int, Any] = {}  # per semantic step: (ids, unit vectors) of the records kept so far
         self._semantic_found: dict[str, tuple[str, float]] = {}
 
@@ -119,6 +128,8 @@ class Cleaner:
             elif op == "near_dedup":
                 assert isinstance(params, NearDedupParams)
                 self._near_batch(index, params, [records[k][0] for k in live], [outcomes[k].data or {} for k in live])
+            elif op == "pii" and isinstance(params, PiiParams) and params.names:
+                self._names_batch([outcomes[k].data or {} for k in live])
             elif op == "semantic_dedup":
                 assert isinstance(params, SemanticDedupParams)
                 self._semantic_batch(
@@ -238,13 +249,28 @@ class Cleaner:
         evidence = {**{c: scores[c] for c in CRITERIA}, "mean": round(mean, 2), "reasons": scores.get("reasons", "")}
         return Decision(i, "judge", "drop", "low_score", evidence), data
 
+    def _names_batch(self, datas: list[dict[str, Any]]) -> None:
+        """Every text of the batch through the NER model at once."""
+        if self.find_names is None:
+            raise ValueError("name detection needs an NER model (set REFINERY_NER_MODEL on the workers)")
+        texts: list[str] = []
+
+        def collect(text: str) -> str:
+            texts.append(text)
+            return text
+
+        for data in datas:
+            map_texts(data, collect)
+        unique = list(dict.fromkeys(texts))
+        self._names = dict(zip(unique, self.find_names(unique), strict=True)) if unique else {}
+
     def _pii(self, i: int, rid: str, kind: str, data: dict[str, Any], p: PiiParams) -> Any:
         kinds = frozenset(p.kinds)
         spans: list[dict[str, Any]] = []
         before = joined(data)
 
         def change(text: str) -> str:
-            found = pii.find(text, kinds)
+            found = pii.find(text, kinds, self._names.get(text, ()) if p.names else ())
             spans.extend({"kind": s.kind, "text": s.text} for s in found)
             return pii.redact(text, found, style=p.style, salt=self.salt) if found else text
 
@@ -289,6 +315,13 @@ class Cleaner:
         if count < p.min_words or count > p.max_words:
             evidence = {"words": count, "min": p.min_words, "max": p.max_words}
             return Decision(i, "rules", "drop", "length", evidence), data
+        if p.min_tokens or p.max_tokens:
+            if self.count_tokens is None:
+                raise RuntimeError("a length in tokens needs the base model's tokenizer")
+            tokens = self.count_tokens(kind, data)
+            if tokens is not None and (tokens < p.min_tokens or (p.max_tokens and tokens > p.max_tokens)):
+                bounds = {"tokens": tokens, "min": p.min_tokens, "max": p.max_tokens or None}
+                return Decision(i, "rules", "drop", "token_length", bounds), data
         folded = text.casefold()
         if p.include and not any(k.casefold() in folded for k in p.include):
             return Decision(i, "rules", "drop", "missing_keyword", {"include": p.include}), data

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 KINDS = ("email", "phone", "credit_card", "iban", "ip", "cn_id", "secret", "url_credentials")
@@ -20,6 +21,7 @@ PLACEHOLDERS = {
     "cn_id": "<ID_NUMBER>",
     "secret": "<SECRET>",
     "url_credentials": "<URL_WITH_PASSWORD>",
+    "name": "<NAME>",
 }
 CODE_SENSITIVE = {"email", "ip", "phone"}
 
@@ -98,9 +100,12 @@ def _code_ranges(text: str) -> list[tuple[int, int]]:
     return [(m.start(), m.end()) for m in CODE.finditer(text)] if "`" in text else []
 
 
-def find(text: str, kinds: tuple[str, ...] | frozenset[str] = frozenset(KINDS)) -> list[Span]:
+def find(
+    text: str, kinds: tuple[str, ...] | frozenset[str] = frozenset(KINDS), names: Sequence[tuple[int, int]] = ()
+) -> list[Span]:
     """Non-overlapping spans of the chosen kinds, in order; the first detector to claim a range wins (secrets
-    and credentials first, so that a key is not half-read as a phone number)."""
+    and credentials first, so that a key is not half-read as a phone number; people's names, found by an NER
+    model and given as character ranges, last)."""
     code = _code_ranges(text)
     found: list[Span] = []
 
@@ -140,6 +145,9 @@ def find(text: str, kinds: tuple[str, ...] | frozenset[str] = frozenset(KINDS)) 
             add("ip", m.start(), m.end())
     for m in IPV6.finditer(text):
         add("ip", m.start(), m.end())
+    for start, end in names:
+        if not taken(start, end):
+            found.append(Span("name", start, end, text[start:end]))
     return sorted(found, key=lambda s: s.start)
 
 

@@ -63,6 +63,9 @@ def _all_categories() -> list[Category]:
 
 class PiiParams(_Params):
     kinds: list[PiiKind] = Field(default_factory=_all_pii)
+    names: bool = Field(
+        False, description=N_("Also find people's names with the NER model the workers have (REFINERY_NER_MODEL).")
+    )
     style: Literal["placeholder", "pseudonym", "drop"] = Field(
         "placeholder", description=N_("<EMAIL>…, a consistent stand-in per value, or drop the record.")
     )
@@ -80,6 +83,10 @@ class ProfanityParams(_Params):
 class RulesParams(_Params):
     min_words: int = Field(1, ge=0, le=1_000_000, description=N_("Words (Chinese characters count one each)."))
     max_words: int = Field(100_000, ge=1, le=10_000_000)
+    min_tokens: int = Field(
+        0, ge=0, le=10_000_000, description=N_("Tokens the base model sees (its tokenizer and chat template); 0: none.")
+    )
+    max_tokens: int = Field(0, ge=0, le=10_000_000, description=N_("0: no bound; needs the dataset's base model."))
     include: list[str] = Field(default_factory=list, description=N_("Keep only records with one of these."))
     exclude: list[str] = Field(default_factory=list, description=N_("Drop records with any of these."))
     regex_exclude: str = Field("", max_length=500, description=N_("Drop records matching this expression."))
@@ -164,6 +171,16 @@ DEFAULT_RECIPE: list[dict[str, Any]] = [
 ]
 
 
+def needs_tokens(steps: list[dict[str, Any]]) -> bool:
+    """Whether a recipe bounds length in tokens (so the run needs the dataset's base model)."""
+    return any(s["op"] == "rules" and (s["params"].get("min_tokens") or s["params"].get("max_tokens")) for s in steps)
+
+
+def needs_names(steps: list[dict[str, Any]]) -> bool:
+    """Whether a recipe looks for people's names (so the run needs the NER model)."""
+    return any(s["op"] == "pii" and s["params"].get("names") for s in steps)
+
+
 def validate_steps(raw: Any) -> list[dict[str, Any]]:
     """Steps with every parameter filled in; InvalidInput naming the step and the field."""
     if not isinstance(raw, list) or not raw or len(raw) > 30:
@@ -188,6 +205,16 @@ def validate_steps(raw: Any) -> list[dict[str, Any]]:
                     _("Step %(n)s: the regular expression is not valid (%(error)s).", n=index + 1, error=str(exc)),
                     field=f"steps.{index}.regex_exclude",
                 ) from exc
+        if isinstance(params, RulesParams):
+            for unit, low, high in (
+                ("words", params.min_words, params.max_words),
+                ("tokens", params.min_tokens, params.max_tokens or params.min_tokens),
+            ):
+                if low > high:
+                    raise InvalidInput(
+                        _("Step %(n)s: the least length is above the greatest.", n=index + 1),
+                        field=f"steps.{index}.min_{unit}",
+                    )
         if isinstance(params, RulesParams):
             params.languages = sorted({code.strip().casefold() for code in params.languages if code.strip()})
         if isinstance(params, ContaminationParams) and (params.against == "version") != bool(params.version_id):

@@ -6,26 +6,29 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.cleaning.recipe import DEFAULT_RECIPE, validate_steps
+from app.cleaning.recipe import DEFAULT_RECIPE, needs_names, needs_tokens, validate_steps
+from app.core.config import get_settings
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.i18n import _
 from app.core.ownership import get_owned
 from app.datasets import service as datasets
-from app.datasets.records import record_schema
-from app.datasets.stats import Stats, record_plain_text
 from app.datasets.storage import artifact_path
+from app.datasets.template import renderer_for
 from app.db.models import (
+    BaseModelRecord,
     Cleaning,
     CleaningOverride,
     CleaningRecipe,
     Dataset,
     DatasetVersion,
     Judge,
+    ModelStatus,
     Run,
     RunStatus,
     User,
@@ -34,6 +37,7 @@ from app.jobs import service as jobs
 from app.runs import service as runs
 
 CLEAN_KIND = "cleaning"
+COMMIT_KIND = "cleaning_commit"
 ACTIONS = ("keep", "drop", "original", "default")
 DEFAULT_NAME = "default"
 PAGE_SIZE = 20
@@ -113,6 +117,20 @@ def start_cleaning(
                     ),
                     field=f"steps.{index}.version_id",
                 )
+    if needs_tokens(checked) and tokenizer_spec(session, _dataset) is None:
+        index = next(i for i, s in enumerate(checked) if needs_tokens([s]))
+        raise InvalidInput(
+            _(
+                "Step %(n)s: a length in tokens is counted with the dataset's base model, and this dataset has none "
+                "ready; choose one on the dataset page, or bound the length in words.",
+                n=index + 1,
+            ),
+            field=f"steps.{index}.min_tokens",
+        )
+    problem = ner_model_problem(get_settings().ner_model) if needs_names(checked) else None
+    if problem:
+        index = next(i for i, s in enumerate(checked) if needs_names([s]))
+        raise InvalidInput(_("Step %(n)s: %(problem)s", n=index + 1, problem=problem), field=f"steps.{index}.names")
     for index, step in enumerate(checked):  # a judge step's judge must exist (judges are shared)
         if step["op"] == "judge":
             try:
@@ -139,6 +157,39 @@ def start_cleaning(
     cleaning.run_id = run.id
     session.flush()
     return cleaning
+
+
+def tokenizer_spec(session: Session, dataset: Dataset) -> dict[str, Any] | None:
+    """Where the dataset's base model keeps its tokenizer and chat template, for counting tokens in the worker;
+    None when it has no base model ready to count with."""
+    model = session.get(BaseModelRecord, dataset.model_id) if dataset.model_id else None
+    if model is None or model.status != ModelStatus.ready or not model.storage_key:
+        return None
+    model_dir = artifact_path(model.storage_key)
+    if renderer_for(model_dir, model.chat_template) is None:
+        return None
+    return {"model_dir": str(model_dir), "chat_template": model.chat_template}
+
+
+def ner_model_problem(path: Path | None) -> str | None:
+    """Why the configured NER model cannot find names, or None when it looks usable."""
+    if path is None:
+        return _(
+            "finding names needs an NER model, and none is installed; an administrator sets REFINERY_NER_MODEL "
+            "to a Hugging Face token-classification model directory."
+        )
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return _("the NER model at %(path)s has no readable config.json.", path=str(path))
+    if not any(path.glob("*.safetensors")):
+        return _("the NER model at %(path)s has no safetensors weights (only those are loaded).", path=str(path))
+    if not (path / "tokenizer.json").is_file():
+        return _("the NER model at %(path)s has no tokenizer.json (a fast tokenizer is needed).", path=str(path))
+    labels = [str(v).rpartition("-")[2].upper() for v in (config.get("id2label") or {}).values()]
+    if not {"PER", "PERSON"} & set(labels):
+        return _("the NER model at %(path)s has no person label (PER or PERSON).", path=str(path))
+    return None
 
 
 def get_cleaning(session: Session, cleaning_id: uuid.UUID, *, user: User) -> Cleaning:
@@ -293,6 +344,8 @@ def _check_open(session: Session, cleaning: Cleaning) -> None:
     _ready(session, cleaning)
     if cleaning.committed_version_id is not None:
         raise Conflict(_("This cleaning has been committed; run the recipe again to change the decisions."))
+    if committing(session, cleaning):
+        raise Conflict(_("This cleaning is being committed; its new version appears when that finishes."))
 
 
 def set_overrides(session: Session, cleaning: Cleaning, *, user: User, items: list[tuple[str, str]]) -> int:
@@ -345,58 +398,65 @@ def override_filter(
 # --- commit -----------------------------------------------------------------------------------------------
 
 
-def commit(session: Session, cleaning: Cleaning, *, user: User) -> DatasetVersion:
-    """Write the new version: the source records minus the drops, with the changes, as the overrides say."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def commit_run(session: Session, cleaning: Cleaning) -> Run | None:
+    return session.get(Run, cleaning.commit_run_id) if cleaning.commit_run_id else None
 
+
+def committing(session: Session, cleaning: Cleaning) -> bool:
+    run = commit_run(session, cleaning)
+    return run is not None and not run.status.is_final
+
+
+def start_commit(session: Session, cleaning: Cleaning, *, user: User) -> Run:
+    """Start the background run that writes the new version: the source records minus the drops, with the
+    changes, as the overrides say. The overrides are frozen (written beside the decisions) while it runs."""
     _check_open(session, cleaning)
     source = session.get(DatasetVersion, cleaning.version_id)
-    dataset = session.get(Dataset, source.dataset_id) if source else None
-    if source is None or dataset is None:
+    if source is None or session.get(Dataset, source.dataset_id) is None:
         raise NotFound(_("No such dataset version."))
-    base = artifact_path(cleaning.storage_key)
-    decisions = pq.read_table(str(base / "decisions.parquet"), columns=["record_id", "action"])
-    dropped = {
-        rid
-        for rid, act in zip(decisions["record_id"].to_pylist(), decisions["action"].to_pylist(), strict=True)
-        if act == "drop"
-    }
-    changed = pq.read_table(str(base / "modified.parquet"))
-    changes = dict(zip(changed["record_id"].to_pylist(), changed["data"].to_pylist(), strict=True))
     chosen = overrides(session, cleaning)
-    schema = record_schema()
-    stats = Stats()
-    count = 0
-    target = base / "records.parquet"
-    partial = target.with_name("records.parquet.partial")
-    with pq.ParquetWriter(str(partial), schema) as writer:
-        for batch in pq.ParquetFile(str(artifact_path(source.storage_key)), pre_buffer=False).iter_batches(
-            batch_size=5000
-        ):
-            rows: dict[str, list[Any]] = {name: [] for name in schema.names}
-            for row in batch.to_pylist():
-                rid = row["id"]
-                verdict = chosen.get(rid)
-                if verdict == "drop" or (verdict is None and rid in dropped):
-                    continue
-                data = row["data"] if verdict == "original" else changes.get(rid, row["data"])
-                for name in schema.names:
-                    rows[name].append(data if name == "data" else row.get(name, ""))
-                parsed = json.loads(data)
-                stats.add(row["kind"], row["split"], parsed, record_plain_text(row["kind"], parsed), None)
-                count += 1
-            writer.write_table(pa.table(rows, schema=schema))
-    partial.rename(target)
-    if count == 0:
-        target.unlink()
+    if _kept_count(cleaning, chosen, source.record_count) == 0:
         raise InvalidInput(_("Every record would be dropped; restore some before committing."), field="overrides")
-    summary = stats.as_dict()
+    run = runs.create_run(session, kind=COMMIT_KIND, owner=user, params={"cleaning_id": str(cleaning.id)})
+    name = f"overrides-{run.id.hex}.json"
+    (artifact_path(cleaning.storage_key) / name).write_text(json.dumps(chosen))
+    run.params = {"cleaning_id": str(cleaning.id), "overrides_file": name}
+    cleaning.commit_run_id = run.id
+    session.flush()
+    return run
+
+
+def _kept_count(cleaning: Cleaning, chosen: dict[str, str], total: int) -> int:
+    """How many records the committed version would hold."""
+    import pyarrow.parquet as pq
+
+    path = artifact_path(cleaning.storage_key) / "decisions.parquet"
+    table = pq.read_table(str(path), columns=["record_id", "action"])
+    actions = zip(table["record_id"].to_pylist(), table["action"].to_pylist(), strict=True)
+    dropped = {rid for rid, act in actions if act == "drop"}
+    restored = sum(1 for rid in dropped if chosen.get(rid) in ("keep", "original"))
+    dropped_by_user = sum(1 for rid, act in chosen.items() if act == "drop" and rid not in dropped)
+    return total - len(dropped) + restored - dropped_by_user
+
+
+def apply_commit(session: Session, run_id: uuid.UUID, result: dict[str, Any]) -> None:
+    """The commit run finished: the new version, whose options record the recipe, the run and every override."""
+    cleaning = session.scalar(select(Cleaning).where(Cleaning.commit_run_id == run_id))
+    source = session.get(DatasetVersion, cleaning.version_id) if cleaning else None
+    dataset = session.get(Dataset, source.dataset_id) if source else None
+    if cleaning is None or source is None or dataset is None or cleaning.committed_version_id is not None:
+        return
+    run = session.get(Run, run_id)
+    chosen: dict[str, str] = {}
+    if run is not None and run.params.get("overrides_file"):
+        path = artifact_path(cleaning.storage_key) / run.params["overrides_file"]
+        chosen = json.loads(path.read_text()) if path.is_file() else {}
+    summary = result["stats"]
     version = DatasetVersion(
         dataset_id=dataset.id,
         number=datasets.next_version_number(session, dataset),
         storage_key=f"{cleaning.storage_key}/records.parquet",
-        record_count=count,
+        record_count=result["records"],
         skipped_count=0,
         split_counts=summary["splits"],
         kind_counts=summary["kinds"],
@@ -408,9 +468,10 @@ def commit(session: Session, cleaning: Cleaning, *, user: User) -> DatasetVersio
         options={
             **source.options,
             "cleaning_id": str(cleaning.id),
+            "commit_run_id": str(run_id),
             "recipe": cleaning.recipe_name,
             "steps": cleaning.steps,
-            "overrides": override_counts(session, cleaning),
+            "overrides": {a: sum(1 for v in chosen.values() if v == a) for a in ("keep", "drop", "original")},
             "overridden_records": sorted(chosen.items())[:10_000],
         },
     )
@@ -418,4 +479,3 @@ def commit(session: Session, cleaning: Cleaning, *, user: User) -> DatasetVersio
     session.flush()
     cleaning.committed_version_id = version.id
     session.flush()
-    return version

@@ -269,6 +269,8 @@ def _decision_context(session: Session, cleaning: Cleaning, filters: dict[str, A
         "query": lambda **more: _query(filters, **more),
         "counts": service.override_counts(session, cleaning),
         "committed": committed,
+        "commit_run": service.commit_run(session, cleaning),
+        "locked": committed is not None or service.committing(session, cleaning),
         "ops": OP_LABELS,
         "reasons": REASON_LABELS,
         "option_labels": OPTION_LABELS,
@@ -342,5 +344,15 @@ async def override_filter(request: Request, session: SessionDep, user: PageUser,
 @router.post("/cleanings/{cleaning_id}/commit")
 def commit(request: Request, session: SessionDep, user: PageUser, cleaning_id: uuid.UUID) -> Response:
     cleaning = service.get_cleaning(session, cleaning_id, user=user)
-    version = service.commit(session, cleaning, user=user)
-    return RedirectResponse(f"/datasets/{version.dataset_id}#versions", status_code=303)
+    service.start_commit(session, cleaning, user=user)
+    return RedirectResponse(f"/cleanings/{cleaning.id}#commit-card", status_code=303)
+
+
+@router.get("/cleanings/{cleaning_id}/_commit")
+def commit_status(request: Request, session: SessionDep, user: PageUser, cleaning_id: uuid.UUID) -> Response:
+    cleaning = service.get_cleaning(session, cleaning_id, user=user)
+    run = service.commit_run(session, cleaning)
+    if run is None:
+        raise NotFound(_("This cleaning has not been committed."))
+    context = {"cleaning": cleaning, "run": run}
+    return render_live(request, "cleaning/_commit.html", context, live=not run.status.is_final)

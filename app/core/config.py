@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         default=100, ge=1, description="Test records scored for loss and perplexity in that evaluation."
     )
     eval_probe_size: int = Field(default=40, ge=0, le=40, description="General tasks of its forgetting check.")
+    ner_model: Path | None = Field(
+        default=None,
+        description="A Hugging Face token-classification model directory (safetensors, PER labels) that the "
+        "cleaning's PII step may use to find people's names; none is bundled.",
+    )
     inference_url: str = Field(
         default="",
         description="OpenAI-compatible server that answers chat for the playground and /v1. Empty means Refinery's "

@@ -144,3 +144,16 @@ def record_text(kind: str, data: dict[str, Any]) -> list[list[dict[str, Any]]]:
     if kind == "preference":
         return [data["prompt"] + data["chosen"], data["prompt"] + data["rejected"]]
     return []
+
+
+def record_tokens(renderer: ChatRenderer | None, kind: str, data: dict[str, Any]) -> int | None:
+    """How many tokens the model sees for a record (the longer side of a preference pair), rendered with the
+    chat template; None without a renderer or when the template cannot render the record."""
+    if renderer is None:
+        return None
+    try:
+        if kind == "text":
+            return renderer.count(data["text"])
+        return max(renderer.count(renderer.render(conversation)) for conversation in record_text(kind, data))
+    except TemplateRenderError:
+        return None

@@ -52,6 +52,7 @@ TEXTS: dict[str, str] = {
     "merge_saving": N_("Saving the merged weights as safetensors"),
     "adapter_check_forward": N_("Running the base model with the adapter once"),
     "cleaning_records": N_("Cleaned %(done)s of %(total)s records"),
+    "committing_records": N_("Wrote %(done)s of %(total)s records into the new version"),
     "step": N_("step %(step)s/%(total)s"),
     "step_loss": N_("step %(step)s/%(total)s, loss %(loss)s"),
     # failures (each says what to change)
@@ -81,6 +82,7 @@ TEXTS: dict[str, str] = {
     "merge_error": N_("The merge stopped with an error: %(detail)s."),
     "adapter_check_error": N_("The adapter does not load onto this base model: %(detail)s."),
     "cleaning_error": N_("The cleaning stopped with an error: %(detail)s."),
+    "commit_error": N_("The commit stopped with an error: %(detail)s; commit again, or run the cleaning again."),
     "no_samples": N_("This evaluation has no answers to judge; run the evaluation again first."),
     "no_reward_model": N_(
         "The reward model of this RLHF job is gone or has not succeeded; train a reward model and pick it."

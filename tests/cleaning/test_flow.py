@@ -6,11 +6,14 @@ the decisions and overrides say, with its lineage; it trains. Another user sees 
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from app.db.models import Dataset
+from app.db.session import session_scope
 from tests.conftest import csrf_of, login
 from worker import lifecycle
 
@@ -39,14 +42,16 @@ MESSY = [
 ]
 
 
-def _upload(client: Any, tmp_path: Path, rows: list[dict[str, Any]] = MESSY) -> tuple[str, str]:
-    """Upload the rows (all in the train split) and validate them; the dataset's id and its version's."""
+def _upload(
+    client: Any, tmp_path: Path, rows: list[dict[str, Any]] = MESSY, model_id: str | None = None
+) -> tuple[str, str]:
+    """Upload the rows (all in the train split) and validate them, with token counts when a base model is
+    given; the dataset's id and its version's."""
     path = tmp_path / "messy.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
+    form = {"split_ratios": '{"train": 1}'} | ({"model_id": model_id} if model_id else {})
     with path.open("rb") as handle:
-        dataset = client.post(
-            "/api/v1/datasets", files={"file": ("messy.jsonl", handle)}, data={"split_ratios": '{"train": 1}'}
-        ).json()
+        dataset = client.post("/api/v1/datasets", files={"file": ("messy.jsonl", handle)}, data=form).json()
     lifecycle.execute(dataset["validation_run"]["id"])
     version = client.get(f"/api/v1/datasets/{dataset['id']}").json()["versions"][0]
     return dataset["id"], version["id"]
@@ -111,8 +116,20 @@ def test_clean_review_override_commit_and_train(client: Any, setup: dict[str, An
     }
 
     committed = client.post(f"/api/v1/cleanings/{cleaning['id']}/commit")
-    assert committed.status_code == 201, committed.text
-    version = committed.json()
+    assert committed.status_code == 202, committed.text
+    commit_run = committed.json()["commit_run"]
+    assert commit_run["status"] == "queued" and committed.json()["committed_version_id"] is None
+    # while the commit is queued the overrides are frozen, and a second commit is refused
+    frozen = client.put(
+        f"/api/v1/cleanings/{cleaning['id']}/overrides", json={"items": [{"record_id": "3", "action": "drop"}]}
+    )
+    assert frozen.status_code == 409 and "being committed" in frozen.json()["error"]["message"]
+    assert client.post(f"/api/v1/cleanings/{cleaning['id']}/commit").status_code == 409
+    lifecycle.execute(commit_run["id"])
+    done = client.get(f"/api/v1/cleanings/{cleaning['id']}").json()
+    assert done["commit_run"]["status"] == "succeeded" and done["commit_run"]["progress"] == 1
+    versions = client.get(f"/api/v1/datasets/{dataset_id}").json()["versions"]
+    version = next(v for v in versions if v["id"] == done["committed_version_id"])
     assert version["source"] == "cleaning" and version["parent_version_id"] == version_id and version["number"] == 2
     assert version["record_count"] == 7
     assert version["options"]["cleaning_id"] == cleaning["id"] and version["options"]["recipe"] == "default"
@@ -209,3 +226,46 @@ def test_contamination_against_an_uploaded_eval_set(client: Any, setup: dict[str
     own_id, own_version = _upload(client, tmp_path)
     theirs = client.post(f"/api/v1/datasets/{own_id}/versions/{own_version}/cleanings", json={"steps": steps})
     assert theirs.status_code == 404, theirs.text
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_length_in_the_base_models_tokens(client: Any, setup: dict[str, Any], tmp_path: Path) -> None:
+    """Token bounds count what the model sees (the chat template rendered, then its tokenizer); a dataset
+    without a base model is told to choose one; the committed version's statistics count tokens."""
+    from app.datasets.template import renderer_for
+
+    model = client.get(f"/api/v1/models/{setup['model']}").json()
+    dataset_id, version_id = _upload(client, tmp_path, model_id=setup["model"])
+    renderer = renderer_for(Path(setup["model_dir"]), model["chat_template"])
+    assert renderer is not None
+    tokens = {str(n): renderer.count(renderer.render(row["messages"])) for n, row in enumerate(MESSY, start=1)}
+    bound = sorted(tokens.values())[5]
+    rules = {"op": "rules", "params": {"min_words": 0, "max_tokens": bound, "require_answer": False}}
+    started = client.post(f"/api/v1/datasets/{dataset_id}/versions/{version_id}/cleanings", json={"steps": [rules]})
+    assert started.status_code == 202, started.text
+    lifecycle.execute(started.json()["run"]["id"])
+    cleaning = client.get(f"/api/v1/cleanings/{started.json()['id']}").json()
+    assert cleaning["run"]["status"] == "succeeded", cleaning["run"]
+    decided = client.get(f"/api/v1/cleanings/{cleaning['id']}/decisions").json()["items"]
+    assert {d["record_id"]: d["evidence"]["tokens"] for d in decided} == {k: v for k, v in tokens.items() if v > bound}
+    assert {d["reason"] for d in decided} == {"token_length"}
+
+    backwards = {"op": "rules", "params": {"min_tokens": 50, "max_tokens": 10}}
+    refused = client.post(f"/api/v1/datasets/{dataset_id}/versions/{version_id}/cleanings", json={"steps": [backwards]})
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "steps.0.min_tokens"
+
+    committed = client.post(f"/api/v1/cleanings/{cleaning['id']}/commit").json()
+    lifecycle.execute(committed["commit_run"]["id"])
+    version_id_2 = client.get(f"/api/v1/cleanings/{cleaning['id']}").json()["committed_version_id"]
+    version = next(
+        v for v in client.get(f"/api/v1/datasets/{dataset_id}").json()["versions"] if v["id"] == version_id_2
+    )
+    kept = [v for v in tokens.values() if v <= bound]
+    assert version["record_count"] == len(kept)
+    assert version["stats"]["tokens"]["counted"] == len(kept) and version["stats"]["tokens"]["max"] == max(kept)
+
+    # a dataset whose base model is gone (the column is set null when one is deleted): nothing counts tokens
+    with session_scope() as session:
+        session.get(Dataset, uuid.UUID(dataset_id)).model_id = None
+    no_model = client.post(f"/api/v1/datasets/{dataset_id}/versions/{version_id}/cleanings", json={"steps": [rules]})
+    assert no_model.status_code == 422 and "base model" in no_model.json()["error"]["message"]

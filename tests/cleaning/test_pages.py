@@ -140,7 +140,15 @@ def test_build_run_review_override_commit_in_pages(client: Any, setup: dict[str,
     assert client.get(f"/api/v1/cleanings/{cleaning_id}").json()["overrides"] == {"keep": 1, "drop": 2, "original": 1}
 
     committed = client.post(f"/cleanings/{cleaning_id}/commit", data={"csrf_token": token}, follow_redirects=False)
-    assert committed.status_code == 303 and committed.headers["location"] == f"/datasets/{dataset_id}#versions"
+    assert committed.status_code == 303 and committed.headers["location"] == f"/cleanings/{cleaning_id}#commit-card"
+    # while the commit runs: its progress, polled; the overrides are locked
+    running = client.get(review_url).text
+    assert 'hx-get="/cleanings/' + cleaning_id + '/_commit"' in running and "/override" not in running
+    assert client.get(f"/cleanings/{cleaning_id}/_commit").status_code == 200
+    commit_run = client.get(f"/api/v1/cleanings/{cleaning_id}").json()["commit_run"]
+    lifecycle.execute(commit_run["id"])
+    finished = client.get(f"/cleanings/{cleaning_id}/_commit")
+    assert finished.status_code == 204 and finished.headers["HX-Refresh"] == "true"
     versions = client.get(f"/api/v1/datasets/{dataset_id}").json()["versions"]
     newest = max(versions, key=lambda v: v["number"])
     records = client.get(f"/api/v1/datasets/{dataset_id}/versions/{newest['id']}/records").json()["records"]
@@ -169,6 +177,7 @@ def test_build_run_review_override_commit_in_pages(client: Any, setup: dict[str,
     assert client.get(review_url).status_code == 404
     assert client.get(f"/datasets/{dataset_id}/clean").status_code == 404
     assert client.get(f"/cleanings/{cleaning_id}/_status").status_code == 404
+    assert client.get(f"/cleanings/{cleaning_id}/_commit").status_code == 404
     for url, body in [
         (f"/datasets/{dataset_id}/clean", _form(version_id, steps, action="run")),
         (f"/cleanings/{cleaning_id}/override", {"record_id": "3", "step": "2", "to": "drop"}),

@@ -58,7 +58,10 @@ def test_clean_review_restore_and_commit(browser: Any, live_server: str, tmp_pat
     shot(page, "06c-clean-cluster")
 
     page.click("#commit-card button[type=submit]")
-    page.wait_for_url("**/datasets/*")
+    # a background run writes the version; its progress shows, then the page reloads with the result
+    page.wait_for_selector("#commit-card .notice >> text=Committed as v2", timeout=120_000)
+    assert page.locator("#decisions form.override").count() == 0  # committed: nothing left to override
+    page.click("#commit-card a >> text=See the version")
     row = page.locator("#versions tr[data-version='2']")
     assert "cleaning of v1" in row.inner_text() and "7" in row.inner_text()  # 6 kept + the one restored
     assert events == []

@@ -19,9 +19,11 @@ from typing import Any
 
 from app.cleaning.ops import Cleaner
 from app.cleaning.text import answer_of, eval_index, joined
+from app.datasets.template import record_tokens, renderer_for
 from worker.training.protocol import progress, run_child
 
 BATCH = 1000
+JUDGED_BATCH = 40  # a judge answers a few records a second: smaller batches keep the progress bar moving
 DECISION_COLUMNS = (
     ("record_id", "string"),
     ("split", "string"),
@@ -100,6 +102,24 @@ def judge_fns(job: dict[str, Any]) -> dict[int, Any]:
     return found
 
 
+def token_counter(spec: dict[str, Any] | None) -> Any:
+    """Tokens the base model sees for a record (rendered with its chat template), when the job names it."""
+    if not spec:
+        return None
+    renderer = renderer_for(Path(spec["model_dir"]), spec.get("chat_template"))
+    if renderer is None:
+        raise RuntimeError("the dataset's base model has no tokenizer or chat template to count tokens with")
+    return lambda kind, data: record_tokens(renderer, kind, data)
+
+
+def name_finder(path: str | None) -> Any:
+    if not path:
+        return None
+    from worker.cleaning.ner import NameFinder
+
+    return NameFinder(Path(path))
+
+
 def clean(job: dict[str, Any]) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -116,7 +136,15 @@ def clean(job: dict[str, Any]) -> dict[str, Any]:
         from worker.cleaning.embed import Embedder
 
         embed = Embedder()
-    cleaner = Cleaner(steps, salt=job.get("salt", ""), eval_sets=eval_sets(job), judges=judge_fns(job), embed=embed)
+    cleaner = Cleaner(
+        steps,
+        salt=job.get("salt", ""),
+        eval_sets=eval_sets(job),
+        judges=judge_fns(job),
+        embed=embed,
+        count_tokens=token_counter(job.get("tokenizer")),
+        find_names=name_finder(job.get("ner_model")),
+    )
     decision_schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in DECISION_COLUMNS])
     modified_schema = pa.schema([("record_id", pa.string()), ("data", pa.string())])
     dropped = modified = done = 0
@@ -127,7 +155,8 @@ def clean(job: dict[str, Any]) -> dict[str, Any]:
         pq.ParquetWriter(str(partial / "decisions.parquet"), decision_schema) as decisions,
         pq.ParquetWriter(str(partial / "modified.parquet"), modified_schema) as changes,
     ):
-        for batch in source.iter_batches(batch_size=BATCH, columns=["id", "kind", "split", "data"]):
+        size = JUDGED_BATCH if any(step["op"] == "judge" for step in steps) else BATCH
+        for batch in source.iter_batches(batch_size=size, columns=["id", "kind", "split", "data"]):
             rows = batch.to_pylist()
             outcomes = cleaner.process_many(
                 [(r["id"], r["kind"], json.loads(r["data"])) for r in rows], [r["split"] for r in rows]

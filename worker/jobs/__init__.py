@@ -25,4 +25,5 @@ HANDLERS: dict[str, JobHandler] = {
     merge.KIND: merge.HANDLER,
     adapter_import.KIND: adapter_import.HANDLER,
     cleaning.KIND: cleaning.HANDLER,
+    cleaning.COMMIT_KIND: cleaning.COMMIT_HANDLER,
 }

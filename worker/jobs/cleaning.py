@@ -1,4 +1,5 @@
-"""Cleaning a dataset version: the child (worker/cleaning/run.py) writes the decisions; we keep the summary."""
+"""Cleaning a dataset version: the child (worker/cleaning/run.py) writes the decisions; we keep the summary.
+Committing it: the child (worker/cleaning/commit.py) writes the records; we add the new version."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.cleaning import service as cleaning_service
+from app.cleaning.recipe import needs_names, needs_tokens
+from app.core.config import get_settings
 from app.datasets.storage import artifact_path
-from app.db.models import Cleaning, DatasetVersion, Judge
+from app.db.models import Cleaning, Dataset, DatasetVersion, Judge
 from app.db.session import session_scope
 from app.evaluation.judges import endpoint
 
@@ -54,9 +57,10 @@ class CleaningHandler:
         with session_scope() as session:
             cleaning = session.get(Cleaning, uuid.UUID(params["cleaning_id"]))
             version = session.get(DatasetVersion, cleaning.version_id) if cleaning else None
-            if cleaning is None or version is None:
+            dataset = session.get(Dataset, version.dataset_id) if version else None
+            if cleaning is None or version is None or dataset is None:
                 raise ValueError("The cleaning or its dataset version has been deleted.")
-            spec = {
+            spec: dict[str, Any] = {
                 "source": str(artifact_path(version.storage_key)),
                 "output_dir": str(artifact_path(cleaning.storage_key)),
                 "steps": cleaning.steps,
@@ -64,6 +68,13 @@ class CleaningHandler:
                 "eval_sources": _eval_sources(session, cleaning),
                 "judges": _judges(session, cleaning),
             }
+            if needs_tokens(cleaning.steps):
+                tokenizer = cleaning_service.tokenizer_spec(session, dataset)
+                if tokenizer is None:
+                    raise ValueError("The dataset's base model, which counts tokens, is gone or not ready.")
+                spec["tokenizer"] = tokenizer
+            if needs_names(cleaning.steps):
+                spec["ner_model"] = str(get_settings().ner_model or "")
         return [sys.executable, "-m", "worker.cleaning.run", json.dumps(spec)]
 
     def on_success(self, session: Session, run_id: uuid.UUID, result: dict[str, Any]) -> None:
@@ -71,3 +82,27 @@ class CleaningHandler:
 
 
 HANDLER = CleaningHandler()
+COMMIT_KIND = cleaning_service.COMMIT_KIND
+
+
+class CommitHandler:
+    def argv(self, run_id: uuid.UUID, params: dict[str, Any], attempt: int) -> list[str]:
+        with session_scope() as session:
+            cleaning = session.get(Cleaning, uuid.UUID(params["cleaning_id"]))
+            version = session.get(DatasetVersion, cleaning.version_id) if cleaning else None
+            dataset = session.get(Dataset, version.dataset_id) if version else None
+            if cleaning is None or version is None or dataset is None:
+                raise ValueError("The cleaning or its dataset version has been deleted.")
+            spec = {
+                "source": str(artifact_path(version.storage_key)),
+                "cleaning_dir": str(artifact_path(cleaning.storage_key)),
+                "overrides_file": params["overrides_file"],
+                "tokenizer": cleaning_service.tokenizer_spec(session, dataset),
+            }
+        return [sys.executable, "-m", "worker.cleaning.commit", json.dumps(spec)]
+
+    def on_success(self, session: Session, run_id: uuid.UUID, result: dict[str, Any]) -> None:
+        cleaning_service.apply_commit(session, run_id, result)
+
+
+COMMIT_HANDLER = CommitHandler()

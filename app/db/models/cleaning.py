@@ -39,6 +39,8 @@ class Cleaning(IdMixin, TimestampMixin, Base):
     committed_version_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("dataset_versions.id", ondelete="SET NULL"), nullable=True
     )
+    # the background run writing the committed version (the latest try)
+    commit_run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), nullable=True)
 
 
 class CleaningOverride(IdMixin, TimestampMixin, Base):
