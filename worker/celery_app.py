@@ -33,8 +33,11 @@ celery.conf.imports = ("worker.tasks",)
 @signals.worker_ready.connect
 def _start_reconciler(**_: Any) -> None:
     lifecycle.start_reconciler()
+    if get_settings().spare_training_child:
+        lifecycle.SPARES.enable()
 
 
 @signals.worker_shutting_down.connect
 def _stopping(**_: Any) -> None:
     lifecycle.STOPPING.set()
+    lifecycle.SPARES.close()

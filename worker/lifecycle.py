@@ -13,10 +13,12 @@ import queue
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 from app.core.config import get_settings
@@ -88,7 +90,7 @@ class Supervisor:
         log_path = settings.logs_dir / f"{self.lease.run_id}-attempt{self.lease.attempt}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as stderr:
-            proc = subprocess.Popen(
+            proc = SPARES.take(self.argv, log_path) or subprocess.Popen(
                 self.argv, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True, text=True, bufsize=1
             )
             lines: queue.Queue[str | None] = queue.Queue()
@@ -98,6 +100,7 @@ class Supervisor:
             if verdict != "exited":
                 _kill_group(proc)
             code = proc.wait()
+        SPARES.refill()  # the next job's child gets ready while the worker is between jobs
         self._conclude(verdict, code)
 
     def _supervise(self, proc: subprocess.Popen[str], lines: queue.Queue[str | None], beat: float, ttl: float) -> str:
@@ -202,6 +205,71 @@ class Supervisor:
                     else {"code": "exited", "params": {"code": code}}
                 )
                 runs.release_for_retry(session, self.lease, reason)
+
+
+TRAIN_ARGV = [sys.executable, "-m", "worker.training.train"]
+
+
+class SpareTrainingChild:
+    """One training child kept ready with its imports done (worker/training/spare.py), so that a job on a
+    warm worker does not wait seconds for torch to import. Used only for a single-process training argv, and
+    only while the environment is the one the spare was started with; off unless the Celery worker turns it
+    on (REFINERY_SPARE_TRAINING_CHILD)."""
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[str] | None = None
+        self._env: dict[str, str] = {}
+
+    def enable(self) -> None:
+        self.enabled = True
+        self.refill()
+
+    def refill(self) -> None:
+        with self._lock:
+            if not self.enabled or STOPPING.is_set() or (self._proc is not None and self._proc.poll() is None):
+                return
+            self._env = dict(os.environ)
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "worker.training.spare"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                text=True,
+                bufsize=1,
+            )
+
+    def take(self, argv: list[str], log_path: Path) -> subprocess.Popen[str] | None:
+        """The spare, given this job, when the argv is a plain training child's; else None."""
+        if argv[:3] != TRAIN_ARGV or len(argv) != 4:
+            return None
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is None:
+            return None
+        if proc.poll() is not None or dict(os.environ) != self._env:
+            _kill_group(proc)
+            return None
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps({"job": argv[3], "log": str(log_path)}) + "\n")
+            proc.stdin.close()
+        except OSError:
+            _kill_group(proc)
+            return None
+        return proc
+
+    def close(self) -> None:
+        with self._lock:
+            self.enabled = False
+            proc, self._proc = self._proc, None
+        if proc is not None:
+            _kill_group(proc)
+
+
+SPARES = SpareTrainingChild()
 
 
 def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:

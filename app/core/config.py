@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         default=100, ge=1, description="Test records scored for loss and perplexity in that evaluation."
     )
     eval_probe_size: int = Field(default=40, ge=0, le=40, description="General tasks of its forgetting check.")
+    spare_training_child: bool = Field(
+        default=True,
+        description="A worker keeps one training child ready with torch imported, so that a job starts seconds "
+        "sooner; it costs that child's memory (a few hundred MB) while idle.",
+    )
     ner_model: Path | None = Field(
         default=None,
         description="A Hugging Face token-classification model directory (safetensors, PER labels) that the "

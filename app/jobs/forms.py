@@ -43,6 +43,7 @@ LABELS: dict[str, str] = {
     "max_grad_norm": N_("Gradient clipping"),
     "precision": N_("Precision"),
     "packing": N_("Packing"),
+    "group_by_length": N_("Group by length"),
     "assistant_only_loss": N_("Assistant-only loss"),
     "eval_steps": N_("Eval every N steps"),
     "max_eval_records": N_("Validation records per eval"),

@@ -187,6 +187,14 @@ class TrainingSpec(BaseModel):
         ),
         "advanced",
     )
+    group_by_length: bool = _f(
+        True,
+        N_(
+            "Batch records of similar length together (supervised and continued pre-training): far less padding, "
+            "so faster and lighter; the batches still come in random order."
+        ),
+        "advanced",
+    )
     assistant_only_loss: bool = _f(
         True, N_("Learn only from the assistant's turns; the prompts are context."), "advanced"
     )

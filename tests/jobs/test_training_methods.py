@@ -222,3 +222,38 @@ def test_rlhf_with_the_reward_model_trained_here(
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "loss" in m] == [1, 2, 3, 4]
     assert _reload_probe(tiny_model_dir, tmp_path / "final", True) == pytest.approx(result["probe_logits"], abs=1e-3)
+
+
+def test_cpu_micro_batches_keep_the_effective_batch() -> None:
+    from app.jobs.spec import TrainingSpec
+
+    def split(batch: int, accum: int, longest: int) -> tuple[int, int]:
+        spec = TrainingSpec.model_validate({"batch_size": batch, "gradient_accumulation_steps": accum})
+        return train.cpu_micro_batches(spec, {"input_ids": [[0] * longest, [0]]})
+
+    assert split(8, 1, 424) == (2, 4)
+    assert split(8, 2, 100) == (8, 2)  # short records: the batch fits in one pass
+    assert split(8, 1, 4000) == (1, 8)
+    assert split(6, 1, 300) == (3, 2)  # the largest divisor of the batch that fits
+
+
+def test_a_batch_split_into_passes_trains_the_same_steps(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Passes of one record add up to the step of the whole batch: the same losses and the same weights."""
+    rows = [_chat(i) for i in range(16)]
+    rows = [
+        ("chat", {"messages": [*d["messages"][:1], {"role": "assistant", "content": "ok " * (i % 5 * 9 + 1)}]})
+        for i, (_k, d) in enumerate(rows)
+    ]
+    records = _write(tmp_path / "v.parquet", rows)
+    found = []
+    for budget in (100_000, 1):  # one pass of four records, then four passes of one
+        monkeypatch.setattr(train, "CPU_MICRO_BATCH_TOKENS", budget)
+        out = tmp_path / str(budget)
+        out.mkdir()
+        result = _run(out, tiny_model_dir, records, {"group_by_length": False, "eval_steps": 0, "lora_dropout": 0})
+        metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        found.append(([row["loss"] for row in metrics if "loss" in row], result["probe_logits"]))
+    assert found[0][0] == pytest.approx(found[1][0], rel=1e-4)
+    assert found[0][1] == pytest.approx(found[1][1], abs=1e-4)

@@ -30,6 +30,8 @@ class RefineryCallback(TrainerCallback):  # type: ignore[misc]
         self.last_time = self.started
         self.last_tokens = 0
         self.stop_requested = False
+        # wall-clock times of the training loop's start, and of the first optimizer step's start and end
+        self.timeline: dict[str, float] = {}
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, *_: Any) -> None:
@@ -38,8 +40,13 @@ class RefineryCallback(TrainerCallback):  # type: ignore[misc]
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.started = self.last_time = time.monotonic()
         self.last_tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        self.timeline.setdefault("loop_started", time.time())
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.timeline.setdefault("first_step_began", time.time())
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        self.timeline.setdefault("first_step", time.time())
         failpoints.check("kill_at_step", state.global_step)
         if self.stop_requested:
             control.should_save = True

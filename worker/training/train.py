@@ -33,6 +33,7 @@ from worker.training.data import (
 from worker.training.distributed import world_size
 from worker.training.protocol import emit, event, fail, is_main_process, progress
 
+PROCESS_STARTED = time.time()  # this module is imported first thing in the training child
 PREFERENCE_METHODS = (Method.dpo, Method.orpo, Method.reward)
 RL_METHODS = (Method.grpo, Method.rloo)
 
@@ -129,6 +130,21 @@ def _common_args(spec: TrainingSpec, output_dir: Path, has_eval: bool, cuda: boo
     }
 
 
+CPU_MICRO_BATCH_TOKENS = 1024
+
+
+def cpu_micro_batches(spec: TrainingSpec, train: Any) -> tuple[int, int]:
+    """(records per forward pass, passes per optimizer step) for the same effective batch. On a CPU a step's
+    time grows faster than its tokens once a forward pass holds more than about a thousand (the activations
+    leave the caches and the allocator maps fresh memory every step: measured in bench/training_throughput.py),
+    so a batch is split into passes of at most CPU_MICRO_BATCH_TOKENS of the longest record; the gradients
+    add up to the same step (the loss is normalised by the whole batch's tokens)."""
+    longest = max((len(ids) for ids in train["input_ids"]), default=1)
+    fits = max(1, CPU_MICRO_BATCH_TOKENS // max(longest, 1))
+    micro = max(d for d in range(1, spec.batch_size + 1) if spec.batch_size % d == 0 and d <= fits)
+    return micro, spec.gradient_accumulation_steps * (spec.batch_size // micro)
+
+
 def _trainer(
     spec: TrainingSpec,
     model: Any,
@@ -196,14 +212,26 @@ def _trainer(
         )
     from trl import SFTConfig, SFTTrainer
 
+    if not cuda and "input_ids" in getattr(train, "column_names", ()):
+        micro, passes = cpu_micro_batches(spec, train)
+        args |= {"per_device_train_batch_size": micro, "gradient_accumulation_steps": passes}
+    if spec.group_by_length and not spec.packing:
+        # batches of similar length pad little: on alpaca-like data the padded batch is half padding otherwise
+        args["train_sampling_strategy"] = "group_by_length"
     config = SFTConfig(**args, max_length=spec.max_seq_length, packing=spec.packing, dataset_num_proc=None)
     return SFTTrainer(model=model, args=config, **common)
 
 
 def run(job: dict[str, Any]) -> dict[str, Any] | None:
     """Trains; returns the result on the main process (None on the other ranks of a multi-GPU launch)."""
+    timeline = {"process_started": PROCESS_STARTED, "run_called": time.time()}
+    import datasets  # noqa: F401  (the heavy imports, here at once so the timeline shows what they cost)
+    import peft  # noqa: F401
     import torch
+    import trl  # noqa: F401
     from transformers import AutoTokenizer, set_seed
+
+    timeline["imported"] = time.time()
 
     spec = TrainingSpec.model_validate(job["spec"])
     cuda = torch.cuda.is_available()
@@ -220,6 +248,7 @@ def run(job: dict[str, Any]) -> dict[str, Any] | None:
         raise DataError("no_template")
     progress(0.0, "tokenising")
     train, evaluation = _datasets(spec, job, renderer)
+    timeline["tokenised"] = time.time()
     progress(0.0, "loading_model")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
     if tokenizer.pad_token is None:
@@ -237,6 +266,7 @@ def run(job: dict[str, Any]) -> dict[str, Any] | None:
         if isinstance(exc, DataError):
             raise
         raise ModelLoadError(str(exc)) from exc
+    timeline["model_loaded"] = time.time()
     trainable, total = count_parameters(model)
     metrics_path = Path(job["metrics_path"])
     callback = RefineryCallback(metrics_path)
@@ -261,6 +291,7 @@ def run(job: dict[str, Any]) -> dict[str, Any] | None:
         total=f"{total:,}",
     )
     started = time.monotonic()
+    timeline["trainer_ready"] = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if callback.stop_requested:
         sys.exit(75)  # stopped by the worker: the checkpoint is saved; the supervisor re-queues
@@ -292,9 +323,12 @@ def run(job: dict[str, Any]) -> dict[str, Any] | None:
         "total_parameters": total,
         "resumed_from": resume.name if resume else None,
         "seconds": round(time.monotonic() - started, 1),
+        "train_seconds": round(float(result.metrics.get("train_runtime", 0.0)), 2),
         "train_records": len(train),
         "tokens_seen": int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0),
         "size_bytes": sum(p.stat().st_size for p in final_dir.rglob("*") if p.is_file()),
+        # wall-clock times of the start-up phases (the first step's end included), for time-to-first-step
+        "timeline": timeline | callback.timeline,
     }
 
 
