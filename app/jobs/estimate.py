@@ -8,7 +8,11 @@ Memory = weights + gradients + optimiser states + activations (+ a fixed CUDA/fr
   16 bytes per trained parameter in all, the figure behind "full fine-tuning of a 7B model needs ~112 GB";
 * activations kept for the backward pass: ~``batch × sequence × hidden × layers × 34`` bytes in 16-bit
   without gradient checkpointing (Korthikanti et al.'s per-layer count, attention scores excluded because
-  SDPA/flash attention does not store them), twice that in fp32; plus the fp32 logits for the loss.
+  SDPA/flash attention does not store them); plus the fp32 logits for the loss;
+* on a CPU (fp32), measured rather than taken from the literature: about 60 fp32 values per hidden unit,
+  layer and token of a forward pass (bench/results/memory_estimate.md: SmolLM2 with LoRA on every linear
+  layer, allocator slack included), counted for one pass of the batch as the CPU runs it
+  (``cpu_pass_size``), plus the libraries (torch and the rest: about 0.55 GB).
 
 Checked against the published 7B figures (tests/jobs/test_estimate.py): LoRA in 16-bit ≈ 16 GB,
 QLoRA ≈ 6 GB, full fine-tuning with AdamW in mixed precision ≈ 80–120 GB.
@@ -22,7 +26,10 @@ from app.jobs.spec import Adapter, Method, TrainingSpec
 
 GIB = 1024**3
 OVERHEAD_BYTES = 0.5 * GIB  # CUDA context, allocator slack, framework buffers
+CPU_LIBRARIES_BYTES = 0.55 * GIB  # torch, transformers, PEFT, TRL and datasets imported (measured)
 ACTIVATION_FACTOR = 34
+CPU_ACTIVATION_VALUES = 60  # fp32 values per hidden unit, layer and token (measured, see the docstring)
+PASSED_METHODS = (Method.sft, Method.cpt)  # the methods whose CPU batches run as passes (cpu_pass_size)
 REFERENCE_METHODS = (Method.dpo, Method.kto)
 
 
@@ -80,15 +87,32 @@ def trainable_parameters(spec: TrainingSpec, shape: ModelShape) -> int:
     return spec.num_virtual_tokens * shape.hidden_size  # prompt tuning
 
 
+CPU_PASS_TOKENS = 1024
+
+
+def cpu_pass_size(batch_size: int, longest: int) -> int:
+    """Records per forward pass on a CPU: the largest divisor of the batch whose passes hold at most
+    CPU_PASS_TOKENS of the longest record (one record when even that is longer). Past about a thousand tokens
+    a pass gets slower per token on a CPU (bench/training_throughput.py); the passes add up to the same
+    optimizer step."""
+    fits = max(1, CPU_PASS_TOKENS // max(longest, 1))
+    return max(d for d in range(1, batch_size + 1) if batch_size % d == 0 and d <= fits)
+
+
 def estimate_memory(spec: TrainingSpec, shape: ModelShape, *, gpu: bool = True) -> MemoryEstimate:
     sixteen_bit = gpu and spec.precision != "fp32"
     weight_bytes = 0.55 if spec.adapter == Adapter.qlora else (2.0 if sixteen_bit else 4.0)
     trainable = trainable_parameters(spec, shape)
     grad_bytes = 2.0 if sixteen_bit else 4.0
     master = 4.0 if (spec.adapter == Adapter.full and sixteen_bit) else 0.0
-    activation_bytes = 1.0 if sixteen_bit else 2.0
     tokens = spec.batch_size * spec.max_seq_length
-    activations = tokens * shape.hidden_size * shape.layers * ACTIVATION_FACTOR * activation_bytes
+    if gpu:
+        activation_bytes = 1.0 if sixteen_bit else 2.0
+        activations = tokens * shape.hidden_size * shape.layers * ACTIVATION_FACTOR * activation_bytes
+    else:
+        if spec.method in PASSED_METHODS:
+            tokens = cpu_pass_size(spec.batch_size, spec.max_seq_length) * spec.max_seq_length
+        activations = tokens * shape.hidden_size * shape.layers * CPU_ACTIVATION_VALUES * 4.0
     activations += tokens * shape.vocab_size * 4  # fp32 logits for the loss
     weights = shape.parameters * weight_bytes
     if spec.method in REFERENCE_METHODS and spec.adapter in (Adapter.full, Adapter.freeze):
@@ -98,7 +122,7 @@ def estimate_memory(spec: TrainingSpec, shape: ModelShape, *, gpu: bool = True) 
         gradients=trainable * grad_bytes,
         optimizer=trainable * (8.0 + master),
         activations=activations,
-        overhead=OVERHEAD_BYTES if gpu else 0.0,
+        overhead=OVERHEAD_BYTES if gpu else CPU_LIBRARIES_BYTES,
         trainable_parameters=trainable,
     )
 

@@ -88,6 +88,9 @@ class EstimateRead(BaseModel):
     trainable: int
     fits: bool
     gpu_gib: float
+    cpu_memory_gib: float | None = Field(
+        default=None, description="RAM a CPU worker needs for it (measured model), while no GPU workers are set."
+    )
     suggestion: dict[str, Any] | None = Field(description="Changes that would fit, when it does not.")
     tokens: int = Field(description="Tokens the job will train on.")
     rate: float | None = Field(description="Measured tokens per second of earlier jobs on this model.")

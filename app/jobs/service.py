@@ -405,6 +405,10 @@ def estimate(
         "trainable": memory.trainable_parameters,
         "fits": memory.total <= budget,
         "gpu_gib": gpu_gib,
+        # what a CPU worker's RAM must hold, shown while no GPU workers are configured
+        "cpu_memory_gib": None
+        if get_settings().gpu_workers
+        else round(estimate_memory(spec, shape, gpu=False).total / GIB, 1),
         "suggestion": suggestion,
         "tokens": int(tokens * epochs),
         "rate": rate,

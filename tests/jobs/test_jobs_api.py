@@ -95,6 +95,12 @@ def test_new_job_form_and_estimate(client: Any, setup: dict[str, Any]) -> None:
         },
     )
     assert estimate.status_code == 200 and "Peak GPU memory" in estimate.text and 'data-fits="yes"' in estimate.text
+    assert "data-cpu-memory=" in estimate.text  # no GPU workers: the RAM a CPU worker needs is shown too
+    api = client.post(
+        "/api/v1/jobs/estimate",
+        json={"model_id": setup["model"], "dataset_version_id": setup["version"], "spec": {"batch_size": 8}},
+    ).json()
+    assert api["cpu_memory_gib"] > 0 and api["memory"]["total"] > 0
     refused = client.post(
         "/jobs/estimate",
         data={

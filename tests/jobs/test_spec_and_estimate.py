@@ -25,6 +25,31 @@ def test_estimate_matches_published_7b_figures(adapter: str, low: float, high: f
     assert low <= total <= high, f"{adapter}: {total:.1f} GB"
 
 
+SMOLLM2 = ModelShape(parameters=134_515_008, hidden_size=576, layers=30, vocab_size=49152, intermediate_size=1536)
+
+
+@pytest.mark.parametrize(
+    ("batch", "length", "measured_mb"),
+    [(2, 128, 2308), (4, 128, 3298), (8, 128, 5393)],  # peak RSS in bench/results/memory_estimate.md
+)
+def test_the_cpu_estimate_follows_the_measured_peaks(batch: int, length: int, measured_mb: float) -> None:
+    spec = TrainingSpec(batch_size=batch, max_seq_length=length)
+    assert estimate_memory(spec, SMOLLM2, gpu=False).total / GIB * 1024 == pytest.approx(measured_mb, rel=0.15)
+
+
+def test_the_cpu_estimate_counts_one_pass_of_the_batch() -> None:
+    """A CPU runs a batch as passes of about a thousand tokens: 8 × 512 holds what 8 × 128 holds."""
+    short, long = TrainingSpec(batch_size=8, max_seq_length=128), TrainingSpec(batch_size=8, max_seq_length=512)
+    assert (
+        estimate_memory(long, SMOLLM2, gpu=False).activations == estimate_memory(short, SMOLLM2, gpu=False).activations
+    )
+    dpo = TrainingSpec(method="dpo", batch_size=8, max_seq_length=512)  # its trainer runs the whole batch
+    assert (
+        estimate_memory(dpo, SMOLLM2, gpu=False).activations > 3 * estimate_memory(long, SMOLLM2, gpu=False).activations
+    )
+    assert estimate_memory(long, SMOLLM2).activations > estimate_memory(short, SMOLLM2).activations  # a GPU: whole
+
+
 def test_a_configuration_that_fits_is_offered() -> None:
     spec = TrainingSpec(adapter=Adapter.full, batch_size=8, max_seq_length=2048)
     smaller = smaller_configuration(spec, LLAMA_7B, 24 * GIB)

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from app.datasets.records import record_schema
+from app.jobs import estimate
 from app.jobs.checkpoints import latest_complete_checkpoint
 from worker.training import train
 
@@ -249,7 +250,7 @@ def test_a_batch_split_into_passes_trains_the_same_steps(
     records = _write(tmp_path / "v.parquet", rows)
     found = []
     for budget in (100_000, 1):  # one pass of four records, then four passes of one
-        monkeypatch.setattr(train, "CPU_MICRO_BATCH_TOKENS", budget)
+        monkeypatch.setattr(estimate, "CPU_PASS_TOKENS", budget)
         out = tmp_path / str(budget)
         out.mkdir()
         result = _run(out, tiny_model_dir, records, {"group_by_length": False, "eval_steps": 0, "lora_dropout": 0})

@@ -52,14 +52,19 @@ def _judges(session: Session, cleaning: Cleaning) -> dict[str, dict[str, Any]]:
     return found
 
 
+def _cleaning_of(session: Session, params: dict[str, Any]) -> tuple[Cleaning, DatasetVersion, Dataset]:
+    cleaning = session.get(Cleaning, uuid.UUID(params["cleaning_id"]))
+    version = session.get(DatasetVersion, cleaning.version_id) if cleaning else None
+    dataset = session.get(Dataset, version.dataset_id) if version else None
+    if cleaning is None or version is None or dataset is None:
+        raise ValueError("The cleaning or its dataset version has been deleted.")
+    return cleaning, version, dataset
+
+
 class CleaningHandler:
     def argv(self, run_id: uuid.UUID, params: dict[str, Any], attempt: int) -> list[str]:
         with session_scope() as session:
-            cleaning = session.get(Cleaning, uuid.UUID(params["cleaning_id"]))
-            version = session.get(DatasetVersion, cleaning.version_id) if cleaning else None
-            dataset = session.get(Dataset, version.dataset_id) if version else None
-            if cleaning is None or version is None or dataset is None:
-                raise ValueError("The cleaning or its dataset version has been deleted.")
+            cleaning, version, dataset = _cleaning_of(session, params)
             spec: dict[str, Any] = {
                 "source": str(artifact_path(version.storage_key)),
                 "output_dir": str(artifact_path(cleaning.storage_key)),
@@ -88,11 +93,7 @@ COMMIT_KIND = cleaning_service.COMMIT_KIND
 class CommitHandler:
     def argv(self, run_id: uuid.UUID, params: dict[str, Any], attempt: int) -> list[str]:
         with session_scope() as session:
-            cleaning = session.get(Cleaning, uuid.UUID(params["cleaning_id"]))
-            version = session.get(DatasetVersion, cleaning.version_id) if cleaning else None
-            dataset = session.get(Dataset, version.dataset_id) if version else None
-            if cleaning is None or version is None or dataset is None:
-                raise ValueError("The cleaning or its dataset version has been deleted.")
+            cleaning, version, dataset = _cleaning_of(session, params)
             spec = {
                 "source": str(artifact_path(version.storage_key)),
                 "cleaning_dir": str(artifact_path(cleaning.storage_key)),

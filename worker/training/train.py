@@ -17,6 +17,7 @@ from typing import Any
 
 from app.datasets.template import renderer_for
 from app.jobs.checkpoints import COMPLETE_MARKER, latest_complete_checkpoint
+from app.jobs.estimate import cpu_pass_size
 from app.jobs.spec import Adapter, Method, TrainingSpec
 from worker.training.adapters import apply_adapter, count_parameters, load_model, load_reward_model
 from worker.training.callbacks import RefineryCallback
@@ -130,18 +131,14 @@ def _common_args(spec: TrainingSpec, output_dir: Path, has_eval: bool, cuda: boo
     }
 
 
-CPU_MICRO_BATCH_TOKENS = 1024
-
-
 def cpu_micro_batches(spec: TrainingSpec, train: Any) -> tuple[int, int]:
-    """(records per forward pass, passes per optimizer step) for the same effective batch. On a CPU a step's
-    time grows faster than its tokens once a forward pass holds more than about a thousand (the activations
-    leave the caches and the allocator maps fresh memory every step: measured in bench/training_throughput.py),
-    so a batch is split into passes of at most CPU_MICRO_BATCH_TOKENS of the longest record; the gradients
-    add up to the same step (the loss is normalised by the whole batch's tokens)."""
+    """(records per forward pass, passes per optimizer step) for the same effective batch on a CPU, where a
+    step's time grows faster than its tokens once a pass holds more than about a thousand (the activations
+    leave the caches and the allocator maps fresh memory every step): see app/jobs/estimate.py's
+    cpu_pass_size. The gradients add up to the same step (the loss is normalised by the whole batch's
+    tokens)."""
     longest = max((len(ids) for ids in train["input_ids"]), default=1)
-    fits = max(1, CPU_MICRO_BATCH_TOKENS // max(longest, 1))
-    micro = max(d for d in range(1, spec.batch_size + 1) if spec.batch_size % d == 0 and d <= fits)
+    micro = cpu_pass_size(spec.batch_size, longest)
     return micro, spec.gradient_accumulation_steps * (spec.batch_size // micro)
 
 
