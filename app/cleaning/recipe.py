@@ -215,7 +215,6 @@ def validate_steps(raw: Any) -> list[dict[str, Any]]:
                         _("Step %(n)s: the least length is above the greatest.", n=index + 1),
                         field=f"steps.{index}.min_{unit}",
                     )
-        if isinstance(params, RulesParams):
             params.languages = sorted({code.strip().casefold() for code in params.languages if code.strip()})
         if isinstance(params, ContaminationParams) and (params.against == "version") != bool(params.version_id):
             raise InvalidInput(

@@ -417,10 +417,10 @@ def start_commit(session: Session, cleaning: Cleaning, *, user: User) -> Run:
     chosen = overrides(session, cleaning)
     if _kept_count(cleaning, chosen, source.record_count) == 0:
         raise InvalidInput(_("Every record would be dropped; restore some before committing."), field="overrides")
-    run = runs.create_run(session, kind=COMMIT_KIND, owner=user, params={"cleaning_id": str(cleaning.id)})
-    name = f"overrides-{run.id.hex}.json"
+    name = f"overrides-{uuid.uuid4().hex}.json"
     (artifact_path(cleaning.storage_key) / name).write_text(json.dumps(chosen))
-    run.params = {"cleaning_id": str(cleaning.id), "overrides_file": name}
+    params = {"cleaning_id": str(cleaning.id), "overrides_file": name}
+    run = runs.create_run(session, kind=COMMIT_KIND, owner=user, params=params)
     cleaning.commit_run_id = run.id
     session.flush()
     return run
@@ -446,11 +446,7 @@ def apply_commit(session: Session, run_id: uuid.UUID, result: dict[str, Any]) ->
     dataset = session.get(Dataset, source.dataset_id) if source else None
     if cleaning is None or source is None or dataset is None or cleaning.committed_version_id is not None:
         return
-    run = session.get(Run, run_id)
-    chosen: dict[str, str] = {}
-    if run is not None and run.params.get("overrides_file"):
-        path = artifact_path(cleaning.storage_key) / run.params["overrides_file"]
-        chosen = json.loads(path.read_text()) if path.is_file() else {}
+    chosen = overrides(session, cleaning)  # the ones the child read: they are locked while it runs
     summary = result["stats"]
     version = DatasetVersion(
         dataset_id=dataset.id,
@@ -471,7 +467,7 @@ def apply_commit(session: Session, run_id: uuid.UUID, result: dict[str, Any]) ->
             "commit_run_id": str(run_id),
             "recipe": cleaning.recipe_name,
             "steps": cleaning.steps,
-            "overrides": {a: sum(1 for v in chosen.values() if v == a) for a in ("keep", "drop", "original")},
+            "overrides": override_counts(session, cleaning),
             "overridden_records": sorted(chosen.items())[:10_000],
         },
     )

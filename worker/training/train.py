@@ -209,7 +209,7 @@ def _trainer(
         )
     from trl import SFTConfig, SFTTrainer
 
-    if not cuda and "input_ids" in getattr(train, "column_names", ()):
+    if not cuda:  # supervised and continued pre-training rows are tokenised: their lengths are known
         micro, passes = cpu_micro_batches(spec, train)
         args |= {"per_device_train_batch_size": micro, "gradient_accumulation_steps": passes}
     if spec.group_by_length and not spec.packing:
