@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -15,7 +16,8 @@ from starlette.middleware.sessions import SessionMiddleware
 from app.core import i18n
 from app.core.config import get_settings
 from app.core.deps import LoginRequired
-from app.core.errors import InvalidInput, RefineryError
+from app.core.errors import InsufficientStorage, InvalidInput, RefineryError
+from app.core.i18n import _
 from app.core.limits import BodyLimitMiddleware
 from app.core.templating import ROOT, render
 from app.core.validation import describe_error
@@ -127,6 +129,14 @@ def create_app() -> FastAPI:
         error = RefineryError(str(exc.detail), code=codes.get(exc.status_code, "bad_request"))
         error.status_code = exc.status_code
         return await domain_error(request, error)
+
+    @app.exception_handler(OSError)
+    async def storage_error(request: Request, exc: OSError) -> Response:
+        """A full disk while a request body is spooled or stored: 507, and the temporary files are gone."""
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise exc
+        message = _("The server is out of disk space; nothing was stored.")
+        return await domain_error(request, InsufficientStorage(message))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:

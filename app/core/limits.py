@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from starlette.exceptions import HTTPException
-
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -44,19 +42,38 @@ class BodyLimitMiddleware:
             await _too_large(send, limit)
             return
         received = 0
+        exceeded = False
+        started = False
 
         async def limited() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    # FastAPI re-raises HTTPException from body parsing, so this becomes a clean 413 and
-                    # Starlette closes (deletes) the temporary files of the half-read form.
-                    raise HTTPException(status_code=413, detail=_message(limit))
+                    # The app sees the client go away (its form parser stops and closes its temporary
+                    # files); the 413 is sent from here. Raising instead would surface inside the
+                    # http middleware's task group as an exception group, a 500.
+                    exceeded = True
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, limited, send)
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded and not started:
+                return  # whatever the app answers to the cut-off body, the client gets the 413
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not started:
+            await _too_large(send, limit)
 
 
 def _message(limit: int) -> str:

@@ -20,7 +20,7 @@ from app.datasets.schemas import (
     RecordRead,
     ValidationOptions,
 )
-from app.datasets.upload import parse_options, read_upload_form
+from app.datasets.upload import parse_options, upload_form
 from app.db.models import Dataset
 from app.runs.schemas import RunRead
 
@@ -63,17 +63,17 @@ def to_read(session: Session, dataset: Dataset) -> DatasetRead:
     summary="Upload a file; validation runs in the background",
 )
 async def upload_dataset(request: Request, session: SessionDep, user: CurrentUser) -> DatasetRead:
-    received = await read_upload_form(request)
-    options = parse_options(received.fields)
-    dataset = service.create_dataset(
-        session,
-        user=user,
-        stored=received.stored,
-        filename=received.filename,
-        split_files=received.split_files,
-        **options,
-    )
-    return to_read(session, dataset)
+    async with upload_form(request) as received:
+        options = parse_options(received.fields)
+        dataset = service.create_dataset(
+            session,
+            user=user,
+            stored=received.stored,
+            filename=received.filename,
+            split_files=received.split_files,
+            **options,
+        )
+        return to_read(session, dataset)
 
 
 @router.get("", response_model=list[DatasetRead], summary="Your datasets")
@@ -140,9 +140,9 @@ def revalidate(dataset_id: uuid.UUID, body: ValidationOptions, session: SessionD
 )
 async def reupload(dataset_id: uuid.UUID, request: Request, session: SessionDep, user: CurrentUser) -> DatasetRead:
     dataset = service.get_dataset(session, dataset_id, user=user)
-    received = await read_upload_form(request)
-    service.replace_upload(session, dataset, user=user, stored=received.stored, filename=received.filename)
-    return to_read(session, dataset)
+    async with upload_form(request) as received:
+        service.replace_upload(session, dataset, user=user, stored=received.stored, filename=received.filename)
+        return to_read(session, dataset)
 
 
 @router.get(

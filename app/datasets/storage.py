@@ -61,5 +61,11 @@ def save_stream(source: BinaryIO, *, limit: int) -> StoredFile:
     return StoredFile(key=key, size=size, sha256=digest.hexdigest())
 
 
+def discard(*stored: StoredFile) -> None:
+    """Remove files stored for a request that was then refused: a refused upload leaves nothing behind."""
+    for item in stored:
+        artifact_path(item.key).unlink(missing_ok=True)
+
+
 def remove_tree(key: str) -> None:
     shutil.rmtree(artifact_path(key), ignore_errors=True)

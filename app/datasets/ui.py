@@ -21,7 +21,7 @@ from app.datasets.formats import FORMATS
 from app.datasets.reading import FILE_TYPES
 from app.datasets.storage import artifact_path
 from app.datasets.template import TemplateRenderError, record_text, renderer_for
-from app.datasets.upload import parse_options, read_upload_form
+from app.datasets.upload import parse_options, upload_form
 from app.db.models import Dataset, DatasetStatus, ModelStatus, User
 
 router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False)
@@ -154,8 +154,8 @@ async def revalidate(request: Request, session: SessionDep, user: PageUser, data
 @router.post("/datasets/{dataset_id}/upload")
 async def reupload(request: Request, session: SessionDep, user: PageUser, dataset_id: uuid.UUID) -> Response:
     dataset = service.get_dataset(session, dataset_id, user=user)
-    received = await read_upload_form(request)
-    service.replace_upload(session, dataset, user=user, stored=received.stored, filename=received.filename)
+    async with upload_form(request) as received:
+        service.replace_upload(session, dataset, user=user, stored=received.stored, filename=received.filename)
     return RedirectResponse(f"/datasets/{dataset.id}", status_code=303)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +16,7 @@ from starlette.datastructures import UploadFile
 from app.core.config import get_settings
 from app.core.errors import InvalidInput
 from app.core.i18n import _
-from app.datasets.storage import StoredFile, save_stream
+from app.datasets.storage import StoredFile, discard, save_stream
 
 MAX_FIELDS = 20
 
@@ -31,22 +33,31 @@ class ReceivedForm:
     split_files: dict[str, tuple[StoredFile, str]]
 
 
-async def read_upload_form(request: Request) -> ReceivedForm:
-    """One main file (field 'file'), optionally 'validation_file' and 'test_file', and a few fields."""
+@asynccontextmanager
+async def upload_form(request: Request) -> AsyncIterator[ReceivedForm]:
+    """One main file (field 'file'), optionally 'validation_file' and 'test_file', and a few fields.
+    The stored files are removed again when the block raises (a refused upload leaves nothing behind)."""
     form = await request.form(max_files=1 + len(SPLIT_FILE_FIELDS), max_fields=MAX_FIELDS)
     limit = get_settings().max_upload_bytes
+    kept: list[StoredFile] = []
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise InvalidInput(_("Choose a file to upload (form field 'file')."), field="file")
         stored = await run_in_threadpool(save_stream, upload.file, limit=limit)
+        kept.append(stored)
         split_files = {}
         for field_name, split in SPLIT_FILE_FIELDS.items():
             extra = form.get(field_name)
             if isinstance(extra, UploadFile) and extra.filename:
                 split_files[split] = (await run_in_threadpool(save_stream, extra.file, limit=limit), extra.filename)
+                kept.append(split_files[split][0])
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        return ReceivedForm(stored, upload.filename or "upload", fields, split_files)
+        await form.close()
+        yield ReceivedForm(stored, upload.filename or "upload", fields, split_files)
+    except BaseException:
+        discard(*kept)
+        raise
     finally:
         await form.close()
 

@@ -30,7 +30,7 @@ from app.core.i18n import _
 from app.core.openapi import BINARY, multipart_body
 from app.datasets import records
 from app.datasets import service as datasets
-from app.datasets.storage import artifact_path, save_stream
+from app.datasets.storage import artifact_path, discard, save_stream
 from app.db.models import Dataset, DatasetStatus, User
 from app.inference.client import stream_chat
 from app.inference.shapes import DONE, Completion, error_event
@@ -269,8 +269,14 @@ async def create_file(request: Request, session: SessionDep, user: CurrentUser) 
         await form.close()
     # OpenAI trains on every record of a training file (a validation file is a file of its own)
     whole = {"train": 1.0, "validation": 0.0, "test": 0.0}
-    dataset = datasets.create_dataset(session, user=user, stored=stored, filename=filename, name=filename, ratios=whole)
-    session.flush()
+    try:
+        dataset = datasets.create_dataset(
+            session, user=user, stored=stored, filename=filename, name=filename, ratios=whole
+        )
+        session.flush()
+    except BaseException:
+        discard(stored)
+        raise
     return to_file(session, dataset)
 
 
