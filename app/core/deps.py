@@ -114,6 +114,9 @@ PageUser = Annotated[User, Depends(page_user)]
 AdminUser = Annotated[User, Depends(admin_user)]
 
 
+MAX_MULTIPART_FIELDS = 20
+
+
 def _same_origin(origin: str, request: Request) -> bool:
     parts = urlsplit(origin)
     host = request.headers.get("host", "")
@@ -131,10 +134,15 @@ async def csrf_protect(request: Request) -> None:
     if origin is not None and not _same_origin(origin, request):
         raise Forbidden(_("Cross-site request refused."), code="csrf")
     sent = request.headers.get("x-csrf-token")
-    if not sent and request.headers.get("content-type", "").startswith(
-        ("application/x-www-form-urlencoded", "multipart/form-data")
-    ):
-        form = await request.form()
+    content_type = request.headers.get("content-type", "")
+    if not sent and content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        # Starlette keeps the first parse of a form, so these limits are the routes' too: an upload form
+        # has at most an adapter's four files and a few fields; a plain form (the recipe builder's two
+        # thousand fields) is small anyway, as every body but an upload is capped at 1 MB
+        if content_type.startswith("multipart/"):
+            form = await request.form(max_files=4, max_fields=MAX_MULTIPART_FIELDS)
+        else:
+            form = await request.form(max_files=0, max_fields=2000)
         value = form.get("csrf_token")
         sent = value if isinstance(value, str) else None
     if not tokens_match(request.session.get("csrf"), sent):

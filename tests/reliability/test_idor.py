@@ -1,4 +1,4 @@
-"""IDOR: every route with an id in its path, called by a second user with the first user's ids, answers 404
+"""IDOR and safe methods: every route with an id in its path, called by a second user with the first user's ids, answers 404
 and changes nothing. The routes are read from the app itself, so a new route with an id joins the matrix
 (and a new kind of id fails this test until it is given an object to point at). Ids in query strings,
 forms and JSON bodies are tried on the routes that take them."""
@@ -125,6 +125,16 @@ def test_every_route_with_an_id_answers_404_to_another_user(
 ) -> None:
     ids = _owned_objects(client, setup, tmp_path)
     token = client.headers["X-CSRF-Token"]
+    routes = [(m, p) for m, p in app_routes(client.app) if "{" in p]
+    assert len(routes) > 80, routes
+
+    # no GET changes anything, even for the owner (a link or an image can make a browser GET)
+    before = _snapshot(env)
+    for method, path in routes:
+        if method == "GET":
+            url = re.sub(r"{(\w+)(:\w+)?}", lambda m: ids[m.group(1)], path)
+            assert client.get(url).status_code < 500, url
+    assert _snapshot(env) == before
     bob = client.post("/api/v1/users", json={"email": "bob@example.com", "password": "bob-password-1"})
     assert bob.status_code == 201, bob.text
     client.post("/logout", data={"csrf_token": token})
@@ -134,9 +144,6 @@ def test_every_route_with_an_id_answers_404_to_another_user(
     client.headers["X-CSRF-Token"] = bob_token
     bob_key = client.post("/api/v1/keys", json={"name": "bob"}).json()["key"]
     before = _snapshot(env)
-
-    routes = [(m, p) for m, p in app_routes(client.app) if "{" in p]
-    assert len(routes) > 80, routes
     answers = {}
     for method, path in routes:
         names = re.findall(r"{(\w+)", path)

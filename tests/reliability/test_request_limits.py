@@ -34,6 +34,8 @@ def test_five_thousand_fields_and_a_hundred_files_are_refused(client: Any, env: 
         f"/datasets/{first['id']}/upload", data={**fields, "csrf_token": token}, files={"file": ("a.jsonl", b"{}")}
     )
     assert page.status_code == 400 and "fields" in page.text.lower()
+    page = client.post(f"/datasets/{first['id']}/upload", data={"csrf_token": token}, files=files)
+    assert page.status_code == 400 and "files" in page.text.lower()
     assert len(_stored_uploads(env)) == 1
 
 
