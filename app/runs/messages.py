@@ -96,6 +96,10 @@ TEXTS: dict[str, str] = {
         "Out of memory. Lower the batch size (raise gradient accumulation to keep the effective batch), "
         "shorten max sequence length, or use LoRA/QLoRA instead of full fine-tuning."
     ),
+    "disk_full": N_(
+        "The disk is full (writing %(path)s). Free space on the data disk, or keep fewer checkpoints "
+        "(save_total_limit); the last complete checkpoint is kept and a new job can resume from it."
+    ),
     "training_error": N_("Training stopped with an error: %(detail)s. Lower the learning rate or check the data."),
     "upload_unreadable": N_("The upload could not be read (%(detail)s); upload the file again."),
     # a child that sends a plain sentence instead of a code (shown as it is)

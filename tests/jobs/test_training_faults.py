@@ -116,3 +116,35 @@ def test_cancel_stops_within_a_few_steps_and_keeps_a_checkpoint(
     assert stopped_at >= cancelled_at and stopped_at < 100_000
     lifecycle.execute(job["run"]["id"])  # a late delivery does not start it again
     assert _read(client, job)["run"]["status"] == RunStatus.cancelled.value
+
+
+def test_a_full_disk_during_a_checkpoint_save_fails_with_the_cause_and_keeps_the_one_before(
+    client: Any, setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The child's file-size limit drops to nothing at step 4 (RLIMIT_FSIZE, the `ulimit -f` of the fault
+    table): the writes of step 4 fail as on a full disk. The job fails at once, not after three attempts,
+    says the disk is full, and checkpoint-2 is whole and still resumable."""
+    _failpoint(monkeypatch, tmp_path, "disk_full_at_step=4")
+    job = _job(client, setup, max_steps=6, save_steps=2)
+    lifecycle.execute(job["run"]["id"])
+    run = _read(client, job)["run"]
+    assert run["status"] == "failed" and run["error_kind"] == "disk_full" and run["attempt"] == 1, run
+    assert "disk is full" in run["error_message"] and "checkpoint" in run["error_message"]
+    assert _checkpoints(client, job) == ["checkpoint-2"]
+    resumed = client.post(f"/api/v1/jobs/{job['id']}/resume", json={"checkpoint": "checkpoint-2"})
+    assert resumed.status_code == 201, resumed.text
+    lifecycle.execute(resumed.json()["run"]["id"])
+    again = client.get(f"/api/v1/jobs/{resumed.json()['id']}").json()["run"]
+    assert again["status"] == "succeeded" and again["result"]["resumed_from"] == "checkpoint-2"
+
+
+def test_out_of_memory_fails_with_kind_oom_and_what_to_change(
+    client: Any, setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _failpoint(monkeypatch, tmp_path, "oom_at_step=2", once=False)
+    job = _job(client, setup, max_steps=4, save_steps=2)
+    lifecycle.execute(job["run"]["id"])
+    run = _read(client, job)["run"]
+    assert run["status"] == "failed" and run["error_kind"] == "oom" and run["attempt"] == 1, run
+    for advice in ("batch size", "max sequence length", "QLoRA"):
+        assert advice in run["error_message"]

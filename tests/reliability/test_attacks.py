@@ -133,7 +133,7 @@ def test_names_with_shell_syntax_reach_the_training_child_as_plain_text(
     assert "run" in job, job
     lifecycle.execute(job["run"]["id"])
     done = client.get(f"/api/v1/jobs/{job['id']}").json()
-    assert done["status"] == "succeeded" and done["name"] == name, client.get(f"/api/v1/jobs/{job['id']}/events").text[-1500:]
+    assert done["status"] == "succeeded" and done["name"] == name
     assert not marker.exists()
     marker.unlink(missing_ok=True)
 

@@ -1,7 +1,8 @@
-"""IDOR and safe methods: every route with an id in its path, called by a second user with the first user's ids, answers 404
-and changes nothing. The routes are read from the app itself, so a new route with an id joins the matrix
-(and a new kind of id fails this test until it is given an object to point at). Ids in query strings,
-forms and JSON bodies are tried on the routes that take them."""
+"""IDOR and safe methods: every route with an id in its path, called by a second user with the first user's
+ids, answers 404 and changes nothing; no GET changes anything, even for the owner. The routes are read from
+the app itself, so a new route with an id joins the matrix (and a new kind of id fails this test until it is
+given an object to point at). Ids in query strings, forms and JSON bodies are tried on the routes that take
+them."""
 
 from __future__ import annotations
 

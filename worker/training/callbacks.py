@@ -48,6 +48,8 @@ class RefineryCallback(TrainerCallback):  # type: ignore[misc]
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         self.timeline.setdefault("first_step", time.time())
         failpoints.check("kill_at_step", state.global_step)
+        failpoints.check("oom_at_step", state.global_step)
+        failpoints.check("disk_full_at_step", state.global_step)
         if self.stop_requested:
             control.should_save = True
             control.should_training_stop = True

@@ -1,7 +1,10 @@
 """Failpoints for the fault tests (the idea of etcd's gofail and TiKV's fail-rs): with
 ``REFINERY_FAILPOINTS="kill_at_step=5,kill_in_save=4"`` the training child kills itself with SIGKILL at that
-point, exactly as an OOM killer or a pulled plug would. With ``REFINERY_FAILPOINTS_ONCE=<path>`` only the
-first attempt dies (the file records that it did). Unset, as in production, a check is a dictionary lookup."""
+point, exactly as an OOM killer or a pulled plug would. ``oom_at_step=N`` raises the out-of-memory error
+torch raises on a GPU; ``disk_full_at_step=N`` lowers the child's file-size limit to nothing, so the next
+file it writes (the checkpoint of that step) fails with the error a full disk gives. With
+``REFINERY_FAILPOINTS_ONCE=<path>`` only the first attempt fails (the file records that it did). Unset, as in
+production, a check is a dictionary lookup."""
 
 from __future__ import annotations
 
@@ -30,4 +33,14 @@ def check(name: str, step: int) -> None:
             return
         with open(once, "w") as marker:
             marker.write(f"{name}={step}\n")
+    if name.startswith("oom"):
+        import torch
+
+        raise torch.OutOfMemoryError("CUDA out of memory (failpoint)")
+    if name.startswith("disk_full"):
+        import resource
+
+        # Python ignores SIGXFSZ, so a write past the limit fails with EFBIG like a full disk's ENOSPC
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+        return
     os.kill(os.getpid(), signal.SIGKILL)

@@ -6,6 +6,7 @@ Reports progress and a classified failure through worker/training/protocol.py; t
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import random
@@ -390,6 +391,11 @@ def main(job: dict[str, Any]) -> int:
         return 1
     except torch.OutOfMemoryError:
         fail("oom", "oom")
+        return 1
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        fail("disk_full", "disk_full", path=Path(exc.filename).name if exc.filename else "")
         return 1
     except (RuntimeError, ValueError) as exc:
         if "out of memory" in str(exc).lower():

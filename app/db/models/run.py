@@ -32,6 +32,7 @@ class RunStatus(enum.StrEnum):
 class ErrorKind(enum.StrEnum):
     data = "data"
     oom = "oom"
+    disk_full = "disk_full"
     model_load = "model_load"
     training = "training"
     internal = "internal"
