@@ -18,7 +18,7 @@ from app.datasets.records import record_schema
 from app.datasets.stats import Stats, record_plain_text
 from app.datasets.template import record_tokens, renderer_for
 from app.datasets.validation import Report, validate_items
-from worker.training.protocol import emit, fail, progress
+from worker.training.protocol import emit, exit_with_parent, fail, progress
 
 BATCH = 5000
 
@@ -133,6 +133,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(spec: dict[str, Any]) -> int:
+    exit_with_parent()
     try:
         result = run(spec)
     except OSError as exc:

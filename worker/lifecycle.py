@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from sqlalchemy.exc import OperationalError
+
 from app.core.config import get_settings
 from app.db.models import Run, RunStatus
 from app.db.session import session_scope
@@ -129,6 +131,7 @@ class Supervisor:
                             note=self.note,
                             eta_seconds=self._eta(),
                         )
+                    self.events.clear()
                     last_ok = now
                 except Exception as exc:  # database unreachable: keep trying until the lease expires
                     log.warning("heartbeat for %s failed: %s", self.lease.run_id, exc)
@@ -172,11 +175,28 @@ class Supervisor:
         return elapsed * (1 - self.progress) / self.progress
 
     def _write_events(self, session: Any) -> None:
+        """Add the child's events to the session; the caller clears them once the session committed."""
         for event in self.events[:100]:  # a child cannot flood the log
             runs.add_event(session, self.lease.run_id, event["code"], event["params"], attempt=self.lease.attempt)
-        self.events.clear()
 
     def _conclude(self, verdict: str, code: int) -> None:
+        """Record how the attempt ended. With the database down this is retried until the lease would
+        expire; after that the worker gives up (fenced: the reconciler re-queues the run, and a late write
+        of this attempt would be refused by the lease anyway)."""
+        deadline = time.monotonic() + get_settings().lease_ttl_seconds
+        while True:
+            try:
+                self._record_conclusion(verdict, code)
+                self.events.clear()
+                return
+            except OperationalError as exc:
+                if time.monotonic() > deadline:
+                    log.error("could not record the end of %s (database unreachable): %s", self.lease.run_id, exc)
+                    return
+                log.warning("recording the end of %s failed, retrying: %s", self.lease.run_id, exc)
+                time.sleep(0.5)
+
+    def _record_conclusion(self, verdict: str, code: int) -> None:
         with session_scope() as session:
             self._write_events(session)
             if verdict == "lost":

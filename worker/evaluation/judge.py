@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from worker.training.protocol import emit, fail, progress
+from worker.training.protocol import emit, exit_with_parent, fail, progress
 
 CRITERIA = ("relevance", "clarity", "completeness", "accuracy")
 PAIR = ("base", "tuned")
@@ -247,6 +247,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(job: dict[str, Any]) -> int:
+    exit_with_parent()
     try:
         result = run(job)
     except SystemExit as exc:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from worker.training.protocol import emit, fail, progress
+from worker.training.protocol import emit, exit_with_parent, fail, progress
 
 COPY_PATTERNS = ("*.json", "*.safetensors", "*.jinja", "tokenizer.model", "*.txt", "README.md")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
@@ -114,6 +114,7 @@ def _readme_license(directory: Path) -> str | None:
 
 
 def main(spec: dict[str, Any]) -> int:
+    exit_with_parent()
     dest = Path(spec["dest"])
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -15,6 +15,25 @@ from typing import Any
 from app.runs.messages import english
 
 
+def exit_with_parent(interval: float = 0.5) -> None:
+    """Die the moment the process that started this child is gone. A child runs in its own session (the
+    worker stops it as a group), so a worker killed outright would otherwise leave it training on while the
+    reconciler hands the job to another worker: two attempts at once. A daemon thread watches the parent
+    pid; when the child is re-parented it kills itself as abruptly as its worker died."""
+    import signal
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def is_main_process() -> bool:
     """Under ``accelerate launch`` only rank 0 speaks for the job; the other ranks train silently."""
     return os.environ.get("RANK", "0") in ("", "0")
@@ -48,6 +67,7 @@ def run_child(work: Callable[[dict[str, Any]], dict[str, Any]], job: dict[str, A
 
     from worker.training.data import DataError
 
+    exit_with_parent()
     try:
         result = work(job)
     except DataError as exc:

@@ -33,7 +33,7 @@ from worker.training.data import (
     sft_rows,
 )
 from worker.training.distributed import world_size
-from worker.training.protocol import emit, event, fail, is_main_process, progress
+from worker.training.protocol import emit, event, exit_with_parent, fail, is_main_process, progress
 
 PROCESS_STARTED = time.time()  # this module is imported first thing in the training child
 PREFERENCE_METHODS = (Method.dpo, Method.orpo, Method.reward)
@@ -381,6 +381,7 @@ class ModelLoadError(RuntimeError):
 def main(job: dict[str, Any]) -> int:
     import torch
 
+    exit_with_parent()
     try:
         result = run(job)
     except DataError as exc:
