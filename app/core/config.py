@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         default=120.0,
         description="A queued run that nobody picked up for this long is sent to the broker again.",
     )
+    broker_visibility_timeout_seconds: float = Field(
+        default=3600.0,
+        description="Redis: an unacknowledged message is delivered again after this long (messages are "
+        "acknowledged on receipt and the run's lease guards against a second execution).",
+    )
     max_attempts: int = Field(default=3, description="A run that dies this many times is marked failed.")
     hub_endpoint: str = Field(
         default="https://huggingface.co",

@@ -28,7 +28,11 @@ def make_celery(settings: Settings) -> Celery:
             "store_processed": False,
         }
     else:
-        transport_options |= {"socket_connect_timeout": 2, "socket_timeout": 5, "visibility_timeout": 3600}
+        transport_options |= {
+            "socket_connect_timeout": 2,
+            "socket_timeout": 5,
+            "visibility_timeout": settings.broker_visibility_timeout_seconds,
+        }
     app.conf.update(
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,

@@ -25,7 +25,7 @@ def broker(request: pytest.FixtureRequest, configure: Any, env: Any) -> Any:
     return env
 
 
-def _start_worker(settings: Any, log: Path) -> subprocess.Popen[bytes]:
+def _start_worker(settings: Any, log: Path, **extra: str) -> subprocess.Popen[bytes]:
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("REFINERY_")}
     child_env.update(
         {
@@ -38,6 +38,7 @@ def _start_worker(settings: Any, log: Path) -> subprocess.Popen[bytes]:
             "REFINERY_HEARTBEAT_SECONDS": "0.5",
         }
     )
+    child_env.update({f"REFINERY_{name.upper()}": value for name, value in extra.items()})
     handle = log.open("wb")
     return subprocess.Popen(
         worker_argv(["cpu", "gpu"], 2),
