@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import errno
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,7 +16,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from app.core import i18n
 from app.core.config import get_settings
-from app.core.deps import LoginRequired
+from app.core.deps import LoginRequired, end_transactions_in_handlers
 from app.core.errors import InsufficientStorage, InvalidInput, RefineryError
 from app.core.i18n import _
 from app.core.limits import BodyLimitMiddleware
@@ -203,4 +204,14 @@ def create_app() -> FastAPI:
     ):
         app.include_router(module.router)
     app.include_router(jobs_api.preset_router)
+    end_transactions_in_handlers(_api_routes(app.router.routes))
     return app
+
+
+def _api_routes(routes: list[Any]) -> Iterator[Any]:
+    """Every route, through the routers included in others."""
+    for route in routes:
+        if hasattr(route, "original_router"):
+            yield from _api_routes(route.original_router.routes)
+        else:
+            yield route

@@ -38,3 +38,16 @@ def test_no_shell_in_subprocesses() -> None:
         if "shell=True" in path.read_text() or "os.system(" in path.read_text()
     ]
     assert offenders == []
+
+
+def test_remote_code_and_pickle_loading_are_never_enabled() -> None:
+    """Model code from a repository never runs, and weights load from safetensors only: no
+    ``trust_remote_code=True``, no ``torch.load`` and no ``use_safetensors=False`` anywhere we load models."""
+    offenders = [
+        f"{path.relative_to(ROOT)}: {needle}"
+        for folder in ("app", "worker")
+        for path in (ROOT / folder).rglob("*.py")
+        for needle in ("trust_remote_code=True", "torch.load(", "use_safetensors=False", "pickle.load")
+        if needle in path.read_text()
+    ]
+    assert offenders == []

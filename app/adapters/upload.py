@@ -28,6 +28,7 @@ from app.basemodels import service as models
 from app.core.config import get_settings
 from app.core.errors import InvalidInput, TooLarge, UnsupportedMedia
 from app.core.i18n import _
+from app.core.limits import close_form
 from app.datasets.storage import artifact_path
 from app.db.models import ModelStatus, Run, RunStatus, TrainingJob, User
 from app.jobs.spec import Adapter, Method, TrainingSpec
@@ -344,7 +345,7 @@ async def upload_from_request(request: Request, session: Session, *, user: User)
             limit=get_settings().max_upload_bytes,
         )
     finally:
-        await form.close()
+        close_form(form)
 
 
 def pending_uploads(session: Session, *, user: User) -> list[tuple[TrainingJob, Run]]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
@@ -42,6 +44,59 @@ def get_db() -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_db)]
+
+
+def end_transactions_in_handlers(routes: Iterable[Any]) -> None:
+    """Commit (or roll back) a request's transaction as its handler returns (or raises), in the handler's
+    own thread, instead of in get_db's teardown.
+
+    FastAPI runs a sync handler in a worker thread and get_db's teardown later, scheduled through the event
+    loop. On SQLite (one writer at a time) an async handler that waits for the write lock blocks the loop,
+    so the request holding the lock could never reach its commit: both waited out the busy timeout and
+    answered "database is locked". Ending the transaction where the handler ran frees the lock without the
+    loop. get_db's own commit then finds nothing to do."""
+    for route in routes:
+        endpoint = getattr(route, "endpoint", None)
+        dependant = getattr(route, "dependant", None)
+        if endpoint is None or dependant is None or "session" not in inspect.signature(endpoint).parameters:
+            continue
+        # included routers build their effective routes from the endpoint at the first request
+        route.endpoint = dependant.call = _ending_transaction(endpoint)
+
+
+def _end(session: Session, ok: bool) -> None:
+    if ok:
+        session.commit()
+    else:
+        session.rollback()
+
+
+def _ending_transaction(call: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(call):
+
+        @functools.wraps(call)
+        async def run_async(**values: Any) -> Any:
+            try:
+                result = await call(**values)
+            except BaseException:
+                _end(values["session"], ok=False)
+                raise
+            _end(values["session"], ok=True)
+            return result
+
+        return run_async
+
+    @functools.wraps(call)
+    def run(**values: Any) -> Any:
+        try:
+            result = call(**values)
+        except BaseException:
+            _end(values["session"], ok=False)
+            raise
+        _end(values["session"], ok=True)
+        return result
+
+    return run
 
 
 def bearer_token(request: Request) -> str | None:

@@ -5,22 +5,28 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 _hasher = PasswordHasher()
+# Argon2 takes 64 MB for each hash by design; a burst of logins (or of guesses) on the web's forty
+# threads would otherwise take gigabytes. Two at a time keep a login fast and the memory flat.
+_HASHING = threading.BoundedSemaphore(2)
 
 API_KEY_PREFIX = "rfy_"
 
 
 def hash_password(password: str) -> str:
-    return str(_hasher.hash(password))
+    with _HASHING:
+        return str(_hasher.hash(password))
 
 
 def verify_password(password_hash: str, password: str) -> bool:
     try:
-        return bool(_hasher.verify(password_hash, password))
+        with _HASHING:
+            return bool(_hasher.verify(password_hash, password))
     except (VerificationError, InvalidHashError):
         return False
 

@@ -53,13 +53,19 @@ async def upload_form(request: Request) -> AsyncIterator[ReceivedForm]:
                 split_files[split] = (await run_in_threadpool(save_stream, extra.file, limit=limit), extra.filename)
                 kept.append(split_files[split][0])
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        await form.close()
-        yield ReceivedForm(stored, upload.filename or "upload", fields, split_files)
+        received = ReceivedForm(stored, upload.filename or "upload", fields, split_files)
     except BaseException:
         discard(*kept)
         raise
     finally:
         await form.close()
+    # Nothing is awaited from here on: the block writes to the database, and on SQLite a transaction
+    # must not be left open while another request runs on the event loop (it would wait for the lock).
+    try:
+        yield received
+    except BaseException:
+        discard(*kept)
+        raise
 
 
 def parse_options(fields: dict[str, str]) -> dict[str, Any]:

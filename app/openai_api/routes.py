@@ -294,8 +294,15 @@ def retrieve_file(file_id: str, session: SessionDep, user: CurrentUser) -> FileO
 
 @router.get("/files/{file_id}/content", response_class=FileResponse, summary="The file as it was uploaded")
 def file_content(file_id: str, session: SessionDep, user: CurrentUser) -> FileResponse:
-    upload = datasets.get_upload(session, get_file(session, user, file_id))
-    return FileResponse(artifact_path(upload.storage_key), media_type="application/octet-stream")
+    dataset = get_file(session, user, file_id)
+    upload = datasets.get_upload(session, dataset)
+    # an attachment under a name the server makes: the browser never renders a user's file as a page
+    return FileResponse(
+        artifact_path(upload.storage_key),
+        media_type="application/octet-stream",
+        filename=f"file-{dataset.id.hex}",
+        content_disposition_type="attachment",
+    )
 
 
 @router.delete("/files/{file_id}", response_model=FileDeleted, summary="Delete a file no job uses")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
+from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
@@ -13,6 +16,8 @@ from app.core.i18n import LOCALES, _
 from app.core.security import hash_api_key, hash_password, new_api_key, verify_password
 from app.db.base import utcnow
 from app.db.models import ApiKey, Role, User
+
+log = logging.getLogger(__name__)
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 MIN_PASSWORD = 10
@@ -96,5 +101,26 @@ def user_for_api_key(session: Session, secret: str) -> User | None:
     user = session.get(User, key.user_id)
     if user is None or not user.is_active:
         return None
-    key.last_used_at = utcnow()
+    _note_key_use(key)
     return user
+
+
+KEY_USE_PRECISION = timedelta(minutes=5)
+
+
+def _note_key_use(key: ApiKey) -> None:
+    """Record when a key was last used, to the nearest few minutes, in a transaction of its own.
+
+    Written in the request's session, every API call would hold SQLite's one write lock from its
+    authentication to its end (a whole upload, say) and callers would queue behind it until
+    "database is locked". A lost update here costs nothing: it is a hint shown beside the key."""
+    now = utcnow()
+    if key.last_used_at is not None and now - key.last_used_at < KEY_USE_PRECISION:
+        return
+    from app.db.session import get_sessionmaker
+
+    try:
+        with get_sessionmaker()() as own, own.begin():
+            own.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+    except OperationalError as exc:
+        log.warning("could not record the use of API key %s: %s", key.prefix, exc)

