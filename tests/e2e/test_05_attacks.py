@@ -90,7 +90,6 @@ def test_hostile_file_names_records_and_job_names_stay_text(browser: Any, live_s
         page.goto(url if url.startswith("http") else live_server + url)
         _assert_inert(page, url)
         assert "49" not in page.locator("main").inner_text().replace(str(job_id), ""), url
-    assert NAME in page.locator("main").inner_text() or True
     assert errors == []
 
 
@@ -150,24 +149,24 @@ def test_a_cross_site_form_from_another_loopback_origin_is_refused(
 ) -> None:
     page = logged_in_page(browser, live_server)
     stolen = _token(page)  # even a leaked token does not help a page on another origin
-    forms = {
-        "/form": f'<input name="name" value="evil-form"><input name="csrf_token" value="{stolen}">',
-        "/plain": '<input name=\'{"name": "evil-plain", "x": "\' value=\'"}\'>',
-        "/multipart": f'<input name="name" value="evil-multipart"><input name="csrf_token" value="{stolen}">',
-    }
-    targets = {
-        "/form": ("/settings/keys", ""),
-        "/plain": ("/api/v1/keys", "text/plain"),
-        "/multipart": ("/settings/keys", "multipart/form-data"),
-    }
-    for path, fields in forms.items():
-        action, enctype = targets[path]
+    # (attacker's page, the action it posts to, the form's encoding, its fields)
+    forms = [
+        ("/form", "/settings/keys", "application/x-www-form-urlencoded", "evil-form", True),
+        ("/plain", "/api/v1/keys", "text/plain", "evil-plain", False),
+        ("/multipart", "/settings/keys", "multipart/form-data", "evil-multipart", True),
+    ]
+    for path, action, enctype, name, with_token in forms:
+        if enctype == "text/plain":  # a body that reads as JSON: {"name": "evil-plain", "x": "="}
+            fields = '<input name=\'{"name": "evil-plain", "x": "\' value=\'"}\'>'
+        else:
+            fields = f'<input name="name" value="{name}">'
+            fields += f'<input name="csrf_token" value="{stolen}">' if with_token else ""
         other_origin["pages"][path] = (
-            f'<form id=f method=post action="{live_server}{action}" enctype="{enctype or "application/x-www-form-urlencoded"}">'
-            f"{fields}</form><script>document.getElementById('f').submit()</script>"
+            f'<form id=f method=post action="{live_server}{action}" enctype="{enctype}">{fields}</form>'
+            "<script>document.getElementById('f').submit()</script>"
         )
-        with page.expect_navigation(url=f"{live_server}{action}"):
+        with page.expect_navigation(url=f"{live_server}{action}") as navigation:
             page.goto(other_origin["url"] + path)
-        assert "evil" not in page.content() or "refused" in page.content().lower()
+        assert navigation.value.status == 403, (path, navigation.value.status)
     names = [k["name"] for k in page.request.get(f"{live_server}/api/v1/keys").json()]
     assert not [n for n in names if n.startswith("evil")], names

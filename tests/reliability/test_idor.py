@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import MetaData, select
 
 from tests.conftest import csrf_of, login
@@ -121,6 +122,7 @@ def _request_kwargs(method: str, path: str, ids: dict[str, str], token: str) -> 
     return {"json": template}
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # ownership and leases are the same SQL on both
 def test_every_route_with_an_id_answers_404_to_another_user(
     client: Any, setup: dict[str, Any], env: Any, tmp_path: Path
 ) -> None:

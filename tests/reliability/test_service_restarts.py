@@ -130,6 +130,7 @@ def _timed(call: Any) -> tuple[Any, float]:
     return result, time.monotonic() - started
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # ownership and leases are the same SQL on both
 def test_redis_restarted_with_queued_jobs(
     configure: Any, env: Any, own_redis: Server, tmp_path: Path, tiny_model_dir: Path
 ) -> None:

@@ -10,6 +10,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import stop_process, wait_for
 from tests.runs.test_queue_workers import _start_worker
 
@@ -30,6 +32,7 @@ def _training_children(data_dir: Path) -> list[int]:
     return found
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # ownership and leases are the same SQL on both
 def test_worker_killed_mid_job_is_requeued_and_resumed_by_a_new_worker(
     client: Any, setup: dict[str, Any], env: Any, tmp_path: Path
 ) -> None:
