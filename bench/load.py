@@ -46,7 +46,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-PASSWORD = "load-admin-password-1"
+PASSWORD = "load-admin-password-1"  # noqa: S105 (the throwaway admin of a benchmark data directory)
 PAGES = ["/models", "/datasets", "/jobs", "/adapters", "/playground", "/settings/keys"]
 
 
@@ -82,7 +82,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {"n": 0, "p50_ms": 0.0, "p95_ms": 0.0, "max_ms": 0.0}
     ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return {
         "n": len(ordered),
         "p50_ms": round(statistics.median(ordered) * 1000, 1),
@@ -144,7 +144,9 @@ class Stack:
         page = client.get("/login").text
         token = re.search(r'name="csrf_token" value="([^"]+)"', page)
         assert token, "no CSRF token on /login"
-        answer = client.post("/login", data={"email": "admin@example.com", "password": PASSWORD, "csrf_token": token[1]})
+        answer = client.post(
+            "/login", data={"email": "admin@example.com", "password": PASSWORD, "csrf_token": token[1]}
+        )
         assert answer.status_code in (200, 303), answer.text[:300]
         fresh = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/settings/keys").text)
         assert fresh
@@ -156,7 +158,7 @@ class Stack:
 
 
 @contextmanager
-def stack(data: Path) -> Iterator[Stack]:
+def stack(data: Path, *, inference: bool = False) -> Iterator[Stack]:
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFINERY_")}
@@ -168,6 +170,7 @@ def stack(data: Path) -> Iterator[Stack]:
         "REFINERY_IMPORT_BUNDLED_MODEL": "false",
         "REFINERY_HUB_ENDPOINT": "",
         "REFINERY_SPARE_TRAINING_CHILD": "false",
+        "REFINERY_INFERENCE_PORT": str(_free_port()),
     }
     refinery = shutil.which("refinery", path=str(Path(sys.executable).parent)) or "refinery"
     run = {"cwd": ROOT, "env": env, "check": True, "capture_output": True}
@@ -180,7 +183,10 @@ def stack(data: Path) -> Iterator[Stack]:
     key = subprocess.run([refinery, "keys", "create", "admin@example.com"], text=True, **run).stdout.strip()
     result = Stack(data=data, base=f"http://127.0.0.1:{port}", key=key, env=env)
     try:
-        for name, argv in (("web", [refinery, "web"]), ("worker", [refinery, "worker"])):
+        processes = [("web", [refinery, "web"]), ("worker", [refinery, "worker"])]
+        if inference:
+            processes.append(("inference", [refinery, "inference"]))
+        for name, argv in processes:
             log = (data / f"{name}.log").open("wb")
             result.procs.append(
                 subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -282,7 +288,7 @@ def viewers(s: Stack, job_id: str, count: int, seconds: float) -> dict[str, Any]
                 page_times.append(time.monotonic() - started)
             if page.status_code != 200:
                 errors.append(f"page {page.status_code}")
-            time.sleep(random.random() * 2)  # the viewers did not all open the page in the same instant
+            time.sleep(random.random() * 2)  # noqa: S311  the viewers did not all open the page in the same instant
             while time.monotonic() < stop:
                 tick = time.monotonic()
                 answer = client.get(f"/jobs/{job_id}/metrics", params={"after": last - 1})
@@ -393,7 +399,7 @@ def ui(s: Stack, job_id: str, users: int, seconds: float) -> dict[str, Any]:
     pages = [*PAGES, f"/jobs/{job_id}"]
 
     def one(index: int) -> None:
-        rng = random.Random(index)
+        rng = random.Random(index)  # noqa: S311 (which page to click next)
         client = s.session()
         try:
             while time.monotonic() < stop:
@@ -461,7 +467,11 @@ def run(*, quick: bool, folder: Path) -> dict[str, Any]:
 
 def write_results(result: dict[str, Any]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    result["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    result["machine"] = {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
     (RESULTS / "load.json").write_text(json.dumps(result, indent=2) + "\n")
     v, u, p = result["viewers"], result["uploads"], result["ui"]
     lines = [
@@ -474,7 +484,11 @@ def write_results(result: dict[str, Any]) -> None:
         "| request | n | p50 ms | p95 ms | max ms |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for label, key in (("job page", "job_page"), ("chart metrics poll", "metrics_poll"), ("status fragment", "status_fragment")):
+    for label, key in (
+        ("job page", "job_page"),
+        ("chart metrics poll", "metrics_poll"),
+        ("status fragment", "status_fragment"),
+    ):
         row = v[key]
         lines.append(f"| {label} | {row['n']} | {row['p50_ms']} | {row['p95_ms']} | {row['max_ms']} |")
     lines += [
@@ -487,7 +501,8 @@ def write_results(result: dict[str, Any]) -> None:
         f"## {u['uploads']} concurrent uploads of {u['megabytes_each']} MB",
         "",
         f"All stored with matching SHA-256: **{u['all_stored']}** (statuses {u['statuses']}); "
-        f"per upload p50 {u['upload_seconds']['p50_ms'] / 1000:.1f} s, p95 {u['upload_seconds']['p95_ms'] / 1000:.1f} s; "
+        f"per upload p50 {u['upload_seconds']['p50_ms'] / 1000:.1f} s, "
+        f"p95 {u['upload_seconds']['p95_ms'] / 1000:.1f} s; "
         f"{u['throughput_mb_s']} MB/s in all; web RSS {u['web_rss_mb']['before']} → {u['web_rss_mb']['peak']} MB.",
         "",
         f"## {p['users']} users on the pages for {p['seconds']:.0f} s while the job trains ({p['writes']} writes)",
