@@ -78,18 +78,12 @@ def test_hostile_file_names_records_and_job_names_stay_text(browser: Any, live_s
     job_id = job.json()["id"]
     api.post(f"{live_server}/api/v1/jobs/{job_id}/cancel", headers={"X-CSRF-Token": token})
 
-    for url in (
-        "/datasets",
-        dataset_url,
-        f"/jobs/{job_id}",
-        "/jobs",
-        "/adapters",
-        "/playground",
-        f"/datasets/{dataset_id}/clean",
-    ):
+    shown_by_name = ("/datasets", dataset_url, f"/jobs/{job_id}", "/jobs")
+    for url in (*shown_by_name, "/adapters", "/playground", f"/datasets/{dataset_id}/clean"):
         page.goto(url if url.startswith("http") else live_server + url)
         _assert_inert(page, url)
-        assert "49" not in page.locator("main").inner_text().replace(str(job_id), ""), url
+        if url in shown_by_name:  # the name is shown as the text it is: no template ran on it
+            assert NAME in page.locator("main").inner_text(), url
     assert errors == []
 
 
