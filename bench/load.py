@@ -454,9 +454,9 @@ def run(*, quick: bool, folder: Path) -> dict[str, Any]:
         quiet = steps_per_second(s, job["id"], quiet_start, time.time())
         watched_start = time.time()
         watched = viewers(s, job["id"], n_viewers, viewer_seconds)
-        watched["steps_per_second"] = {"alone": round(quiet, 2), "watched": 0.0}
-        watched["steps_per_second"]["watched"] = round(steps_per_second(s, job["id"], watched_start, time.time()), 2)
-        watched["steps_ratio_watched_to_alone"] = round(watched["steps_per_second"]["watched"] / max(1e-9, quiet), 2)
+        busy = steps_per_second(s, job["id"], watched_start, time.time())
+        watched["steps_per_second"] = {"alone": round(quiet, 2), "watched": round(busy, 2)}
+        watched["steps_ratio_watched_to_alone"] = round(busy / max(1e-9, quiet), 2)
         people = ui(s, job["id"], n_users, ui_seconds)
         with tempfile.TemporaryDirectory(dir=folder) as tmp:
             sent = uploads(s, n_uploads, upload_mb, Path(tmp))

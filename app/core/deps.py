@@ -60,6 +60,8 @@ def end_transactions_in_handlers(routes: Iterable[Any]) -> None:
         dependant = getattr(route, "dependant", None)
         if endpoint is None or dependant is None or "session" not in inspect.signature(endpoint).parameters:
             continue
+        if getattr(endpoint, "ends_transaction", False):
+            continue  # the routers are module-level: a second create_app() finds them wrapped already
         # included routers build their effective routes from the endpoint at the first request
         route.endpoint = dependant.call = _ending_transaction(endpoint)
 
@@ -84,6 +86,7 @@ def _ending_transaction(call: Callable[..., Any]) -> Callable[..., Any]:
             _end(values["session"], ok=True)
             return result
 
+        run_async.ends_transaction = True  # type: ignore[attr-defined]
         return run_async
 
     @functools.wraps(call)
@@ -96,6 +99,7 @@ def _ending_transaction(call: Callable[..., Any]) -> Callable[..., Any]:
         _end(values["session"], ok=True)
         return result
 
+    run.ends_transaction = True  # type: ignore[attr-defined]
     return run
 
 

@@ -16,6 +16,7 @@ from app.core.i18n import LOCALES, _
 from app.core.security import hash_api_key, hash_password, new_api_key, verify_password
 from app.db.base import utcnow
 from app.db.models import ApiKey, Role, User
+from app.db.session import get_sessionmaker
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,6 @@ def _note_key_use(key: ApiKey) -> None:
     now = utcnow()
     if key.last_used_at is not None and now - key.last_used_at < KEY_USE_PRECISION:
         return
-    from app.db.session import get_sessionmaker
-
     try:
         with get_sessionmaker()() as own, own.begin():
             own.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
