@@ -28,6 +28,7 @@ from app.db.models import Run, RunStatus
 from app.db.session import session_scope
 from app.runs import service as runs
 from worker.jobs import HANDLERS
+from worker.training.protocol import child_env
 
 log = logging.getLogger(__name__)
 STOPPING = threading.Event()
@@ -93,7 +94,13 @@ class Supervisor:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as stderr:
             proc = SPARES.take(self.argv, log_path) or subprocess.Popen(
-                self.argv, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True, text=True, bufsize=1
+                self.argv,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,
+                text=True,
+                bufsize=1,
+                env=child_env(),
             )
             lines: queue.Queue[str | None] = queue.Queue()
             assert proc.stdout is not None
@@ -253,6 +260,7 @@ class SpareTrainingChild:
             self._env = dict(os.environ)
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "worker.training.spare"],
+                env=child_env(),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,

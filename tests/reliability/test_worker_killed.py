@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +51,9 @@ def test_worker_killed_mid_job_is_requeued_and_resumed_by_a_new_worker(
 
         wait_for(lambda: len(checkpoints()) >= 2, timeout=180, interval=0.3, what="two complete checkpoints")
         assert client.get(f"/api/v1/jobs/{job['id']}").json()["run"]["attempt"] == 1
-        assert _training_children(env.data_dir)  # the child is seen while it trains
+        children = _training_children(env.data_dir)
+        assert children  # the child is seen while it trains, told which process supervises it
+        assert all(b"REFINERY_SUPERVISOR_PID=" in Path(f"/proc/{pid}/environ").read_bytes() for pid in children)
         os.killpg(first.pid, signal.SIGKILL)  # the worker and its pool, as a pulled plug would
         first.wait(timeout=10)
     finally:
@@ -72,3 +77,39 @@ def test_worker_killed_mid_job_is_requeued_and_resumed_by_a_new_worker(
     events = [e["message"] for e in client.get(f"/api/v1/runs/{run['id']}/events").json()]
     starts = [e for e in events if e.startswith("Started attempt")]
     assert len(starts) == 2, events
+
+
+def test_ranks_under_a_launcher_exit_with_the_worker_not_the_launcher() -> None:
+    """Multi-GPU jobs run as worker → ``accelerate launch`` (torchrun) → ranks. A launcher outlives a killed
+    worker, so a rank that only watched its parent would train on; each rank also watches the worker whose
+    pid ``child_env`` gave it, and leaves even while the dead worker is an unreaped zombie."""
+    from worker.training.protocol import process_alive
+
+    rank = (
+        "import os, time; from worker.training.protocol import exit_with_parent; exit_with_parent(0.1); "
+        "print(os.getpid(), flush=True); time.sleep(120)"
+    )
+    launcher = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {rank!r}]); time.sleep(120)"
+    worker = textwrap.dedent(f"""
+        import subprocess, sys, time
+        from worker.training.protocol import child_env
+        launcher = subprocess.Popen([sys.executable, '-c', {launcher!r}], env=child_env(), start_new_session=True)
+        print(launcher.pid, flush=True)
+        time.sleep(120)
+    """)
+    # every process writes to this pipe: the worker the launcher's pid, the rank its own once it watches
+    proc = subprocess.Popen([sys.executable, "-c", worker], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    launcher_pid = rank_pid = 0
+    try:
+        launcher_pid = int(proc.stdout.readline())
+        rank_pid = int(proc.stdout.readline())
+        os.kill(proc.pid, signal.SIGKILL)  # the worker, not reaped yet: a zombie until proc.wait() below
+        wait_for(lambda: not process_alive(rank_pid), timeout=10, interval=0.1, what="the rank to exit")
+        assert process_alive(launcher_pid)  # the launcher is still there: watching the parent alone was not enough
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        for pid in (rank_pid, launcher_pid):
+            if pid and process_alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -14,20 +14,50 @@ from typing import Any
 
 from app.runs.messages import english
 
+# The worker's pid, given to every child it starts. Under ``accelerate launch`` the ranks' parent is the
+# launcher, not the worker, and a launcher outlives a killed worker: the ranks watch the worker itself.
+SUPERVISOR_ENV = "REFINERY_SUPERVISOR_PID"
+
+
+def child_env() -> dict[str, str]:
+    """The environment for a child the calling process supervises."""
+    return {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (killed, not yet reaped by its own parent) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):  # no /proc: signal 0 asks the kernel without sending anything
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
 
 def exit_with_parent(interval: float = 0.5) -> None:
-    """Die the moment the process that started this child is gone. A child runs in its own session (the
-    worker stops it as a group), so a worker killed outright would otherwise leave it training on while the
-    reconciler hands the job to another worker: two attempts at once. A daemon thread watches the parent
-    pid; when the child is re-parented it kills itself as abruptly as its worker died."""
+    """Die the moment the process that started this child, or the worker that supervises it, is gone. A
+    child runs in its own session (the worker stops it as a group), so a worker killed outright would
+    otherwise leave it training on while the reconciler hands the job to another worker: two attempts at
+    once. A daemon thread watches the parent pid and the supervisor's; when either is gone it kills itself
+    as abruptly as its worker died."""
     import signal
     import threading
     import time
 
     parent = os.getppid()
+    supervisor = int(os.environ.get(SUPERVISOR_ENV) or 0)
+    if supervisor == parent or supervisor <= 1:
+        supervisor = 0
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while os.getppid() == parent and (not supervisor or process_alive(supervisor)):
             time.sleep(interval)
         os.kill(os.getpid(), signal.SIGKILL)
 
