@@ -1,5 +1,7 @@
 // Several runs' loss curves on one chart each (training loss, eval loss), drawn with the vendored uPlot.
 (() => {
+  // steps are whole numbers: ticks every 1, 2, 5, 10, 20, 50 … steps, never at 2.5
+  const STEP_INCRS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6].map((p) => m * p)).sort((a, b) => a - b);
   const root = document.getElementById("compare-charts");
   if (!root) return;
   const spec = JSON.parse(root.dataset.compare);
@@ -21,7 +23,7 @@
     new uPlot({
       width: Math.max(320, el.clientWidth || 600), height: 260, title,
       scales: { x: { time: false } },
-      axes: [{ label: spec.labels.step }, { size: 60 }],
+      axes: [{ label: spec.labels.step, incrs: STEP_INCRS }, { size: 60 }],
       series,
     }, data, el);
   }

@@ -1,6 +1,8 @@
 // Live training charts: fetch the metrics logged after the last step we have (so a reconnect resumes),
 // redraw, and flag loss spikes and divergence. Drawn with the vendored uPlot.
 (() => {
+  // steps are whole numbers: ticks every 1, 2, 5, 10, 20, 50 … steps, never at 2.5
+  const STEP_INCRS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6].map((p) => m * p)).sort((a, b) => a - b);
   const root = document.getElementById("charts");
   if (!root) return;
   const labels = JSON.parse(root.dataset.labels);
@@ -40,7 +42,7 @@
     charts[key] = new uPlot({
       width, height: 200, title: labels[key],
       scales: { x: { time: false } },
-      axes: [{ label: labels.step }, { size: 60, values: (u, ticks) => ticks.map(tick) }],
+      axes: [{ label: labels.step, incrs: STEP_INCRS }, { size: 60, values: (u, ticks) => ticks.map(tick) }],
       series: seriesOpts,
     }, data, el);
   }

@@ -108,9 +108,15 @@ def get_evaluation(session: Session, evaluation_id: uuid.UUID, *, user: User) ->
     return get_owned(session, Evaluation, evaluation_id, user=user, message=_("No such evaluation."))
 
 
-def for_job(session: Session, job: TrainingJob) -> list[Evaluation]:
-    stmt = select(Evaluation).where(Evaluation.job_id == job.id).order_by(Evaluation.created_at.desc())
-    return list(session.scalars(stmt))
+def for_job(session: Session, job: TrainingJob) -> list[tuple[Evaluation, Run | None]]:
+    """The job's evaluations, newest first, each with its run (for its status and progress)."""
+    stmt = (
+        select(Evaluation, Run)
+        .outerjoin(Run, Run.id == Evaluation.run_id)
+        .where(Evaluation.job_id == job.id)
+        .order_by(Evaluation.created_at.desc())
+    )
+    return [(e, r) for e, r in session.execute(stmt).tuples()]
 
 
 def list_evaluations(session: Session, *, user: User) -> list[Evaluation]:

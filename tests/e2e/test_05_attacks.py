@@ -164,3 +164,46 @@ def test_a_cross_site_form_from_another_loopback_origin_is_refused(
         assert navigation.value.status == 403, (path, navigation.value.status)
     names = [k["name"] for k in page.request.get(f"{live_server}/api/v1/keys").json()]
     assert not [n for n in names if n.startswith("evil")], names
+
+
+def test_a_judges_verdicts_and_name_stay_text(browser: Any, live_server: str) -> None:
+    """A judge is a model we do not own: its reasons (and the name an administrator gave it) are shown on the
+    evaluation report as text. Grades the evaluation test_03 made with a judge that answers with markup."""
+    from tests.evaluation.fake_judge import FakeJudge
+
+    page = logged_in_page(browser, live_server)
+    errors: list[str] = []
+    page.on("dialog", lambda dialog: (errors.append(dialog.message), dialog.dismiss()))
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    api = page.request
+    headers = {"X-CSRF-Token": _token(page), "Content-Type": "application/json"}
+    evaluated = [e for e in api.get(f"{live_server}/api/v1/evaluations").json() if e["summary"]]
+    assert evaluated, "test_03 leaves a finished evaluation behind"
+    evaluation = evaluated[0]["id"]
+    reason = PAYLOADS[0] + PAYLOADS[3]
+    with FakeJudge(reason=reason) as fake:
+        body = {"name": NAME, "kind": "endpoint", "url": fake.url, "model": "judge"}
+        judge = api.post(f"{live_server}/api/v1/judges", data=json.dumps(body), headers=headers)
+        assert judge.ok, judge.text()
+        made = api.post(
+            f"{live_server}/api/v1/evaluations/{evaluation}/judgements",
+            data=json.dumps({"judge_id": judge.json()["id"]}),
+            headers=headers,
+        )
+        assert made.ok, made.text()
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            runs = [j["run"] for j in api.get(f"{live_server}/api/v1/evaluations/{evaluation}/judgements").json()]
+            if runs and all(r["status"] in ("succeeded", "failed", "cancelled") for r in runs):
+                break
+            time.sleep(1)
+        assert [r["status"] for r in runs] == ["succeeded"], runs
+        assert fake.calls > 0
+    page.goto(f"{live_server}/evaluations/{evaluation}")
+    page.wait_for_selector("#samples [data-sample]", timeout=30_000)
+    for details in page.locator("#samples details").all()[:3]:
+        details.evaluate("d => d.open = true")
+    _assert_inert(page, "evaluation report")
+    shown = page.locator("main").inner_text()
+    assert NAME in shown and PAYLOADS[0] in shown  # the judge's own words, as text
+    assert errors == []

@@ -8,7 +8,8 @@ Its behaviour is decided by the request's text, so each test knows the verdicts 
   server prefers the answer that sorts first (``prefer="sorted"``) or always the first one (``"first"``,
   a position-biased judge); the rubric gives 5 to an answer containing ``GOOD``, else 2.
 
-Every request's Authorization header is kept in ``seen_keys``.
+Every request's Authorization header is kept in ``seen_keys``. ``reason``, when given, replaces the text of
+every verdict's reasons (a hostile judge's words, for the browser tests).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ RATE_RE = re.compile(r"Answer to rate:\n(?P<answer>.*?)\n\nRate the answer", re.
 
 
 class FakeJudge:
-    def __init__(self, *, prefer: str = "sorted", slow_s: float = 2.0) -> None:
+    def __init__(self, *, prefer: str = "sorted", slow_s: float = 2.0, reason: str | None = None) -> None:
         self.prefer = prefer
+        self.reason = reason
         self.slow_s = slow_s
         self.seen_keys: list[str] = []
         self.calls = 0
@@ -79,12 +81,19 @@ class FakeJudge:
                 winner = "A"
             else:
                 winner = "tie" if a == b else ("A" if a < b else "B")
-            return f'```json\n{{"winner": "{winner}", "reason": "Answer {winner} is preferred."}}\n```'
+            reason = self.reason or f"Answer {winner} is preferred."
+            return "```json\n" + json.dumps({"winner": winner, "reason": reason}) + "\n```"
         rated = RATE_RE.search(text)
         answer = rated.group("answer") if rated else ""
         score = 9 if "BADSCORE" in text else (5 if "GOOD" in answer else 2)
         return json.dumps(
-            {"relevance": score, "clarity": score, "completeness": score, "accuracy": score, "reasons": "Checked."}
+            {
+                "relevance": score,
+                "clarity": score,
+                "completeness": score,
+                "accuracy": score,
+                "reasons": self.reason or "Checked.",
+            }
         )
 
     def __enter__(self) -> FakeJudge:
