@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from app.cleaning import pii
 from app.cleaning.minhash import Match, NearDuplicateIndex
-from app.cleaning.patterns import EN_WORDS, INJECTION_PATTERNS, REFUSALS, ZH_WORDS
+from app.cleaning.patterns import EN_WORDS, REFUSALS, ZH_WORDS, find_injection
 from app.cleaning.recipe import (
     PARAMS,
     ContaminationParams,
@@ -284,19 +284,18 @@ class Cleaner:
 
     def _injection(self, i: int, rid: str, kind: str, data: dict[str, Any], p: InjectionParams) -> Any:
         text = joined(data)
-        for category in p.categories:
-            for name, pattern in INJECTION_PATTERNS[category]:
-                match = pattern.search(text)
-                if match:
-                    start = max(0, match.start() - 80)
-                    evidence = {
-                        "category": category,
-                        "pattern": name,
-                        "match": match.group()[:200],
-                        "context": text[start : match.end() + 80],
-                    }
-                    return Decision(i, "injection", "drop", category, evidence), data
-        return None, data
+        found = find_injection(text, p.categories)
+        if found is None:
+            return None, data
+        category, name, match = found
+        start = max(0, match.start() - 80)
+        evidence = {
+            "category": category,
+            "pattern": name,
+            "match": match.group()[:200],
+            "context": text[start : match.end() + 80],
+        }
+        return Decision(i, "injection", "drop", category, evidence), data
 
     def _profanity(self, i: int, rid: str, kind: str, data: dict[str, Any], p: ProfanityParams) -> Any:
         text = joined(data)

@@ -4,6 +4,7 @@ SQL injection, obscenities and slurs (English and Chinese), and refusal boilerpl
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 # --- decontamination --------------------------------------------------------------------------------------
 
@@ -60,6 +61,40 @@ INJECTION_PATTERNS: dict[str, list[tuple[str, re.Pattern[str]]]] = {
         ("comment-terminated quote", re.compile(r"'\s*;?\s*--", re.I)),
     ],
 }
+
+# Words a pattern cannot match without (in ASCII text, lower-cased). A pattern that starts with \b gets no
+# fast scan from the regex engine, which tries it at every position; checking these words first skips it
+# for the texts that cannot match. Patterns not listed are fast already (they start with a literal).
+INJECTION_NEEDS: dict[str, tuple[str, ...]] = {
+    "ignore previous instructions": ("ignore", "disregard", "forget", "override"),
+    "new instructions follow": ("instruction",),
+    "DAN / do anything now": ("dan", "do anything now"),
+    "developer or god mode": ("mode",),
+    "role-play without rules": ("restrictions", "rules", "filters", "limits", "guidelines", "ethics"),
+    "you are no longer bound": ("no longer",),
+    "reveal the system prompt": ("system", "initial", "hidden"),
+    "javascript: URL": ("javascript",),
+    "UNION SELECT": ("union",),
+}
+
+
+def find_injection(
+    text: str, categories: Sequence[str], *, prefilter: bool = True
+) -> tuple[str, str, re.Match[str]] | None:
+    """The first pattern (category order, then pattern order) that matches: (category, pattern name, match).
+    Non-ASCII text is scanned by every pattern: under re.I some letters match others' case forms (ı, ſ, K)
+    that lower-casing does not produce. ``prefilter=False`` scans with every pattern (for tests)."""
+    lowered = text.lower() if prefilter and text.isascii() else None
+    for category in categories:
+        for name, pattern in INJECTION_PATTERNS[category]:
+            needs = INJECTION_NEEDS.get(name)
+            if lowered is not None and needs and not any(word in lowered for word in needs):
+                continue
+            match = pattern.search(text)
+            if match:
+                return category, name, match
+    return None
+
 
 # --- profanity --------------------------------------------------------------------------------------------
 

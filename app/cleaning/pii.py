@@ -50,6 +50,7 @@ SECRETS = re.compile(
 )
 URL_CREDENTIALS = re.compile(r"\b[a-z][a-z0-9+.-]{1,15}://[^\s/:@]{1,64}:[^\s/@]{1,128}@[^\s/]+", re.IGNORECASE)
 CODE = re.compile(r"```.*?```|`[^`\n]+`", re.DOTALL)
+DIGIT = re.compile(r"\d")
 
 
 @dataclass(frozen=True)
@@ -100,12 +101,48 @@ def _code_ranges(text: str) -> list[tuple[int, int]]:
     return [(m.start(), m.end()) for m in CODE.finditer(text)] if "`" in text else []
 
 
+SECRET_MARKS = ("AKIA", "sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "AIza", "-----BEGIN")
+
+
+def _could_hold(text: str) -> set[str]:
+    """The detectors that can match this text at all, from what each needs and a few fast substring counts:
+    most texts hold no '@', few digits and none of the secrets' prefixes, and a pattern that cannot match
+    need not scan. Every condition here is necessary for its pattern (tests compare with scanning all)."""
+    # \d matches every Unicode digit (fullwidth, Arabic-Indic…): count those the same way outside ASCII
+    digits = sum(map(text.count, "0123456789")) if text.isascii() else len(DIGIT.findall(text))
+    possible = set()
+    if "://" in text and "@" in text:
+        possible.add("url_credentials")
+    if any(mark in text for mark in SECRET_MARKS):
+        possible.add("secret")
+    if "@" in text:
+        possible.add("email")
+    if digits >= 17:  # the 18th may be an X
+        possible.add("cn_id")
+    if digits >= 2:
+        possible.add("iban")
+    if digits >= 7:
+        possible.add("phone")
+    if digits >= 13:
+        possible.add("credit_card")
+    if digits >= 4 and text.count(".") >= 3:
+        possible.add("ipv4")
+    if text.count(":") >= 7:
+        possible.add("ipv6")
+    return possible
+
+
 def find(
-    text: str, kinds: tuple[str, ...] | frozenset[str] = frozenset(KINDS), names: Sequence[tuple[int, int]] = ()
+    text: str,
+    kinds: tuple[str, ...] | frozenset[str] = frozenset(KINDS),
+    names: Sequence[tuple[int, int]] = (),
+    *,
+    prefilter: bool = True,
 ) -> list[Span]:
     """Non-overlapping spans of the chosen kinds, in order; the first detector to claim a range wins (secrets
     and credentials first, so that a key is not half-read as a phone number; people's names, found by an NER
-    model and given as character ranges, last)."""
+    model and given as character ranges, last). ``prefilter=False`` scans with every pattern (for tests)."""
+    scan = _could_hold(text) if prefilter else {*KINDS, "ipv4", "ipv6"}
     code = _code_ranges(text)
     found: list[Span] = []
 
@@ -119,31 +156,31 @@ def find(
         if kind in kinds and not taken(start, end) and not (kind in CODE_SENSITIVE and in_code(start)):
             found.append(Span(kind, start, end, text[start:end]))
 
-    for m in URL_CREDENTIALS.finditer(text):
+    for m in URL_CREDENTIALS.finditer(text) if "url_credentials" in scan else ():
         add("url_credentials", m.start(), m.end())
-    for m in SECRETS.finditer(text):
+    for m in SECRETS.finditer(text) if "secret" in scan else ():
         add("secret", m.start(), m.end())
-    for m in EMAIL.finditer(text):
+    for m in EMAIL.finditer(text) if "email" in scan else ():
         add("email", m.start(), m.end())
-    for m in CN_ID.finditer(text):
+    for m in CN_ID.finditer(text) if "cn_id" in scan else ():
         if cn_id_ok(m.group()):
             add("cn_id", m.start(), m.end())
-    for m in IBAN.finditer(text):
+    for m in IBAN.finditer(text) if "iban" in scan else ():
         if iban_ok(m.group()):
             add("iban", m.start(), m.end())
-    for pattern in (CN_MOBILE, INTL_PHONE, NANP_PHONE):
+    for pattern in (CN_MOBILE, INTL_PHONE, NANP_PHONE) if "phone" in scan else ():
         for m in pattern.finditer(text):
             digits = re.sub(r"\D", "", m.group())
             if 7 <= len(digits) <= 15:
                 add("phone", m.start(), m.end())
-    for m in CARD.finditer(text):
+    for m in CARD.finditer(text) if "credit_card" in scan else ():
         digits = re.sub(r"\D", "", m.group())
         if 13 <= len(digits) <= 19 and luhn_ok(digits) and len(set(digits)) > 1:
             add("credit_card", m.start(), m.end())
-    for m in IPV4.finditer(text):
+    for m in IPV4.finditer(text) if "ipv4" in scan else ():
         if _ipv4_ok(m.group()):
             add("ip", m.start(), m.end())
-    for m in IPV6.finditer(text):
+    for m in IPV6.finditer(text) if "ipv6" in scan else ():
         add("ip", m.start(), m.end())
     for start, end in names:
         if not taken(start, end):
