@@ -19,10 +19,13 @@ class InferenceUnavailable(RefineryError):
     code = "inference_unavailable"
 
 
-async def stream_chat(model: str, messages: list[dict[str, str]], **params: Any) -> AsyncIterator[str]:
-    """The answer's text pieces as the server generates them."""
+async def stream_chat(
+    model: str, messages: list[dict[str, str]], ending: dict[str, Any] | None = None, **params: Any
+) -> AsyncIterator[str]:
+    """The answer's text pieces as the server generates them. ``ending`` gets the finish reason and the token
+    counts (``usage``) when the server sends them (ours does; vLLM does when asked, as here)."""
     settings = get_settings()
-    body = {"model": model, "messages": messages, "stream": True, **params}
+    body = {"model": model, "messages": messages, "stream": True, "stream_options": {"include_usage": True}, **params}
     headers = {"Authorization": f"Bearer {settings.inference_key()}"}
     timeout = httpx.Timeout(10.0, read=600.0)
     url = f"{settings.inference_base_url}/v1/chat/completions"
@@ -48,7 +51,11 @@ async def stream_chat(model: str, messages: list[dict[str, str]], **params: Any)
                     raise InferenceUnavailable(
                         _("Generation failed: %(detail)s", detail=str(chunk["error"].get("message", ""))[:300])
                     )
-                for choice in chunk.get("choices", []):
+                if ending is not None and chunk.get("usage"):
+                    ending["usage"] = chunk["usage"]
+                for choice in chunk.get("choices") or []:
+                    if ending is not None and choice.get("finish_reason"):
+                        ending["finish_reason"] = choice["finish_reason"]
                     piece = (choice.get("delta") or {}).get("content")
                     if piece:
                         yield piece

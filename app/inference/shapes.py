@@ -17,16 +17,30 @@ class Completion:
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex[:24]}")
     created: int = field(default_factory=lambda: int(time.time()))
 
-    def whole(self, text: str) -> dict[str, Any]:
+    def whole(self, text: str, finish: str = "stop", usage: dict[str, int] | None = None) -> dict[str, Any]:
         message = {"role": "assistant", "content": text}
-        return self._object("chat.completion", {"index": 0, "message": message, "finish_reason": "stop"})
+        body = self._object("chat.completion", [{"index": 0, "message": message, "finish_reason": finish}])
+        return {**body, "usage": usage} if usage else body
 
     def chunk(self, delta: dict[str, str], finish: str | None = None) -> str:
-        body = self._object("chat.completion.chunk", {"index": 0, "delta": delta, "finish_reason": finish})
+        body = self._object("chat.completion.chunk", [{"index": 0, "delta": delta, "finish_reason": finish}])
         return f"data: {json.dumps(body)}\n\n"
 
-    def _object(self, kind: str, choice: dict[str, Any]) -> dict[str, Any]:
-        return {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": [choice]}
+    def usage_chunk(self, usage: dict[str, int]) -> str:
+        """The last chunk when the client asked for ``stream_options.include_usage``: no choices, the counts."""
+        body = {**self._object("chat.completion.chunk", []), "usage": usage}
+        return f"data: {json.dumps(body)}\n\n"
+
+    def _object(self, kind: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": choices}
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def error_event(message: str, kind: str = "server_error") -> str:

@@ -112,6 +112,10 @@ class ChatMessage(BaseModel):
     content: str | list[dict[str, Any]] = Field(description="Text, or a list of text parts.")
 
 
+class StreamOptions(BaseModel):
+    include_usage: bool = Field(False, description="End the stream with a chunk carrying the token counts.")
+
+
 class ChatCompletionRequest(BaseModel):
     model: str = Field(max_length=300)
     messages: list[ChatMessage] = Field(min_length=1, max_length=200)
@@ -121,6 +125,7 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1, le=4096)
     n: int = Field(1, ge=1, le=1, description="Only one choice is generated.")
     stream: bool = False
+    stream_options: StreamOptions | None = None
     seed: int | None = None
 
 
@@ -140,16 +145,21 @@ async def chat_completions(body: ChatCompletionRequest, session: SessionDep, use
         {"role": "system" if m.role == "developer" else m.role, "content": _text(m.content)[:100_000]}
         for m in body.messages
     ]
-    params = {
+    params: dict[str, Any] = {
         "temperature": body.temperature,
         "top_p": body.top_p,
         "max_tokens": body.max_completion_tokens or body.max_tokens or 256,
     }
+    if body.seed is not None:
+        params["seed"] = body.seed
     completion = Completion(body.model)
-    pieces = stream_chat(model, messages, **params)
+    ending: dict[str, Any] = {}
+    pieces = stream_chat(model, messages, ending, **params)
     first = await anext(pieces, "")  # a refusal before the first token is a clean error response
     if not body.stream:
-        return JSONResponse(completion.whole(first + "".join([piece async for piece in pieces])))
+        text = first + "".join([piece async for piece in pieces])
+        return JSONResponse(completion.whole(text, ending.get("finish_reason", "stop"), ending.get("usage")))
+    with_usage = body.stream_options is not None and body.stream_options.include_usage
 
     async def events() -> AsyncIterator[str]:
         yield completion.chunk({"role": "assistant", "content": ""})
@@ -158,7 +168,9 @@ async def chat_completions(body: ChatCompletionRequest, session: SessionDep, use
         try:
             async for piece in pieces:
                 yield completion.chunk({"content": piece})
-            yield completion.chunk({}, "stop")
+            yield completion.chunk({}, ending.get("finish_reason", "stop"))
+            if with_usage and ending.get("usage"):
+                yield completion.usage_chunk(ending["usage"])
         except Exception as exc:  # the stream has started: the error travels in it
             yield error_event(str(exc))
         yield DONE

@@ -74,13 +74,24 @@ def test_stream_swap_adapters_and_feedback_to_preferences(
         assert list(pool.map(ask, [base, tuned])) == [200, 200]
     question = [{"role": "user", "content": "Add 2 and 2."}]
     body = {"model": base, "messages": question, "max_tokens": 8, "temperature": 0, "stream": True}
+    body["stream_options"] = {"include_usage": True}
     headers = {"Authorization": f"Bearer {inference['key']}"}
     with httpx.stream("POST", url, json=body, headers=headers, timeout=60) as response:
         events = [line for line in response.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "data: [DONE]"
     chunks = [json.loads(e[6:]) for e in events[:-1]]
-    assert chunks[0]["object"] == "chat.completion.chunk" and chunks[-1]["choices"][0]["finish_reason"] == "stop"
-    assert sum(1 for c in chunks if c["choices"][0]["delta"].get("content")) >= 2
+    # the last chunk carries the token counts and no choice; the one before it the finish reason
+    counted = chunks[-1]["usage"]
+    assert (
+        chunks[-1]["choices"] == []
+        and counted["total_tokens"] == counted["prompt_tokens"] + counted["completion_tokens"]
+    )
+    assert 1 <= counted["completion_tokens"] <= 8 and counted["prompt_tokens"] > 5
+    finish = chunks[-2]["choices"][0]["finish_reason"]
+    assert chunks[0]["object"] == "chat.completion.chunk" and finish == (
+        "length" if counted["completion_tokens"] == 8 else "stop"
+    )
+    assert sum(1 for c in chunks[:-1] if c["choices"][0]["delta"].get("content")) >= 2
     assert httpx.post(url, json=body, timeout=10).status_code == 401  # the inference key is required
 
     # through the web app: base and tuned answer differently; the base weights were loaded once
@@ -97,10 +108,19 @@ def test_stream_swap_adapters_and_feedback_to_preferences(
     question = [{"role": "user", "content": "Add 3 and 3."}]
     whole = ai.chat.completions.create(model=tuned, messages=question, max_tokens=12, temperature=0)
     assert whole.object == "chat.completion" and whole.choices[0].message.content == tuned_answer.text
-    streamed = ai.chat.completions.create(model=tuned, messages=question, max_tokens=12, temperature=0, stream=True)
+    assert whole.usage is not None and 1 <= whole.usage.completion_tokens <= 12
+    assert whole.choices[0].finish_reason == ("length" if whole.usage.completion_tokens == 12 else "stop")
+    streamed = ai.chat.completions.create(
+        model=tuned,
+        messages=question,
+        max_tokens=12,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(streamed)
-    assert "".join(c.choices[0].delta.content or "" for c in chunks) == tuned_answer.text
-    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == tuned_answer.text
+    assert chunks[-1].usage == whole.usage and chunks[-2].choices[0].finish_reason == whole.choices[0].finish_reason
     with pytest.raises(openai.NotFoundError) as unknown:
         ai.chat.completions.create(model=f"job-{uuid.uuid4()}", messages=question)
     assert unknown.value.code == "model_not_found"

@@ -33,13 +33,17 @@ from app.core.config import get_settings
 from app.datasets.storage import artifact_path
 from app.db.models import BaseModelRecord, Run, RunStatus, TrainingJob
 from app.db.session import session_scope
-from app.inference.shapes import DONE, Completion, error_event
+from app.inference.shapes import DONE, Completion, error_event, usage
 from app.jobs.checkpoints import COMPLETE_MARKER
 
 
 class Message(BaseModel):
     role: str = Field(pattern="^(system|user|assistant)$")
     content: str = Field(max_length=100_000)
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
 
 
 class ChatRequest(BaseModel):
@@ -49,6 +53,7 @@ class ChatRequest(BaseModel):
     top_p: float = Field(default=1.0, gt=0, le=1)
     max_tokens: int = Field(default=256, ge=1, le=4096)
     stream: bool = False
+    stream_options: StreamOptions | None = None
     seed: int | None = None
 
 
@@ -197,12 +202,26 @@ class Engine:
         self.cache = Cache(settings.inference_max_models, settings.inference_max_adapters)
         self.lock = threading.Lock()
 
-    def stream(self, request: ChatRequest) -> Iterator[str]:
-        """Text pieces as they are generated (the lock is held for the whole generation)."""
+    def stream(self, request: ChatRequest, ending: dict[str, Any] | None = None) -> Iterator[str]:
+        """Text pieces as they are generated (the lock is held for the whole generation). When it is over,
+        ``ending`` gets the finish reason (``stop`` at the end of the answer, ``length`` at max_tokens) and
+        the token counts (``usage``)."""
         import contextlib
 
         import torch
         from transformers import TextIteratorStreamer
+
+        class CountingStreamer(TextIteratorStreamer):  # type: ignore[misc]
+            """Counts the generated token ids it is given (the prompt's first put is skipped)."""
+
+            generated = 0
+            last = -1
+
+            def put(self, value: Any) -> None:
+                if not (self.skip_prompt and self.next_tokens_are_prompt):
+                    self.generated += int(value.numel())
+                    self.last = int(value.reshape(-1)[-1])
+                super().put(value)
 
         target = resolve(request.model)
         with self.lock:
@@ -212,7 +231,7 @@ class Engine:
             messages = [m.model_dump() for m in request.messages]
             prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
-            streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+            streamer = CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
             sample = request.temperature > 0
             kwargs: dict[str, Any] = {
                 **inputs,
@@ -247,6 +266,12 @@ class Engine:
             thread.join()
             if failure:
                 raise RuntimeError(str(failure[0]))
+            if ending is not None:
+                stops = model.generation_config.eos_token_id
+                stops = set(stops if isinstance(stops, list) else [stops]) | {tokenizer.eos_token_id}
+                full = streamer.generated >= request.max_tokens and streamer.last not in stops
+                ending["finish_reason"] = "length" if full else "stop"
+                ending["usage"] = usage(int(inputs["input_ids"].shape[1]), streamer.generated)
 
 
 def create_app() -> FastAPI:
@@ -268,12 +293,14 @@ def create_app() -> FastAPI:
     @app.post("/v1/chat/completions", response_model=None)
     def chat(request: ChatRequest) -> Any:
         completion = Completion(request.model)
+        ending: dict[str, Any] = {}
         try:
-            pieces = engine.stream(request)
+            pieces = engine.stream(request, ending)
             first = next(pieces, None)
         except UnknownModel as exc:
             raise HTTPException(404, f"unknown model {exc}") from exc
         if request.stream:
+            with_usage = request.stream_options is not None and request.stream_options.include_usage
 
             def events() -> Iterator[str]:
                 yield completion.chunk({"role": "assistant", "content": ""})
@@ -282,13 +309,16 @@ def create_app() -> FastAPI:
                         yield completion.chunk({"content": first})
                     for piece in pieces:
                         yield completion.chunk({"content": piece})
-                    yield completion.chunk({}, "stop")
+                    yield completion.chunk({}, ending.get("finish_reason", "stop"))
+                    if with_usage and "usage" in ending:
+                        yield completion.usage_chunk(ending["usage"])
                 except RuntimeError as exc:
                     yield error_event(str(exc))
                 yield DONE
 
             return StreamingResponse(events(), media_type="text/event-stream")
-        return completion.whole((first or "") + "".join(pieces))
+        text = (first or "") + "".join(pieces)
+        return completion.whole(text, ending.get("finish_reason", "stop"), ending.get("usage"))
 
     return app
 
