@@ -96,6 +96,7 @@ def chat(api: httpx.Client, model: str, prompt: str, max_tokens: int) -> dict[st
         "max_tokens": max_tokens,
         "temperature": 0,
         "stream": True,
+        "stream_options": {"include_usage": True},
     }
     sent = time.monotonic()
     first = 0.0
@@ -105,11 +106,11 @@ def chat(api: httpx.Client, model: str, prompt: str, max_tokens: int) -> dict[st
         for line in response.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
-            delta = json.loads(line[6:])["choices"][0]["delta"].get("content")
-            if delta:
-                tokens += 1
-                if not first:
-                    first = time.monotonic()
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):  # the generated tokens, counted by the server (chunks are whole words)
+                tokens = chunk["usage"]["completion_tokens"]
+            if chunk["choices"] and chunk["choices"][0]["delta"].get("content") and not first:
+                first = time.monotonic()
     end = time.monotonic()
     decode = (tokens - 1) / (end - first) if tokens > 1 and end > first else 0.0
     return {"ttft": first - sent if first else end - sent, "tokens": tokens, "decode_tps": decode}
