@@ -113,6 +113,7 @@ def env(configure: Callable[..., Any], tmp_path: Path, db_url: str) -> Any:
         queue_prefix=f"t{uuid.uuid4().hex[:8]}",
         hub_endpoint="http://127.0.0.1:9",
         heartbeat_seconds=0.5,
+        eval_max_new_tokens=24,  # the tiny random model never stops early: 96 tokens cost minutes per run
     )
     upgrade_to_head()
     return settings

@@ -52,6 +52,8 @@ def _safetensors(header: dict[str, Any], data: bytes, *, length: int | None = No
     return struct.pack("<Q", len(raw) if length is None else length) + raw + data
 
 
+# model-bound; the adapter registry's SQL runs on both in test_registry.py
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_upload_check_evaluate_merge_and_serve(
     client: Any, setup: dict[str, Any], peft_adapter: Path, tmp_path: Path
 ) -> None:
@@ -191,6 +193,8 @@ def test_pickle_and_lying_headers_are_refused(client: Any, setup: dict[str, Any]
     assert page.status_code == 415 and "weights.pt" in page.text and 'id="adapter-upload"' in page.text
 
 
+# model-bound; the adapter registry's SQL runs on both in test_registry.py
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_adapter_for_another_base_fails_its_check(
     client: Any, setup: dict[str, Any], peft_adapter: Path, tmp_path: Path
 ) -> None:

@@ -42,6 +42,8 @@ def trained(client: Any, tiny_model_dir: Path, tmp_path: Path) -> dict[str, Any]
     return {"job": job, "version": version}
 
 
+# generation-bound; evaluations' SQL runs on both in the other tests here
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_evaluation_runs_after_training_and_reports(client: Any, trained: dict[str, Any]) -> None:
     job = trained["job"]
     evaluations = client.get("/api/v1/evaluations").json()

@@ -7,6 +7,8 @@ import re
 import uuid
 from typing import Any
 
+import pytest
+
 from tests.conftest import csrf_of, login
 from worker import lifecycle
 
@@ -21,6 +23,8 @@ def _launch(client: Any, setup: dict[str, Any], spec: dict[str, Any], name: str 
 SMALL = {"batch_size": 4, "eval_steps": 0, "max_seq_length": 64}
 
 
+# training twice; the job SQL runs on both in tests/jobs/test_jobs_api.py
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_resume_from_a_chosen_checkpoint(client: Any, setup: dict[str, Any]) -> None:
     source = _launch(client, setup, {**SMALL, "max_steps": 4, "save_steps": 2, "save_total_limit": 3}, "first")
     assert client.post(f"/api/v1/jobs/{source['id']}/resume", json={"checkpoint": "checkpoint-2"}).status_code == 422
@@ -107,6 +111,8 @@ def test_presets_builtin_and_saved(client: Any, setup: dict[str, Any]) -> None:
     assert client.get("/jobs/new?preset=no-such-preset").status_code == 404
 
 
+# training twice; the job SQL runs on both in tests/jobs/test_jobs_api.py
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_compare_runs(client: Any, setup: dict[str, Any]) -> None:
     first = _launch(client, setup, {**SMALL, "max_steps": 2, "learning_rate": 0.001}, "slow lr")
     second = _launch(client, setup, {**SMALL, "max_steps": 3, "learning_rate": 0.01}, "fast lr")

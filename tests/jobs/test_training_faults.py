@@ -17,6 +17,10 @@ from app.db.models import RunStatus
 from tests.conftest import wait_for
 from worker import lifecycle
 
+# The run lifecycle's SQL (leases, attempts, fencing, requeues) runs on both databases in tests/runs and
+# tests/reliability/test_service_restarts.py; these tests are about the training child, so SQLite alone.
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
 SPEC = {"batch_size": 4, "eval_steps": 0, "max_seq_length": 64, "save_total_limit": 10}
 
 
