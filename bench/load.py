@@ -158,10 +158,33 @@ class Stack:
 
 
 @contextmanager
-def stack(data: Path, *, inference: bool = False) -> Iterator[Stack]:
+def postgres_database(admin_url: str) -> Iterator[str]:
+    """A fresh database on the PostgreSQL server at ``admin_url``, dropped afterwards; its SQLAlchemy URL."""
+    import psycopg
+
+    name = f"refinery_load_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{admin_url.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def stack(
+    data: Path, *, inference: bool = False, database_url: str | None = None, broker_url: str | None = None
+) -> Iterator[Stack]:
+    """Web, worker (and inference) processes on a fresh data dir: the embedded default, or the production
+    shape when given a PostgreSQL database and a Redis broker."""
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFINERY_")}
+    if database_url:
+        env["REFINERY_DATABASE_URL"] = database_url
+    if broker_url:
+        env["REFINERY_BROKER_URL"] = broker_url
     port = _free_port()
     env |= {
         "REFINERY_DATA_DIR": str(data),
@@ -441,12 +464,12 @@ def ui(s: Stack, job_id: str, users: int, seconds: float) -> dict[str, Any]:
     }
 
 
-def run(*, quick: bool, folder: Path) -> dict[str, Any]:
+def run(*, quick: bool, folder: Path, database_url: str | None = None, broker_url: str | None = None) -> dict[str, Any]:
     n_viewers, viewer_seconds = 50, (12.0 if quick else 40.0)
     n_uploads, upload_mb = 20, (5 if quick else 50)
     n_users, ui_seconds = 20, (10.0 if quick else 30.0)
     model_dir = tiny_model(folder)
-    with stack(folder / "data") as s:
+    with stack(folder / "data", database_url=database_url, broker_url=broker_url) as s:
         job = prepare_job(s, model_dir, records=400, max_steps=100_000)
         # the baseline: the same job's steps per second with nobody watching, just before the viewers
         quiet_start = time.time()
@@ -465,19 +488,25 @@ def run(*, quick: bool, folder: Path) -> dict[str, Any]:
     return {"viewers": watched, "uploads": sent, "ui": people}
 
 
-def write_results(result: dict[str, Any]) -> None:
+def write_results(
+    result: dict[str, Any],
+    *,
+    name: str = "load",
+    title: str = "the embedded default (SQLite, one web process, one worker training)",
+    command: str = ".venv/bin/python bench/load.py",
+) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     result["machine"] = {
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
-    (RESULTS / "load.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     v, u, p = result["viewers"], result["uploads"], result["ui"]
     lines = [
-        "# Load on the embedded default (SQLite, one web process, one worker training)",
+        f"# Load on {title}",
         "",
-        f"Machine: {os.cpu_count()} CPUs. Command: `.venv/bin/python bench/load.py`.",
+        f"Machine: {os.cpu_count()} CPUs. Command: `{command}`.",
         "",
         f"## {v['viewers']} viewers of a running job's live chart for {v['seconds']:.0f} s",
         "",
@@ -518,19 +547,38 @@ def write_results(result: dict[str, Any]) -> None:
         f"`database is locked` in the web and worker logs: {p['database_is_locked_in_logs']}.",
         "",
     ]
-    (RESULTS / "load.md").write_text("\n".join(lines))
+    (RESULTS / f"{name}.md").write_text("\n".join(lines))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller uploads and shorter windows")
+    parser.add_argument(
+        "--database",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="sqlite: the embedded default; postgres: a fresh database on --postgres-url and Redis as the broker",
+    )
+    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
     folder = ROOT / "bench" / ".cache" / "load"
     folder.mkdir(parents=True, exist_ok=True)
-    result = run(quick=args.quick, folder=folder)
+    if args.database == "sqlite":
+        result = run(quick=args.quick, folder=folder)
+        if not args.quick:
+            write_results(result)
+    else:
+        with postgres_database(args.postgres_url) as url:
+            result = run(quick=args.quick, folder=folder, database_url=url, broker_url=args.redis_url)
+        if not args.quick:
+            write_results(
+                result,
+                name="load_postgres",
+                title="PostgreSQL with Redis as the broker (one web process, one worker training)",
+                command=".venv/bin/python bench/load.py --database postgres",
+            )
     print(json.dumps(result, indent=2))
-    if not args.quick:
-        write_results(result)
 
 
 if __name__ == "__main__":
