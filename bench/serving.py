@@ -35,7 +35,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.load import RESULTS, Stack, _wait, percentiles, stack  # noqa: E402
+from bench.stack import RESULTS, Stack, _wait, percentiles, stack  # noqa: E402
 
 PROMPTS = [
     "Give three tips for staying healthy.",
