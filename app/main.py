@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import errno
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -28,6 +30,7 @@ CSP = (
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
 API_PREFIXES = ("/api/", "/v1/", "/healthz")
+SWITCH_INTERVAL = 0.001
 
 
 @asynccontextmanager
@@ -38,6 +41,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     settings.ensure_dirs()
     verify_schema_at_head(get_engine())
+    # The event loop shares the interpreter lock with the request threads. Under a burst (a login flood)
+    # forty busy threads (Starlette's default) each kept it for the default 5 ms, so the loop waited a second
+    # or more between steps and even /healthz answered late. Fewer threads and a shorter switch interval
+    # let it in sooner; the database pool has a connection for every thread.
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    anyio.to_thread.current_default_thread_limiter().total_tokens = settings.web_threads
     yield
 
 
@@ -96,9 +105,20 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(RefineryError)
     async def domain_error(request: Request, exc: RefineryError) -> Response:
+        response = _domain_error(request, exc)
+        if exc.retry_after:
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+
+    def _domain_error(request: Request, exc: RefineryError) -> Response:
         if request.url.path.startswith("/v1/"):  # OpenAI's error shape, for its clients
             status = 400 if exc.status_code == 422 else exc.status_code
-            kind = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error"}
+            kind = {
+                401: "authentication_error",
+                403: "permission_error",
+                404: "invalid_request_error",
+                429: "rate_limit_error",
+            }
             body = {"message": exc.message, "type": kind.get(status, "invalid_request_error"), "param": exc.field}
             return JSONResponse({"error": {**body, "code": exc.code}}, status_code=status)
         if _is_api(request):

@@ -54,7 +54,9 @@ def reset_caches() -> None:
     from app.core.config import get_settings
     from app.core.queue import get_celery
     from app.db.session import get_engine, get_sessionmaker
+    from app.users.throttle import reset_login_throttle
 
+    reset_login_throttle()
     if get_engine.cache_info().currsize:
         get_engine().dispose()
     for cached in (get_settings, get_engine, get_sessionmaker, get_celery):

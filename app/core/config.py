@@ -62,6 +62,26 @@ class Settings(BaseSettings):
     )
     hub_timeout_seconds: float = Field(default=3.0, description="How long to wait for the hub to answer.")
     session_max_age_seconds: int = Field(default=14 * 24 * 3600, description="Login session lifetime.")
+    login_free_failures_per_account: int = Field(
+        default=5, ge=1, description="Wrong passwords for one account before each further one doubles its wait."
+    )
+    login_free_failures_per_address: int = Field(
+        default=20, ge=1, description="Wrong logins from one address before each further one doubles its wait."
+    )
+    login_max_delay_seconds: float = Field(
+        default=900.0, gt=0, description="The longest wait a run of wrong logins imposes, in seconds."
+    )
+    web_threads: int = Field(
+        default=16,
+        ge=1,
+        le=200,
+        description="Threads the web process runs request handlers on (each may hold a database connection).",
+    )
+    db_pool_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long a request waits for a database connection before it is answered 503 (busy).",
+    )
     https_cookies: bool = Field(default=False, description="Mark cookies Secure (behind HTTPS).")
     import_bundled_model: bool = Field(
         default=True, description="Import the bundled SmolLM2-135M-Instruct on start-up when it is missing."

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from app.core.errors import Forbidden, NotFound, ServiceUnavailable, Unauthorized
@@ -21,6 +22,7 @@ from app.core.security import tokens_match
 from app.db.models import User
 from app.db.session import get_sessionmaker
 from app.users import service as users
+from app.users.service import live_login_session
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 log = logging.getLogger(__name__)
@@ -32,7 +34,7 @@ def get_db() -> Iterator[Session]:
     try:
         yield session
         session.commit()
-    except OperationalError as exc:
+    except (OperationalError, PoolTimeout) as exc:
         log.warning("database error: %s", exc)
         session.rollback()
         raise ServiceUnavailable(_("The database is not reachable right now; try again shortly.")) from exc
@@ -109,6 +111,16 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def login_session_id(request: Request) -> uuid.UUID | None:
+    """The server-side login session the cookie names (None for API keys and anonymous requests)."""
+    if bearer_token(request) is not None:
+        return None
+    try:
+        return uuid.UUID(str(request.session.get("sid", "")))
+    except ValueError:
+        return None
+
+
 def optional_user(request: Request, session: SessionDep) -> User | None:
     token = bearer_token(request)
     if token is not None:
@@ -117,14 +129,14 @@ def optional_user(request: Request, session: SessionDep) -> User | None:
             raise Unauthorized(_("The API key is invalid or revoked."))
         request.state.auth = "key"
         return user
-    raw = request.session.get("user_id")
+    raw = request.session.get("sid")
     if not raw:
         return None
     try:
-        user = session.get(User, uuid.UUID(raw))
+        user = live_login_session(session, uuid.UUID(str(raw)))
     except ValueError:
         user = None
-    if user is None or not user.is_active:
+    if user is None:  # logged out, signed out everywhere, expired, or a deactivated account
         request.session.clear()
         return None
     request.state.auth = "session"

@@ -6,6 +6,7 @@ from __future__ import annotations
 class RefineryError(Exception):
     status_code = 400
     code = "bad_request"
+    retry_after: int | None = None  # seconds, sent as Retry-After (busy and rate-limited answers)
 
     def __init__(self, message: str, *, code: str | None = None, field: str | None = None) -> None:
         super().__init__(message)
@@ -58,6 +59,16 @@ class InsufficientStorage(RefineryError):
 class ServiceUnavailable(RefineryError):
     status_code = 503
     code = "unavailable"
+    retry_after = 2
+
+
+class TooManyRequests(RefineryError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None, field: str | None = None) -> None:
+        super().__init__(message, code=code, field=field)
+        self.retry_after = retry_after
 
 
 class ConfigurationError(RuntimeError):

@@ -14,21 +14,49 @@ _hasher = PasswordHasher()
 # Argon2 takes 64 MB for each hash by design; a burst of logins (or of guesses) on the web's forty
 # threads would otherwise take gigabytes. Two at a time keep a login fast and the memory flat.
 _HASHING = threading.BoundedSemaphore(2)
+# A caller waits this long for a slot; past it the server is saturated and answers "busy" at once rather
+# than piling up request threads (a login flood would otherwise take every thread the web has).
+HASHING_WAIT_SECONDS = 2.0
 
 API_KEY_PREFIX = "rfy_"
 
 
+class HashingBusy(RuntimeError):
+    """Both hashing slots stayed taken for HASHING_WAIT_SECONDS."""
+
+
+def _slot() -> None:
+    if not _HASHING.acquire(timeout=HASHING_WAIT_SECONDS):
+        raise HashingBusy()
+
+
 def hash_password(password: str) -> str:
-    with _HASHING:
+    _slot()
+    try:
         return str(_hasher.hash(password))
+    finally:
+        _HASHING.release()
 
 
 def verify_password(password_hash: str, password: str) -> bool:
+    _slot()
     try:
-        with _HASHING:
-            return bool(_hasher.verify(password_hash, password))
+        return bool(_hasher.verify(password_hash, password))
     except (VerificationError, InvalidHashError):
         return False
+    finally:
+        _HASHING.release()
+
+
+_DUMMY: list[str] = []
+
+
+def dummy_password_hash() -> str:
+    """A hash of a random password with the same parameters as real ones: verifying a login for an unknown
+    e-mail against it costs what verifying a known one does, so timing does not tell which accounts exist."""
+    if not _DUMMY:
+        _DUMMY.append(str(_hasher.hash(secrets.token_urlsafe(16))))
+    return _DUMMY[0]
 
 
 def new_api_key() -> str:

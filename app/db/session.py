@@ -12,10 +12,21 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import get_settings
 
+# The web serves requests on 40 threads: a pool as large lets each have a connection, and a request that
+# still finds none within the pool timeout is answered 503 at once instead of queueing without end.
+POOL_SIZE, POOL_OVERFLOW = 20, 20
+
 
 def make_engine(url: str) -> Engine:
+    timeout = get_settings().db_pool_timeout_seconds
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=POOL_SIZE,
+            max_overflow=POOL_OVERFLOW,
+            pool_timeout=timeout,
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -29,7 +40,9 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=5)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=POOL_SIZE // 2, max_overflow=POOL_OVERFLOW, pool_timeout=timeout
+    )
 
 
 @lru_cache

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
-from app.core.deps import AdminUser, CurrentUser, SessionDep, csrf_protect
+from app.core.deps import AdminUser, CurrentUser, SessionDep, csrf_protect, login_session_id
 from app.users import service
-from app.users.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead, UserCreate, UserRead
+from app.users.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyRead,
+    PasswordChange,
+    SessionsEnded,
+    UserCreate,
+    UserRead,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["users"], dependencies=[Depends(csrf_protect)])
 
@@ -43,3 +51,22 @@ def list_users(session: SessionDep, admin: AdminUser) -> list[UserRead]:
 def create_user(body: UserCreate, session: SessionDep, admin: AdminUser) -> UserRead:
     user = service.create_user_as(session, actor=admin, email=body.email, password=body.password, role=body.role)
     return UserRead.model_validate(user)
+
+
+@router.post("/me/password", response_model=SessionsEnded, summary="Change your password (ends your login sessions)")
+def change_password(request: Request, body: PasswordChange, session: SessionDep, user: CurrentUser) -> SessionsEnded:
+    """Every other login session of yours ends (the one sending this, if any, stays)."""
+    ended = service.change_password(
+        session,
+        user=user,
+        current=body.current_password,
+        new=body.new_password,
+        keep_session=login_session_id(request),
+    )
+    return SessionsEnded(ended=ended)
+
+
+@router.delete("/users/{user_id}/sessions", response_model=SessionsEnded, summary="Sign a user out everywhere")
+def sign_out_everywhere(user_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> SessionsEnded:
+    """Administrators for anyone, members for themselves: every login session of the user ends."""
+    return SessionsEnded(ended=service.sign_out_everywhere(session, actor=user, user_id=user_id))

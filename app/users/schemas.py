@@ -42,3 +42,12 @@ class ApiKeyCreate(BaseModel):
 
 class ApiKeyCreated(ApiKeyRead):
     key: str = Field(description="The secret key. It is shown only this once; store it now.")
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=1000, description="Your password now.")
+    new_password: str = Field(min_length=10, max_length=1000, description="At least 10 characters.")
+
+
+class SessionsEnded(BaseModel):
+    ended: int = Field(description="Login sessions that ended (their cookies no longer work).")

@@ -11,11 +11,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from app.core.config import get_settings
 from app.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from app.core.i18n import LOCALES, _
-from app.core.security import hash_api_key, hash_password, new_api_key, verify_password
+from app.core.security import dummy_password_hash, hash_api_key, hash_password, new_api_key, verify_password
 from app.db.base import utcnow
-from app.db.models import ApiKey, Role, User
+from app.db.models import ApiKey, LoginSession, Role, User
 from app.db.session import get_sessionmaker
 
 log = logging.getLogger(__name__)
@@ -60,11 +61,75 @@ def list_users(session: Session, *, actor: User) -> list[User]:
     return list(session.scalars(select(User).order_by(User.created_at)))
 
 
-def authenticate(session: Session, *, email: str, password: str) -> User:
-    user = session.scalar(select(User).where(User.email == email.strip().lower()))
-    if user is None or not user.is_active or not verify_password(user.password_hash, password):
+def authenticate(*, email: str, password: str) -> uuid.UUID:
+    """The id of the active user with this e-mail and password. The database is read in a short
+    transaction of its own and released before the password is hashed (hashing waits for one of two
+    slots); an unknown e-mail is hashed against a dummy, so both answers take the same time."""
+    with get_sessionmaker()() as session:
+        row = session.execute(
+            select(User.id, User.password_hash, User.is_active).where(User.email == email.strip().lower()[:320])
+        ).first()
+        session.rollback()
+    stored = row.password_hash if row is not None else dummy_password_hash()
+    matches = verify_password(stored, password)
+    if row is None or not row.is_active or not matches:
         raise Unauthorized(_("Wrong e-mail address or password."))
-    return user
+    return uuid.UUID(str(row.id))
+
+
+def start_login_session(session: Session, *, user_id: uuid.UUID) -> LoginSession:
+    record = LoginSession(user_id=user_id)
+    session.add(record)
+    session.flush()
+    return record
+
+
+def live_login_session(session: Session, session_id: uuid.UUID) -> User | None:
+    """The user of a login session that has not ended or expired."""
+    record = session.get(LoginSession, session_id)
+    if record is None or record.ended_at is not None:
+        return None
+    if utcnow() - record.created_at > timedelta(seconds=get_settings().session_max_age_seconds):
+        return None
+    user = session.get(User, record.user_id)
+    return user if user is not None and user.is_active else None
+
+
+def end_login_session(session: Session, session_id: uuid.UUID) -> None:
+    session.execute(
+        update(LoginSession)
+        .where(LoginSession.id == session_id, LoginSession.ended_at.is_(None))
+        .values(ended_at=utcnow())
+    )
+
+
+def end_login_sessions(session: Session, *, user_id: uuid.UUID, keep: uuid.UUID | None = None) -> int:
+    """End every login session of a user (but ``keep``): every copy of their cookies stops working."""
+    stmt = update(LoginSession).where(LoginSession.user_id == user_id, LoginSession.ended_at.is_(None))
+    if keep is not None:
+        stmt = stmt.where(LoginSession.id != keep)
+    return int(session.execute(stmt.values(ended_at=utcnow())).rowcount or 0)  # type: ignore[attr-defined]
+
+
+def change_password(
+    session: Session, *, user: User, current: str, new: str, keep_session: uuid.UUID | None = None
+) -> int:
+    """Check the current password, store the new one and end the user's other login sessions."""
+    if not verify_password(user.password_hash, current):
+        raise InvalidInput(_("The current password is wrong."), field="current_password")
+    if len(new) < MIN_PASSWORD:
+        raise InvalidInput(_("The password needs at least %(n)s characters.", n=MIN_PASSWORD), field="new_password")
+    user.password_hash = hash_password(new)
+    return end_login_sessions(session, user_id=user.id, keep=keep_session)
+
+
+def sign_out_everywhere(session: Session, *, actor: User, user_id: uuid.UUID) -> int:
+    """An administrator (or the user themself) ends all of a user's login sessions."""
+    if not actor.is_admin and actor.id != user_id:
+        raise NotFound(_("Not found."))
+    if session.get(User, user_id) is None:
+        raise NotFound(_("No such user."))
+    return end_login_sessions(session, user_id=user_id)
 
 
 def set_locale(session: Session, *, user: User, locale: str) -> None:

@@ -7,25 +7,34 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.orm import Session
 
 from app.core import i18n
-from app.core.deps import PageUser, SessionDep, csrf_protect, optional_user
+from app.core.deps import PageUser, SessionDep, csrf_protect, login_session_id, optional_user
 from app.core.errors import Forbidden, RefineryError
-from app.core.security import new_csrf_token
+from app.core.security import HashingBusy, new_csrf_token
 from app.core.templating import render
 from app.db.models import Role, User
+from app.db.session import session_scope
 from app.users import service
+from app.users.throttle import login_throttle
 
 router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False)
 
 
-def _start_session(request: Request, user: User) -> None:
-    # A fresh session on login defeats session fixation; keep the chosen language.
+def _start_session(request: Request, session: Session, user: User) -> None:
+    """A fresh cookie naming a new server-side login session (defeats session fixation; logout ends the
+    record, so a copied cookie dies with it); the chosen language is kept."""
     locale = request.session.get("locale")
+    record = service.start_login_session(session, user_id=user.id)
     request.session.clear()
-    request.session.update({"user_id": str(user.id), "csrf": new_csrf_token()})
+    request.session.update({"sid": str(record.id), "csrf": new_csrf_token()})
     if user.locale or locale:
         request.session["locale"] = user.locale or locale
+
+
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 @router.get("/")
@@ -56,7 +65,7 @@ def setup_submit(
         return RedirectResponse("/login", status_code=303)
     except RefineryError as exc:
         return render(request, "setup.html", {"error": exc.message, "email": email}, status_code=exc.status_code)
-    _start_session(request, user)
+    _start_session(request, session, user)
     return RedirectResponse("/models", status_code=303)
 
 
@@ -71,20 +80,72 @@ def login_page(request: Request, session: SessionDep, user: Annotated[User | Non
 
 @router.post("/login")
 def login_submit(
-    request: Request, session: SessionDep, email: Annotated[str, Form()], password: Annotated[str, Form()]
+    request: Request,
+    email: Annotated[str, Form(max_length=1000)],
+    password: Annotated[str, Form(max_length=1000)],
 ) -> Response:
+    """No database connection is held while the password is hashed, and a throttled address or account is
+    answered before any database or hashing work: a flood of wrong logins costs the server almost nothing."""
+    throttle = login_throttle()
+    address = _client_address(request)
+    wait = throttle.retry_after(address=address, email=email)
+    if wait:
+        message = i18n._("Too many failed logins. Try again in %(n)s s.", n=wait)
+        context = {"error": message, "email": email}
+        return render(request, "login.html", context, status_code=429, headers={"Retry-After": str(wait)})
     try:
-        user = service.authenticate(session, email=email, password=password)
+        user_id = service.authenticate(email=email, password=password)
+    except HashingBusy:
+        message = i18n._("The server is busy checking other logins. Try again in a few seconds.")
+        context = {"error": message, "email": email}
+        return render(request, "login.html", context, status_code=503, headers={"Retry-After": "2"})
     except RefineryError as exc:
+        throttle.failed(address=address, email=email)
         return render(request, "login.html", {"error": exc.message, "email": email}, status_code=401)
-    _start_session(request, user)
+    throttle.succeeded(email=email)
+    with session_scope() as session:
+        user = session.get(User, user_id)
+        assert user is not None
+        _start_session(request, session, user)
     return RedirectResponse("/models", status_code=303)
 
 
 @router.post("/logout")
-def logout(request: Request) -> Response:
+def logout(request: Request, session: SessionDep) -> Response:
+    """Ends the server-side login session: every copy of this cookie stops working."""
+    sid = login_session_id(request)
+    if sid is not None:
+        service.end_login_session(session, sid)
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
+
+
+@router.get("/settings/password")
+def password_page(request: Request, user: PageUser) -> Response:
+    return render(request, "settings/password.html")
+
+
+@router.post("/settings/password")
+def password_change(
+    request: Request,
+    session: SessionDep,
+    user: PageUser,
+    current_password: Annotated[str, Form(max_length=1000)],
+    new_password: Annotated[str, Form(max_length=1000)],
+    new_password_again: Annotated[str, Form(max_length=1000)],
+) -> Response:
+    try:
+        if new_password != new_password_again:
+            raise RefineryError(i18n._("The two passwords differ."), field="new_password_again")
+        service.change_password(
+            session, user=user, current=current_password, new=new_password, keep_session=login_session_id(request)
+        )
+    except HashingBusy:
+        error = i18n._("The server is busy checking other logins. Try again in a few seconds.")
+        return render(request, "settings/password.html", {"error": error}, status_code=503)
+    except RefineryError as exc:
+        return render(request, "settings/password.html", {"error": exc.message}, status_code=exc.status_code)
+    return render(request, "settings/password.html", {"changed": True})
 
 
 @router.post("/locale")
@@ -157,3 +218,13 @@ def users_create(
         context.update(error=exc.message, email=email)
     context["users"] = service.list_users(session, actor=user)
     return render(request, "settings/users.html", context, status_code=200 if "created" in context else 422)
+
+
+@router.post("/settings/users/{user_id}/sign-out")
+def users_sign_out(request: Request, session: SessionDep, user: PageUser, user_id: uuid.UUID) -> Response:
+    """An administrator ends every login session of a user (their cookies stop working everywhere)."""
+    if not user.is_admin:
+        return render(request, "error.html", {"message": i18n._("Not found."), "status": 404}, status_code=404)
+    ended = service.sign_out_everywhere(session, actor=user, user_id=user_id)
+    context: dict[str, object] = {"signed_out": ended, "users": service.list_users(session, actor=user)}
+    return render(request, "settings/users.html", context)

@@ -7,7 +7,7 @@ from app.db.models.evaluation import Evaluation, Judge, Judgement, SampleLabel
 from app.db.models.feedback import Feedback
 from app.db.models.job import TrainingJob, TrainingPreset
 from app.db.models.run import Run, RunEvent, RunStatus
-from app.db.models.user import ApiKey, Role, User
+from app.db.models.user import ApiKey, LoginSession, Role, User
 
 __all__ = [
     "ApiKey",
@@ -22,6 +22,7 @@ __all__ = [
     "Feedback",
     "Judge",
     "Judgement",
+    "LoginSession",
     "ModelStatus",
     "Role",
     "Run",

@@ -44,3 +44,13 @@ class ApiKey(IdMixin, TimestampMixin, Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     user: Mapped[User] = relationship(back_populates="api_keys", lazy="raise")
+
+
+class LoginSession(IdMixin, TimestampMixin, Base):
+    """One browser login. The session cookie names it; logging out, changing the password or an
+    administrator's "sign out everywhere" ends it, so a copy of the cookie stops working at once."""
+
+    __tablename__ = "login_sessions"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
