@@ -38,8 +38,11 @@ def test_a_copied_cookie_stops_working_when_its_session_logs_out(client: Any) ->
 def test_a_password_change_ends_the_other_sessions_and_an_admin_signs_a_user_out_everywhere(client: Any) -> None:
     make_admin(client)
     token = csrf_of(client, "/settings/users")
-    made = client.post("/api/v1/users", json={"email": "bob@example.com", "password": "bob-password-1"},
-                       headers={"X-CSRF-Token": token})
+    made = client.post(
+        "/api/v1/users",
+        json={"email": "bob@example.com", "password": "bob-password-1"},
+        headers={"X-CSRF-Token": token},
+    )
     assert made.status_code == 201
     bob = TestClient(client.app)
     login(bob, "bob@example.com", "bob-password-1")
