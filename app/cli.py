@@ -192,8 +192,60 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return subprocess.call(worker_argv(args.queues.split(","), args.concurrency))
 
 
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def claim_ports() -> list[str]:
+    """Check every port `refinery up` will listen on before anything starts. A port the operator chose
+    (its REFINERY_* variable is set) that is taken stops the start with the port and the variable; a default
+    one that is taken (a second instance beside the first) is replaced by a free port, and said so. The
+    children inherit the choice through the environment. Returns the lines to print."""
+    import os
+
+    settings = get_settings()
+    wanted = [("REFINERY_PORT", settings.host, settings.port, "web app")]
+    if not settings.inference_url:
+        wanted.append(
+            ("REFINERY_INFERENCE_PORT", settings.inference_host, settings.inference_port, "inference process")
+        )
+    notes: list[str] = []
+    for variable, host, port, what in wanted:
+        if _port_free(host, port):
+            continue
+        if variable in os.environ:
+            raise SystemExit(
+                f"Port {port} on {host} (the {what}) is taken by another program: stop it, or choose another "
+                f"port with {variable}."
+            )
+        chosen = _free_port(host)
+        os.environ[variable] = str(chosen)
+        notes.append(f"Port {port} for the {what} is taken; using {chosen} instead (set {variable} to choose).")
+    get_settings.cache_clear()
+    return notes
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Migrate, import the bundled model, then run web + worker until Ctrl-C (or SIGTERM)."""
+    for note in claim_ports():
+        print(note, flush=True)
     settings = get_settings()
     cmd_migrate(args)
     settings.resolved_secret_key()

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
+
+from fastapi import Query
 
 from app.core.i18n import N_, gettext
+
+# Query parameters that are numbers carry their range, so odd values are a 400 naming them, never a 500.
+PageNumber = Annotated[int, Query(ge=1, le=1_000_000, description="Page number, from 1.")]
+AfterSequence = Annotated[int, Query(ge=-1, le=2**62, description="Only the rows after this sequence number.")]
+MAX_SEED = 2**31 - 1
 
 SENTENCES = {
     "missing": N_("This field is required."),

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.core.deps import CurrentUser, SessionDep, csrf_protect
 from app.core.openapi import BINARY, multipart_body
+from app.core.validation import MAX_SEED, PageNumber
 from app.datasets import records, service
 from app.datasets.schemas import (
     DatasetRead,
@@ -35,10 +36,10 @@ UPLOAD_BODY = multipart_body(
         "file_type": {"type": "string"},
         "validation_file": {**BINARY, "description": "Optional: a separate file for the validation split."},
         "test_file": {**BINARY, "description": "Optional: a separate file for the test split."},
-        "split_train": {"type": "number"},
-        "split_validation": {"type": "number"},
-        "split_test": {"type": "number"},
-        "seed": {"type": "integer"},
+        "split_train": {"type": "number", "minimum": 0, "maximum": 100},
+        "split_validation": {"type": "number", "minimum": 0, "maximum": 100},
+        "split_test": {"type": "number", "minimum": 0, "maximum": 100},
+        "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
         "column_mapping": {"type": "string", "description": "JSON object: record field → column."},
     },
     required=["file"],
@@ -87,7 +88,9 @@ def get_dataset(dataset_id: uuid.UUID, session: SessionDep, user: CurrentUser) -
 
 
 @router.get("/{dataset_id}/report", response_model=IssuePage, summary="Validation issues, by line")
-def report(dataset_id: uuid.UUID, session: SessionDep, user: CurrentUser, page: int = 1, code: str = "") -> IssuePage:
+def report(
+    dataset_id: uuid.UUID, session: SessionDep, user: CurrentUser, page: PageNumber = 1, code: str = ""
+) -> IssuePage:
     dataset = service.get_dataset(session, dataset_id, user=user)
     rows, total = records.page_issues(service.staged_records_key(dataset), page=max(1, page), code=code)
     return IssuePage(
@@ -155,7 +158,7 @@ def list_records(
     version_id: uuid.UUID,
     session: SessionDep,
     user: CurrentUser,
-    page: int = 1,
+    page: PageNumber = 1,
     q: str = "",
     split: str = "",
 ) -> RecordPage:

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.core.validation import MAX_SEED
 from app.db.models import DatasetStatus
 from app.runs.schemas import RunRead
 
@@ -52,8 +53,10 @@ class DatasetRead(BaseModel):
 class ValidationOptions(BaseModel):
     record_format: str | None = Field(default=None, description="Override the detected record format.")
     file_type: str | None = Field(default=None, description="Override the file type: jsonl, json, csv, parquet, text.")
-    splits: dict[str, float] | None = Field(default=None, description="Ratios for train, validation and test.")
-    seed: int | None = Field(default=None, description="Seed of the split assignment.")
+    splits: dict[str, Annotated[float, Field(ge=0, le=100)]] | None = Field(
+        default=None, description="Ratios for train, validation and test."
+    )
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="Seed of the split assignment.")
     column_mapping: dict[str, str] | None = Field(
         default=None, description='CSV/Parquet: record field → column name, e.g. {"prompt": "question"}.'
     )

@@ -12,6 +12,7 @@ from app.basemodels import service as models
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.i18n import _
 from app.core.ownership import get_owned
+from app.core.validation import MAX_SEED
 from app.datasets.formats import FORMATS
 from app.datasets.reading import FILE_TYPES
 from app.datasets.splits import DEFAULT_RATIOS, SPLITS, normalize_ratios
@@ -82,8 +83,12 @@ def _options(
     if file_type and file_type not in FILE_TYPES:
         raise InvalidInput(_("Unknown file type; choose one from the list."), field="file_type")
     clean_ratios = dict(DEFAULT_RATIOS)
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise InvalidInput(_("The seed is a whole number from 0 to %(max)s.", max=MAX_SEED), field="seed")
     if ratios is not None:
-        if any(not isinstance(v, int | float) or v < 0 for v in ratios.values()) or set(ratios) - set(SPLITS):
+        if any(not isinstance(v, int | float) or not 0 <= v <= 100 for v in ratios.values()) or set(ratios) - set(
+            SPLITS
+        ):
             raise InvalidInput(_("Split ratios are numbers ≥ 0 for train, validation and test."), field="splits")
         if sum(ratios.values()) <= 0 or ratios.get("train", 0) <= 0:
             raise InvalidInput(_("The train split needs a ratio above 0."), field="splits")

@@ -12,7 +12,7 @@ from app.basemodels import service as models
 from app.core.deps import CurrentUser, SessionDep, csrf_protect
 from app.core.errors import InvalidInput
 from app.core.i18n import _, gettext
-from app.core.validation import ticked_ids
+from app.core.validation import AfterSequence, ticked_ids
 from app.db.models import RunStatus, TrainingJob
 from app.jobs import presets, service
 from app.jobs.schemas import (
@@ -102,13 +102,17 @@ def get_job(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> JobRea
 
 
 @router.get("/{job_id}/metrics", response_model=list[MetricRow], summary="Logged metrics after a step")
-def job_metrics(job_id: uuid.UUID, session: SessionDep, user: CurrentUser, after: int = -1) -> list[MetricRow]:
+def job_metrics(
+    job_id: uuid.UUID, session: SessionDep, user: CurrentUser, after: AfterSequence = -1
+) -> list[MetricRow]:
     job = service.get_job(session, job_id, user=user)
     return [MetricRow.model_validate(row) for row in service.metrics(job, after_step=after)]
 
 
 @router.get("/{job_id}/events", response_model=list[RunEventRead], summary="The job's event log")
-def job_events(job_id: uuid.UUID, session: SessionDep, user: CurrentUser, after: int = 0) -> list[RunEventRead]:
+def job_events(
+    job_id: uuid.UUID, session: SessionDep, user: CurrentUser, after: AfterSequence = 0
+) -> list[RunEventRead]:
     job = service.get_job(session, job_id, user=user)
     return [RunEventRead.model_validate(e) for e in list_events(session, service.job_run(session, job).id, after=after)]
 

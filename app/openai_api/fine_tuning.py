@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
@@ -110,10 +110,16 @@ class FineTuningCheckpointList(BaseModel):
 
 
 class Hyperparameters(BaseModel):
-    n_epochs: int | Auto | None = Field(None, description="Passes over the training file.")
-    batch_size: int | Auto | None = Field(None, description="Records per step.")
-    learning_rate_multiplier: float | Auto | None = Field(None, description="× the method's base learning rate.")
-    beta: float | Auto | None = Field(None, description="DPO only: how far the model may move from the base.")
+    n_epochs: Annotated[int, Field(ge=1, le=100)] | Auto | None = Field(
+        None, description="Passes over the training file."
+    )
+    batch_size: Annotated[int, Field(ge=1, le=1024)] | Auto | None = Field(None, description="Records per step.")
+    learning_rate_multiplier: Annotated[float, Field(gt=0, le=100)] | Auto | None = Field(
+        None, description="× the method's base learning rate."
+    )
+    beta: Annotated[float, Field(gt=0, le=10)] | Auto | None = Field(
+        None, description="DPO only: how far the model may move from the base."
+    )
 
 
 class MethodOptions(BaseModel):

@@ -126,7 +126,9 @@ class ChatCompletionRequest(BaseModel):
     n: int = Field(1, ge=1, le=1, description="Only one choice is generated.")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    seed: int | None = None
+    seed: int | None = Field(
+        None, ge=-(2**63), le=2**63 - 1, description="Sampling seed: the same seed and request, the same answer."
+    )
 
 
 def _text(content: str | list[dict[str, Any]]) -> str:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends
 from app.core.deps import CurrentUser, SessionDep, csrf_protect
 from app.core.errors import NotFound
 from app.core.i18n import _
+from app.core.validation import AfterSequence
 from app.runs import service
 from app.runs.schemas import RunEventRead, RunRead
 
@@ -21,7 +22,9 @@ def get_run(run_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> RunRea
 
 
 @router.get("/{run_id}/events", response_model=list[RunEventRead], summary="A run's event log")
-def get_events(run_id: uuid.UUID, session: SessionDep, user: CurrentUser, after: int = 0) -> list[RunEventRead]:
+def get_events(
+    run_id: uuid.UUID, session: SessionDep, user: CurrentUser, after: AfterSequence = 0
+) -> list[RunEventRead]:
     service.get_run(session, run_id, user=user)
     return [RunEventRead.model_validate(e) for e in service.list_events(session, run_id, after=after)]
 

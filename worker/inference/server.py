@@ -54,7 +54,7 @@ class ChatRequest(BaseModel):
     max_tokens: int = Field(default=256, ge=1, le=4096)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
 
 
 @dataclass(frozen=True)
