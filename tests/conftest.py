@@ -83,6 +83,15 @@ def configure(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
 
 
 @pytest.fixture
+def loopback_judges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let judges reach the stand-in judge on loopback, as an administrator who listed the host would."""
+    from app.core.config import get_settings
+
+    monkeypatch.setenv("REFINERY_OUTBOUND_ALLOW_HOSTS", "127.0.0.1")
+    get_settings.cache_clear()
+
+
+@pytest.fixture
 def postgres_url() -> Iterator[str]:
     need_service("PostgreSQL", "127.0.0.1", 5432)
     import psycopg

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         default="https://huggingface.co",
         description="Hugging Face hub used for 'hub id + revision' model imports (set empty to disable).",
     )
+    outbound_allow_hosts: str = Field(
+        default="",
+        description="Hosts (or host:port) on loopback or private networks that user-given URLs such as judges' "
+        "endpoints may reach, comma-separated; every other such address is refused.",
+    )
     hub_timeout_seconds: float = Field(default=3.0, description="How long to wait for the hub to answer.")
     session_max_age_seconds: int = Field(default=14 * 24 * 3600, description="Login session lifetime.")
     login_free_failures_per_account: int = Field(
@@ -153,6 +158,10 @@ class Settings(BaseSettings):
         return self
 
     # --- derived locations -------------------------------------------------------------------------
+    @property
+    def allowed_outbound_hosts(self) -> list[str]:
+        return [part.strip() for part in self.outbound_allow_hosts.split(",") if part.strip()]
+
     @property
     def inference_base_url(self) -> str:
         return (self.inference_url or f"http://127.0.0.1:{self.inference_port}").rstrip("/")

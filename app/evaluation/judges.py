@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from app.core.config import get_settings
 from app.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from app.core.i18n import _
+from app.core.outbound import OutboundRefused, check_url
 from app.core.ownership import get_owned
 from app.datasets.storage import artifact_path
 from app.db.models import BaseModelRecord, Evaluation, Judge, Judgement, ModelStatus, RunStatus, SampleLabel, User
@@ -59,6 +60,12 @@ def create_judge(session: Session, *, user: User, body: JudgeCreate) -> Judge:
                 _("Give the endpoint's base URL, starting with http:// or https:// (e.g. http://host:8000/v1)."),
                 field="url",
             )
+        try:
+            check_url(body.url, unresolvable_ok=True)
+        except OutboundRefused as exc:
+            raise InvalidInput(
+                _("This URL cannot be used for a judge: %(reason)s.", reason=exc.reason), field="url"
+            ) from exc
         if not body.model:
             raise InvalidInput(_("Give the model name the endpoint serves."), field="model")
         judge = Judge(name=body.name, kind="endpoint", url=body.url, model=body.model, api_key=body.api_key)

@@ -68,7 +68,9 @@ def test_semantic_dedup_without_the_model_says_how_to_install_it() -> None:
         cleaner.process_many([("1", "chat", chat("Hi", "Hello"))])
 
 
-def test_judge_scores_a_batch_and_gives_up_on_a_dead_judge(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_judge_scores_a_batch_and_gives_up_on_a_dead_judge(
+    monkeypatch: pytest.MonkeyPatch, loopback_judges: None
+) -> None:
     monkeypatch.setattr("worker.evaluation.judge.api_key", lambda spec: None)
     records = [
         ("1", "chat", chat("Name a primary colour.", "GOOD: red is a primary colour.")),
@@ -92,7 +94,7 @@ def test_judge_scores_a_batch_and_gives_up_on_a_dead_judge(monkeypatch: pytest.M
         cleaner.process_many([(str(k), "chat", chat("Q", "A")) for k in range(8)])
 
 
-def test_judge_step_through_the_api_and_the_review_page(client: Any, tmp_path: Path) -> None:
+def test_judge_step_through_the_api_and_the_review_page(client: Any, tmp_path: Path, loopback_judges: None) -> None:
     make_admin(client)
     client.headers["X-CSRF-Token"] = csrf_of(client, "/datasets")
     rows = [

@@ -56,6 +56,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env.update({"REFINERY_EVAL_SAMPLE_SIZE": "4", "REFINERY_EVAL_MAX_NEW_TOKENS": "48"})
     env.update({"REFINERY_EVAL_LOSS_RECORDS": "16", "REFINERY_EVAL_PROBE_SIZE": "8"})
     env["REFINERY_INFERENCE_PORT"] = str(free_port())
+    env["REFINERY_OUTBOUND_ALLOW_HOSTS"] = "127.0.0.1"  # the stand-in judge of test_05 listens on loopback
     LIVE["env"] = env
     refinery = shutil.which("refinery", path=str(Path(sys.executable).parent)) or "refinery"
     log = (data / "up.log").open("wb")

@@ -44,7 +44,9 @@ def trained(client: Any, tiny_model_dir: Path, tmp_path: Path) -> dict[str, Any]
 
 # generation-bound; evaluations' SQL runs on both in the other tests here
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_evaluation_runs_after_training_and_reports(client: Any, trained: dict[str, Any]) -> None:
+def test_evaluation_runs_after_training_and_reports(
+    client: Any, trained: dict[str, Any], loopback_judges: None
+) -> None:
     job = trained["job"]
     evaluations = client.get("/api/v1/evaluations").json()
     assert len(evaluations) == 1 and evaluations[0]["job_id"] == job["id"]  # started by itself
@@ -220,7 +222,7 @@ def test_judges_are_set_up_by_administrators(client: Any, setup: dict[str, Any])
     }
     page = client.post("/settings/judges", data=form)
     assert page.status_code == 422 and "http://" in page.text and 'value="again"' in page.text
-    added = client.post("/settings/judges", data={**form, "url": "http://127.0.0.1:8000/v1"}, follow_redirects=False)
+    added = client.post("/settings/judges", data={**form, "url": "https://judge2.example/v1"}, follow_redirects=False)
     assert added.status_code == 303
     listed = {j["name"]: j for j in client.get("/api/v1/judges").json()}
     assert set(listed) == {"gpt", "local", "again"}

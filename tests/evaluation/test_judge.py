@@ -45,7 +45,7 @@ def key(monkeypatch: pytest.MonkeyPatch) -> str:
     return "sk-test"
 
 
-def test_known_verdicts_malformed_and_timeout(tmp_path: Path, key: str) -> None:
+def test_known_verdicts_malformed_and_timeout(tmp_path: Path, key: str, loopback_judges: None) -> None:
     samples = [
         sample("tuned-wins", "q1", "meh", "GOOD answer"),
         sample("base-wins", "q2", "GOOD answer", "meh"),
@@ -85,7 +85,7 @@ def test_known_verdicts_malformed_and_timeout(tmp_path: Path, key: str) -> None:
 
 
 def test_a_judge_that_keeps_failing_stops_the_run_with_the_reason(
-    tmp_path: Path, key: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, key: str, capsys: pytest.CaptureFixture[str], loopback_judges: None
 ) -> None:
     samples = [sample(f"s{i}", "SLOW", "a", "b") for i in range(5)]
     with FakeJudge(slow_s=1.0) as fake:
@@ -96,7 +96,9 @@ def test_a_judge_that_keeps_failing_stops_the_run_with_the_reason(
     assert not (tmp_path / "out" / "verdicts.jsonl").exists()
 
 
-def test_unreachable_endpoint_and_no_samples(tmp_path: Path, key: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreachable_endpoint_and_no_samples(
+    tmp_path: Path, key: str, capsys: pytest.CaptureFixture[str], loopback_judges: None
+) -> None:
     samples = [sample("s1", "q", "a", "b"), sample("s2", "q", "a", "b")]
     assert judge.main(judge_job(tmp_path, samples, "http://127.0.0.1:9/v1", timeout_s=1)) == 1
     error = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from app.core.outbound import OutboundRefused, guarded_client
 from worker.training.protocol import emit, exit_with_parent, fail, progress
 
 CRITERIA = ("relevance", "clarity", "completeness", "accuracy")
@@ -102,7 +103,9 @@ class Client:
         self.url = url.rstrip("/") + "/chat/completions"
         self.model = model
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)))
+        # the endpoint is a URL an administrator typed: every request (and redirect) is checked against
+        # loopback and private addresses again at the moment it is sent
+        self.http = guarded_client(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)))
 
     def ask(self, prompt: str) -> str:
         body = {
@@ -113,6 +116,8 @@ class Client:
         }
         try:
             response = self.http.post(self.url, json=body, headers=self.headers)
+        except OutboundRefused as exc:
+            raise JudgeError("refused", exc.reason) from exc
         except httpx.TimeoutException as exc:
             raise JudgeError("timeout", f"no answer within the timeout ({type(exc).__name__})") from exc
         except httpx.HTTPError as exc:
