@@ -197,6 +197,7 @@ def create_app() -> FastAPI:
     from app.playground import api as playground_api
     from app.playground import ui as playground_ui
     from app.runs import api as runs_api
+    from app.runs import ui as runs_ui
     from app.users import api as users_api
     from app.users import ui as users_ui
 
@@ -207,6 +208,7 @@ def create_app() -> FastAPI:
         models_ui,
         models_api,
         runs_api,
+        runs_ui,
         datasets_ui,
         datasets_api,
         cleaning_ui,

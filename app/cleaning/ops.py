@@ -5,10 +5,11 @@ further, so later steps (and the dedup indexes) see only what was kept so far.""
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import regex
 
 from app.cleaning import pii
 from app.cleaning.minhash import Match, NearDuplicateIndex
@@ -72,6 +73,17 @@ NameFn = Callable[[list[str]], list[list[tuple[int, int]]]]
 CRITERIA = ("relevance", "clarity", "completeness", "accuracy")
 
 
+class PatternTimeout(ValueError):
+    """A user's regular expression ran past its time limit on one record."""
+
+    def __init__(self, step: int, record_id: str, pattern: str, seconds: float) -> None:
+        super().__init__(f"step {step + 1}: the pattern {pattern!r} took over {seconds:g} s on record {record_id}")
+        self.step = step
+        self.record_id = record_id
+        self.pattern = pattern
+        self.seconds = seconds
+
+
 class Cleaner:
     """Applies a recipe record by record, holding the dedup indexes between records. The judge and the
     sentence embedder are given by the caller (the worker), so this module asks nothing over the network."""
@@ -86,6 +98,7 @@ class Cleaner:
         embed: EmbedFn | None = None,
         count_tokens: TokenFn | None = None,
         find_names: NameFn | None = None,
+        regex_timeout: float = 1.0,
     ) -> None:
         self.steps = [(s["op"], PARAMS[s["op"]].model_validate(s["params"])) for s in steps]
         self.salt = salt
@@ -106,6 +119,7 @@ class Cleaner:
         self.embed = embed
         self.count_tokens = count_tokens
         self.find_names = find_names
+        self.regex_timeout = regex_timeout
         self._names: dict[str, list[tuple[int, int]]] = {}  # per text of the batch: its names' ranges
         self._semantic: dict[int, Any] = {}  # per semantic step: (ids, unit vectors) of the records kept so far
         self._semantic_found: dict[str, tuple[str, float]] = {}
@@ -328,7 +342,12 @@ class Cleaner:
             if keyword.casefold() in folded:
                 return Decision(i, "rules", "drop", "excluded_keyword", {"keyword": keyword}), data
         if p.regex_exclude:
-            match = re.search(p.regex_exclude, text)
+            try:
+                # the `regex` engine with a time limit per record: a user's pattern with nested repeats
+                # ((a+)+Z) backtracks without end in `re`, holding a worker slot indefinitely
+                match = regex.search(p.regex_exclude, text, timeout=self.regex_timeout)
+            except TimeoutError as exc:
+                raise PatternTimeout(i, rid, p.regex_exclude, self.regex_timeout) from exc
             if match:
                 return Decision(
                     i, "rules", "drop", "regex", {"regex": p.regex_exclude, "match": match.group()[:200]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+import regex
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.core.errors import InvalidInput
@@ -199,8 +200,8 @@ def validate_steps(raw: Any) -> list[dict[str, Any]]:
             ) from exc
         if step.op == "rules" and isinstance(params, RulesParams) and params.regex_exclude:
             try:
-                re.compile(params.regex_exclude)
-            except re.error as exc:
+                regex.compile(params.regex_exclude)  # the engine the cleaning runs it with (time-limited)
+            except (regex.error, re.error) as exc:
                 raise InvalidInput(
                     _("Step %(n)s: the regular expression is not valid (%(error)s).", n=index + 1, error=str(exc)),
                     field=f"steps.{index}.regex_exclude",

@@ -117,6 +117,13 @@ class Settings(BaseSettings):
         description="A Hugging Face token-classification model directory (safetensors, PER labels) that the "
         "cleaning's PII step may use to find people's names; none is bundled.",
     )
+    user_regex_timeout_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="The longest a user's regular expression (a cleaning rule) may run on one record; past it "
+        "the run fails naming the record and the pattern.",
+    )
     inference_url: str = Field(
         default="",
         description="OpenAI-compatible server that answers chat for the playground and /v1. Empty means Refinery's "

@@ -82,6 +82,11 @@ TEXTS: dict[str, str] = {
     "merge_error": N_("The merge stopped with an error: %(detail)s."),
     "adapter_check_error": N_("The adapter does not load onto this base model: %(detail)s."),
     "cleaning_error": N_("The cleaning stopped with an error: %(detail)s."),
+    "regex_timeout": N_(
+        "Step %(step)s: the regular expression %(pattern)s took longer than %(seconds)s s on record %(record)s, "
+        "so the cleaning stopped. Nested repeats such as (a+)+ can take forever; simplify the expression and "
+        "run the cleaning again."
+    ),
     "commit_error": N_("The commit stopped with an error: %(detail)s; commit again, or run the cleaning again."),
     "no_samples": N_("This evaluation has no answers to judge; run the evaluation again first."),
     "no_reward_model": N_(

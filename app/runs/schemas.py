@@ -42,3 +42,7 @@ class RunEventRead(BaseModel):
     code: str | None = None
     params: dict[str, Any] | None = None
     attempt: int
+
+
+class ActiveRunRead(RunRead):
+    owner: str | None = None  # the owner's e-mail (None: the system's own, such as the bundled model's import)

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import CursorResult, event, func, literal, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.core.config import get_settings
 from app.core.errors import Conflict, NotFound
@@ -107,6 +107,31 @@ def get_run(session: Session, run_id: uuid.UUID, *, user: User | None = None) ->
     return get_owned(session, Run, run_id, user=user, message=_("No such run."), shared_ok=True)
 
 
+def get_run_as(session: Session, run_id: uuid.UUID, *, user: User) -> Run:
+    """A run its owner may see; an administrator may see (and cancel) anyone's."""
+    return get_run(session, run_id, user=None if user.is_admin else user)
+
+
+@dataclass(frozen=True)
+class ActiveRun:
+    run: Run
+    owner_email: str | None
+
+
+def active_runs(session: Session, *, user: User) -> list[ActiveRun]:
+    """Queued and running runs, oldest first: the user's own, or everyone's for an administrator."""
+    stmt = (
+        select(Run, User.email)
+        .outerjoin(User, User.id == Run.owner_id)
+        .where(Run.status.in_([RunStatus.queued, RunStatus.running]))
+        .order_by(Run.created_at)
+        .limit(500)
+    )
+    if not user.is_admin:
+        stmt = stmt.where(Run.owner_id == user.id)
+    return [ActiveRun(run, email) for run, email in session.execute(stmt).all()]
+
+
 def list_events(session: Session, run_id: uuid.UUID, *, after: int = 0) -> list[RunEvent]:
     stmt = select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.seq > after).order_by(RunEvent.seq)
     return list(session.scalars(stmt))
@@ -124,9 +149,54 @@ def _rowcount(result: Any) -> int:
     return int(result.rowcount)
 
 
+DEFER_SECONDS = 2.0
+
+
+def _yields_to_another_user(session: Session, run_id: uuid.UUID) -> bool:
+    """Fair turns between users on a queue: a run yields its worker slot when another user has work queued
+    there and was last served earlier than this run's owner (or never), so one user's burst of runs cannot
+    hold every slot while someone else waits. Runs without an owner (the system's) never yield."""
+    row = session.execute(select(Run.owner_id, Run.queue).where(Run.id == run_id)).first()
+    if row is None or row.owner_id is None:
+        return False
+    mine = session.scalar(
+        select(func.max(Run.started_at)).where(
+            Run.owner_id == row.owner_id, Run.queue == row.queue, Run.started_at.is_not(None)
+        )
+    )
+    if mine is None:
+        return False
+    other = aliased(Run)
+    served = (
+        select(func.max(other.started_at))
+        .where(other.owner_id == Run.owner_id, other.queue == row.queue, other.started_at.is_not(None))
+        .scalar_subquery()
+    )
+    waiting = select(Run.id).where(
+        Run.status == RunStatus.queued,
+        Run.queue == row.queue,
+        Run.owner_id.is_not(None),
+        Run.owner_id != row.owner_id,
+        Run.cancel_requested.is_(False),
+        or_(served.is_(None), served < mine),
+    )
+    return session.scalar(waiting.limit(1)) is not None
+
+
 def claim(session: Session, run_id: uuid.UUID, owner: str) -> Lease | None:
-    """Take the lease of a queued run; None when someone else has it or it is finished."""
+    """Take the lease of a queued run; None when someone else has it, it is finished, or it yields its turn
+    to another user's waiting run (then it stays queued and the reconciler sends it again shortly)."""
     now = utcnow()
+    if _yields_to_another_user(session, run_id):
+        settings = get_settings()
+        again = now - timedelta(seconds=max(0.0, settings.requeue_after_seconds - DEFER_SECONDS))
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status == RunStatus.queued)
+            .values(enqueued_at=again)
+            .execution_options(synchronize_session=False)
+        )
+        return None
     result = session.execute(
         update(Run)
         .where(Run.id == run_id, Run.status == RunStatus.queued, Run.cancel_requested.is_(False))

@@ -93,6 +93,7 @@ def _owned_objects(client: Any, setup: dict[str, Any], tmp_path: Path) -> dict[s
         "judge_id": judge["id"],
         "judgement_id": judgement.json()["id"],
         "key_id": key["id"],
+        "user_id": client.get("/api/v1/me").json()["id"],
         "file_id": openai_file["id"],
         "model": f"job-{job['id']}",
         "job_name": job["name"],
@@ -124,7 +125,7 @@ def _request_kwargs(method: str, path: str, ids: dict[str, str], token: str) -> 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # ownership and leases are the same SQL on both
 def test_every_route_with_an_id_answers_404_to_another_user(
-    client: Any, setup: dict[str, Any], env: Any, tmp_path: Path
+    client: Any, setup: dict[str, Any], env: Any, tmp_path: Path, loopback_judges: None
 ) -> None:
     ids = _owned_objects(client, setup, tmp_path)
     token = client.headers["X-CSRF-Token"]

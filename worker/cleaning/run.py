@@ -17,9 +17,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from app.cleaning.ops import Cleaner
+from app.cleaning.ops import Cleaner, PatternTimeout
 from app.cleaning.text import answer_of, eval_index, joined
 from app.datasets.template import record_tokens, renderer_for
+from worker.training.data import DataError
 from worker.training.protocol import progress, run_child
 
 BATCH = 1000
@@ -144,6 +145,7 @@ def clean(job: dict[str, Any]) -> dict[str, Any]:
         embed=embed,
         count_tokens=token_counter(job.get("tokenizer")),
         find_names=name_finder(job.get("ner_model")),
+        regex_timeout=float(job.get("regex_timeout", 1.0)),
     )
     decision_schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in DECISION_COLUMNS])
     modified_schema = pa.schema([("record_id", pa.string()), ("data", pa.string())])
@@ -158,9 +160,18 @@ def clean(job: dict[str, Any]) -> dict[str, Any]:
         size = JUDGED_BATCH if any(step["op"] == "judge" for step in steps) else BATCH
         for batch in source.iter_batches(batch_size=size, columns=["id", "kind", "split", "data"]):
             rows = batch.to_pylist()
-            outcomes = cleaner.process_many(
-                [(r["id"], r["kind"], json.loads(r["data"])) for r in rows], [r["split"] for r in rows]
-            )
+            try:
+                outcomes = cleaner.process_many(
+                    [(r["id"], r["kind"], json.loads(r["data"])) for r in rows], [r["split"] for r in rows]
+                )
+            except PatternTimeout as exc:
+                raise DataError(
+                    "regex_timeout",
+                    step=exc.step + 1,
+                    pattern=exc.pattern[:200],
+                    record=exc.record_id,
+                    seconds=f"{exc.seconds:g}",
+                ) from exc
             found: dict[str, list[Any]] = {name: [] for name, _kind in DECISION_COLUMNS}
             changed: dict[str, list[Any]] = {"record_id": [], "data": []}
             for row, outcome in zip(rows, outcomes, strict=True):

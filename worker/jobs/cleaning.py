@@ -72,6 +72,7 @@ class CleaningHandler:
                 "salt": cleaning.id.hex,
                 "eval_sources": _eval_sources(session, cleaning),
                 "judges": _judges(session, cleaning),
+                "regex_timeout": get_settings().user_regex_timeout_seconds,
             }
             if needs_tokens(cleaning.steps):
                 tokenizer = cleaning_service.tokenizer_spec(session, dataset)
