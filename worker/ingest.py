@@ -7,13 +7,17 @@ Prints JSON progress lines for the supervisor (see worker/training/protocol.py).
 from __future__ import annotations
 
 import json
+import os
+import resource
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from app.core.config import get_settings
 from app.datasets import splits
-from app.datasets.reading import Issue, open_upload, read_items, sniff_file_type
+from app.datasets.reading import Issue, Limits, UploadLimit, open_upload, read_items, sniff_file_type
 from app.datasets.records import record_schema
 from app.datasets.stats import Stats, record_plain_text
 from app.datasets.template import record_tokens, renderer_for
@@ -21,9 +25,10 @@ from app.datasets.validation import Report, validate_items
 from worker.training.protocol import emit, exit_with_parent, fail, progress
 
 BATCH = 5000
+BATCH_BYTES = 32 * 1024 * 1024  # large records are written sooner, so memory stays bounded
 
 
-def _count_lines(path: Path, file_type: str) -> int:
+def _count_lines(path: Path, file_type: str, limits: Limits) -> int:
     if file_type == "parquet":
         import pyarrow.parquet as pq
 
@@ -31,8 +36,10 @@ def _count_lines(path: Path, file_type: str) -> int:
             return int(pq.ParquetFile(str(path)).metadata.num_rows) or 1
         except Exception:
             return 1
+    # this first pass decompresses at C speed, so a decompression bomb is refused (UploadLimit) in a fraction of
+    # a second, before a single record of it is parsed
     count = 0
-    with open_upload(path) as handle:
+    with open_upload(path, limits) as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             count += block.count(b"\n")
     return max(count, 1)
@@ -56,13 +63,17 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     renderer = renderer_for(Path(spec["model_dir"]), spec.get("chat_template")) if spec.get("model_dir") else None
     context = spec.get("context_length")
     main_type = spec.get("file_type") or sniff_file_type(files[0][0], files[0][1])
-    total = sum(_count_lines(path, spec.get("file_type") or sniff_file_type(path, name)) for path, name, _s in files)
+    limits = Limits.from_settings()
+    total = sum(
+        _count_lines(path, spec.get("file_type") or sniff_file_type(path, name), limits) for path, name, _s in files
+    )
 
     report = Report(file_type=main_type)
     stats = Stats()
     schema = record_schema()
     rows: dict[str, list[Any]] = {name: [] for name in schema.names}
     started, last_report, lines_before = time.monotonic(), 0.0, 0
+    held = 0  # characters of record data waiting to be written
     with pq.ParquetWriter(str(dest / "records.parquet.partial"), schema) as writer:
 
         def flush() -> None:
@@ -79,10 +90,13 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             record_format = spec.get("record_format") or (report.record_format if source else None)
             last_line = 0
             for entry in validate_items(
-                read_items(path, file_type), report, record_format=record_format, mapping=spec.get("mapping")
+                read_items(path, file_type, limits),
+                report,
+                record_format=record_format,
+                mapping=spec.get("mapping"),
             ):
                 last_line = entry.line
-                counts = [record_tokens(renderer, record.kind, record.data) for record in entry.records]
+                counts = [record_tokens(renderer, record.kind, record.data, context) for record in entry.records]
                 longest = max((c for c in counts if c is not None), default=0)
                 if context and longest > context:
                     report.withdraw(entry, Issue(entry.line, "too_long", {"tokens": longest, "context": context}))
@@ -98,8 +112,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                     rows["file"].append(source)
                     rows["data"].append(json.dumps(record.data, ensure_ascii=False))
                     stats.add(record.kind, split, record.data, record_plain_text(record.kind, record.data), tokens)
-                if len(rows["id"]) >= BATCH:
+                held += sum(len(text) for text in rows["data"][-len(entry.records) :]) if entry.records else 0
+                if len(rows["id"]) >= BATCH or held >= BATCH_BYTES:
                     flush()
+                    held = 0
                 now = time.monotonic()
                 if now - last_report > 0.5:
                     last_report = now
@@ -132,10 +148,38 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _limit_resources() -> None:
+    """A bomb that slips past the readers' limits ends as a clear failed upload, not as the kernel's OOM
+    killer or a worker slot held for hours: the child's address space and CPU time are capped."""
+    settings = get_settings()
+    memory = settings.validation_memory_mb * 1024 * 1024
+    _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard == resource.RLIM_INFINITY or memory < hard:
+        resource.setrlimit(resource.RLIMIT_DATA, (memory, hard))
+    seconds = settings.validation_cpu_seconds
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if hard == resource.RLIM_INFINITY or seconds < hard:
+        resource.setrlimit(resource.RLIMIT_CPU, (seconds, hard if hard != resource.RLIM_INFINITY else seconds + 30))
+
+    def out_of_time(_signum: int, _frame: Any) -> None:
+        fail("data", "validation_cpu", limit=seconds, setting="REFINERY_VALIDATION_CPU_SECONDS")
+        os._exit(1)
+
+    signal.signal(signal.SIGXCPU, out_of_time)
+
+
 def main(spec: dict[str, Any]) -> int:
     exit_with_parent()
+    _limit_resources()
     try:
         result = run(spec)
+    except UploadLimit as exc:
+        fail("data", exc.code, **exc.params)
+        return 1
+    except MemoryError:
+        limit = get_settings().validation_memory_mb
+        fail("data", "validation_memory", limit=limit, setting="REFINERY_VALIDATION_MEMORY_MB")
+        return 1
     except OSError as exc:
         fail("data", "upload_unreadable", detail=str(exc))
         return 1

@@ -94,6 +94,33 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=2 * 1024**3, description="Largest dataset upload accepted, in bytes (413 past it)."
     )
+    max_decompressed_bytes: int = Field(
+        default=8 * 1024**3,
+        ge=1024,
+        description="Largest size an upload may expand to when decompressed (gzip, Parquet pages), in bytes.",
+    )
+    max_decompression_ratio: float = Field(
+        default=100.0,
+        ge=1,
+        description="Past its first 16 MiB, a compressed upload may expand to at most this many times its size "
+        "(text compresses about 3-10x; a decompression bomb thousands of times).",
+    )
+    max_record_bytes: int = Field(
+        default=8 * 1024**2,
+        ge=1024,
+        description="Largest single record (a line, an array element, a row), in bytes; checked before it is "
+        "parsed or tokenised.",
+    )
+    max_columns: int = Field(default=1000, ge=1, description="Most columns a CSV or Parquet upload may have.")
+    validation_memory_mb: int = Field(
+        default=4096,
+        ge=256,
+        description="Address space a validation child may use, in MB; past it the upload fails with this setting "
+        "named instead of the kernel killing the child.",
+    )
+    validation_cpu_seconds: int = Field(
+        default=3600, ge=10, description="CPU seconds a validation child may use before the upload fails."
+    )
     max_request_bytes: int = Field(default=1024**2, description="Largest request body for every other route, in bytes.")
     gpu_workers: bool = Field(
         default=False, description="Whether CUDA workers consume the gpu queue (enables QLoRA and 16-bit choices)."

@@ -30,6 +30,10 @@ MESSAGES: dict[str, str] = {
     "no_assistant_turn": N_("There is no assistant turn to learn from; add the answer."),
     "roles_out_of_order": N_("Message %(index)s (%(role)s) is out of order: after %(previous)s comes %(expected)s."),
     "empty_text": N_("The text is empty."),
+    "record_too_large": N_(
+        "This record is larger than %(limit)s bytes, so it was not read; split it, or an administrator can raise "
+        "REFINERY_MAX_RECORD_BYTES."
+    ),
     "too_long": N_("This record is %(tokens)s tokens but the model's context is %(context)s; shorten it or split it."),
     "no_pairs": N_("The responses need at least two different ranks to make a preference pair."),
 }

@@ -8,11 +8,12 @@ and CSV is parsed strictly so an unterminated quote cannot swallow the rest of t
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -123,18 +124,153 @@ def guess_file_type(filename: str, head: bytes) -> str:
     return "text"
 
 
-def _lines(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
-    """Numbered lines split on b"\\n" only; binary file iteration splits the same way, so a file can stream."""
-    for number, raw in enumerate(chunks, start=1):
-        line = raw.removesuffix(b"\n").removesuffix(b"\r")
-        if number == 1:
-            line = line.removeprefix(b"\xef\xbb\xbf")
-        yield number, line
+CHUNK = 1 << 20
 
 
-def read_jsonl(data: bytes | Iterable[bytes]) -> Iterator[Item | Issue]:
-    for number, raw in _lines(data.split(b"\n") if isinstance(data, bytes) else data):
-        if not raw.strip():
+class UploadLimit(ValueError):
+    """The whole file is refused by a limit of the install: ``code`` names it (app/runs/messages.py) and
+    ``params`` carry the limit and the setting that raises it."""
+
+    def __init__(self, code: str, **params: Any) -> None:
+        super().__init__(code)
+        self.code = code
+        self.params = params
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one upload may expand to. Every reader streams, so memory stays near ``max_record_bytes``."""
+
+    max_decompressed_bytes: int = 8 * 1024**3
+    max_ratio: float = 100.0
+    ratio_floor_bytes: int = 16 * 1024**2  # below this a file may expand freely (small gzips compress well)
+    max_record_bytes: int = 8 * 1024**2
+    max_columns: int = 1000
+    max_depth: int = 32
+
+    @classmethod
+    def from_settings(cls) -> Limits:
+        from app.core.config import get_settings
+
+        settings = get_settings()
+        return cls(
+            max_decompressed_bytes=settings.max_decompressed_bytes,
+            max_ratio=settings.max_decompression_ratio,
+            max_record_bytes=settings.max_record_bytes,
+            max_columns=settings.max_columns,
+        )
+
+    def expansion_cap(self, stored_bytes: int) -> tuple[int, str]:
+        """The most bytes a file of ``stored_bytes`` may expand to, and the limit that sets it."""
+        by_ratio = max(self.ratio_floor_bytes, int(self.max_ratio * stored_bytes))
+        if by_ratio < self.max_decompressed_bytes:
+            return by_ratio, "ratio"
+        return self.max_decompressed_bytes, "size"
+
+    def refuse_expansion(self, stored_bytes: int, which: str) -> UploadLimit:
+        if which == "ratio":
+            return UploadLimit(
+                "decompression_ratio",
+                ratio=f"{self.max_ratio:g}",
+                size=f"{stored_bytes:,}",
+                setting="REFINERY_MAX_DECOMPRESSION_RATIO",
+            )
+        return UploadLimit(
+            "decompressed_too_large",
+            limit=f"{self.max_decompressed_bytes:,}",
+            setting="REFINERY_MAX_DECOMPRESSED_BYTES",
+        )
+
+
+class Guarded:
+    """A decompressed stream that stops (UploadLimit) past the size and expansion-ratio limits: a bomb of a
+    few kilobytes is refused after reading a bounded amount, never expanded to gigabytes."""
+
+    def __init__(self, inner: IO[bytes], stored_bytes: int, limits: Limits, *, compressed: bool) -> None:
+        self.inner = inner
+        self.stored = stored_bytes
+        self.limits = limits
+        self.cap, self.which = (
+            limits.expansion_cap(stored_bytes) if compressed else (limits.max_decompressed_bytes, "size")
+        )
+        self.total = 0
+
+    def read(self, size: int = CHUNK) -> bytes:
+        data = self.inner.read(CHUNK if size is None or size < 0 else size)
+        self.total += len(data)
+        if self.total > self.cap:
+            raise self.limits.refuse_expansion(self.stored, self.which)
+        return data
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> Guarded:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _source(data: bytes | IO[bytes] | Guarded) -> IO[bytes] | Guarded:
+    return io.BytesIO(data) if isinstance(data, bytes) else data
+
+
+def _lines(handle: IO[bytes] | Guarded, max_record: int, *, blank: bool = False) -> Iterator[tuple[int, bytes | None]]:
+    """Numbered lines split on b"\\n" only (CR and a first-line BOM removed), read in chunks: a line longer than
+    ``max_record`` is skipped without being held and given as None. Blank lines are left out unless ``blank``."""
+    number = 0
+    pending = bytearray()
+    skipping = False
+    first = True
+    while True:
+        chunk = handle.read(CHUNK)
+        if not chunk:
+            break
+        if first:
+            chunk = chunk.removeprefix(b"\xef\xbb\xbf")
+            first = False
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            if end < 0:
+                if not skipping:
+                    pending += chunk[start:]
+                    if len(pending) > max_record:
+                        skipping = True
+                        pending.clear()
+                break
+            number += 1
+            if skipping:
+                skipping = False
+                yield number, None
+            else:
+                if pending:
+                    pending += chunk[start:end]
+                    line = bytes(pending)
+                    pending.clear()
+                else:
+                    line = chunk[start:end]
+                if len(line) > max_record:
+                    yield number, None
+                elif blank or line.strip():
+                    yield number, line.removesuffix(b"\r")
+            start = end + 1
+    if skipping:
+        yield number + 1, None
+    elif pending and (blank or pending.strip()):
+        yield number + 1, bytes(pending).removesuffix(b"\r")
+
+
+def _too_large(line: int, limits: Limits) -> Issue:
+    return Issue(line, "record_too_large", {"limit": f"{limits.max_record_bytes:,}"})
+
+
+def read_jsonl(data: bytes | IO[bytes] | Guarded, limits: Limits | None = None) -> Iterator[Item | Issue]:
+    limits = limits or Limits()
+    for number, raw in _lines(_source(data), limits.max_record_bytes):
+        if raw is None:
+            yield _too_large(number, limits)
             continue
         try:
             text = raw.decode("utf-8")
@@ -147,66 +283,134 @@ def read_jsonl(data: bytes | Iterable[bytes]) -> Iterator[Item | Issue]:
             yield Issue(number, exc.code, exc.params, _excerpt(text))
 
 
-def read_json_array(data: bytes) -> Iterator[Item | Issue]:
-    """A JSON array, element by element, numbered by position (arrays are often written on one line)."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        yield Issue(1, "encoding")
-        return
+_SPACE = frozenset(" \t\r\n")
+_BETWEEN = frozenset(" \t\r\n,")
+
+
+def read_json_array(data: bytes | IO[bytes] | Guarded, limits: Limits | None = None) -> Iterator[Item | Issue]:
+    """A JSON array, element by element, numbered by position (arrays are often written on one line). Read in
+    chunks: only the element being decoded is held, and one longer than the record limit is refused."""
+    limits = limits or Limits()
+    handle = _source(data)
+    utf8 = codecs.getincrementaldecoder("utf-8-sig")()
     decoder = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_reject_constant)
-    position = len(text) - len(text.lstrip())
-    if text[position : position + 1] != "[":
-        yield Issue(1, "json_not_array", excerpt=_excerpt(text))
-        return
-    position += 1
-    line = 0
-    while True:
-        while position < len(text) and text[position] in " \t\r\n,":
-            position += 1
-        if position >= len(text):
-            yield Issue(line + 1, "json_truncated", {"msg": "the array is not closed with ]"})
-            return
-        if text[position] == "]":
-            return
-        line += 1
-        try:
-            value, end = decoder.raw_decode(text, position)
-            _check_strings(value)
-        except RecursionError:
-            yield Issue(line, "json_too_deep")
-            return
-        except _BadJSON as exc:
-            yield Issue(line, exc.code, exc.params, _excerpt(text[position : position + EXCERPT]))
-            return
-        except json.JSONDecodeError as exc:
-            yield Issue(line, "json_truncated", {"msg": exc.msg}, _excerpt(text[position : position + EXCERPT]))
-            return
-        yield Item(line, value)
-        position = end
+    buf, pos, eof = "", 0, False
 
+    def fill() -> bool:
+        """One more chunk into the buffer, dropping what was consumed; False once the file has ended."""
+        nonlocal buf, pos, eof
+        if eof:
+            return False
+        chunk = handle.read(CHUNK)
+        eof = not chunk
+        buf = buf[pos:] + utf8.decode(chunk, final=eof)
+        pos = 0
+        return True
 
-def read_csv(data: bytes) -> Iterator[Item | Issue]:
+    def skip(chars: frozenset[str]) -> None:
+        nonlocal pos
+        while True:
+            while pos < len(buf) and buf[pos] in chars:
+                pos += 1
+            if pos < len(buf) or not fill():
+                return
+
     try:
-        text = data.decode("utf-8-sig")
+        skip(_SPACE)
     except UnicodeDecodeError:
         yield Issue(1, "encoding")
         return
-    csv.field_size_limit(64 * 1024 * 1024)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    if buf[pos : pos + 1] != "[":
+        yield Issue(1, "json_not_array", excerpt=_excerpt(buf[pos : pos + EXCERPT]))
+        return
+    pos += 1
+    line = 0
+    try:
+        while True:
+            skip(_BETWEEN)
+            if pos >= len(buf):
+                yield Issue(line + 1, "json_truncated", {"msg": "the array is not closed with ]"})
+                return
+            if buf[pos] == "]":
+                return
+            line += 1
+            while True:
+                try:
+                    value, end = decoder.raw_decode(buf, pos)
+                    if end >= len(buf) and not eof and fill():  # a number cut at the chunk's end: read on
+                        continue
+                    _check_strings(value)
+                    break
+                except RecursionError:
+                    yield Issue(line, "json_too_deep")
+                    return
+                except _BadJSON as exc:
+                    yield Issue(line, exc.code, exc.params, _excerpt(buf[pos : pos + EXCERPT]))
+                    return
+                except json.JSONDecodeError as exc:
+                    cut = exc.pos >= len(buf) - 8 or exc.msg.startswith("Unterminated string")
+                    if cut and len(buf) - pos > limits.max_record_bytes:
+                        yield _too_large(line, limits)
+                        return
+                    if cut and fill():
+                        continue
+                    yield Issue(line, "json_truncated", {"msg": exc.msg}, _excerpt(buf[pos : pos + EXCERPT]))
+                    return
+            if end - pos > limits.max_record_bytes:
+                yield _too_large(line, limits)
+            else:
+                yield Item(line, value)
+            pos = end
+    except UnicodeDecodeError:
+        yield Issue(line + 1, "encoding")
+
+
+class _LineTooLarge(Exception):
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
+def _text_lines(handle: IO[bytes] | Guarded, limits: Limits) -> Iterator[str]:
+    """Decoded lines with their endings, for the csv module; a line past the record limit stops the file."""
+    for number, raw in _lines(handle, limits.max_record_bytes, blank=True):
+        if raw is None:
+            raise _LineTooLarge(number)
+        yield raw.decode("utf-8") + "\n"
+
+
+def read_csv(data: bytes | IO[bytes] | Guarded, limits: Limits | None = None) -> Iterator[Item | Issue]:
+    limits = limits or Limits()
+    csv.field_size_limit(limits.max_record_bytes)
+    reader = csv.reader(_text_lines(_source(data), limits), strict=True)
     try:
         header = next(reader)
     except StopIteration:
+        return
+    except UnicodeDecodeError:
+        yield Issue(1, "encoding")
+        return
+    except _LineTooLarge as exc:
+        yield _too_large(exc.line, limits)
         return
     except csv.Error as exc:
         yield Issue(1, "csv_error", {"msg": str(exc)})
         return
     names = [h.strip() for h in header]
+    if len(names) > limits.max_columns:
+        raise UploadLimit(
+            "too_many_columns", columns=len(names), limit=limits.max_columns, setting="REFINERY_MAX_COLUMNS"
+        )
     while True:
         line = reader.line_num + 1
         try:
             row = next(reader)
         except StopIteration:
+            return
+        except UnicodeDecodeError:
+            yield Issue(line, "encoding")
+            return
+        except _LineTooLarge as exc:
+            yield _too_large(exc.line, limits)
             return
         except csv.Error as exc:
             yield Issue(line, "csv_error", {"msg": str(exc)})
@@ -219,48 +423,112 @@ def read_csv(data: bytes) -> Iterator[Item | Issue]:
         yield Item(line, dict(zip(names, row, strict=True)))
 
 
-def read_parquet(path: Path) -> Iterator[Item | Issue]:
+def _depth(kind: Any) -> int:
+    import pyarrow as pa
+
+    if pa.types.is_struct(kind):
+        return 1 + max((_depth(kind.field(i).type) for i in range(kind.num_fields)), default=0)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return 1 + _depth(kind.value_type)
+    if pa.types.is_map(kind):
+        return 1 + max(_depth(kind.key_type), _depth(kind.item_type))
+    return 0
+
+
+def read_parquet(path: Path, limits: Limits | None = None) -> Iterator[Item | Issue]:
+    """Row by row in small batches. Checked first: the columns and nesting; while reading, the bytes the
+    rows expand to (a dictionary page repeated by run-length codes can turn a kilobyte into gigabytes)."""
     import pyarrow.parquet as pq
 
+    limits = limits or Limits()
     try:
-        parquet = pq.ParquetFile(str(path))
+        parquet = pq.ParquetFile(str(path), pre_buffer=False)
+        schema = parquet.schema_arrow
     except Exception as exc:
         yield Issue(1, "parquet_error", {"msg": str(exc)[:200]})
         return
+    if len(schema) > limits.max_columns:
+        raise UploadLimit(
+            "too_many_columns", columns=len(schema), limit=limits.max_columns, setting="REFINERY_MAX_COLUMNS"
+        )
+    deepest = max((_depth(field.type) for field in schema), default=0)
+    if deepest > limits.max_depth:
+        raise UploadLimit("parquet_too_deep", depth=deepest, limit=limits.max_depth)
+    stored = path.stat().st_size
+    cap, which = limits.expansion_cap(stored)
+    expanded = 0
     row = 0
-    for batch in parquet.iter_batches(batch_size=2048):
-        for record in batch.to_pylist():
-            row += 1
-            yield Item(row, record)
+    try:
+        for batch in parquet.iter_batches(batch_size=64):
+            if batch.nbytes > cap:
+                raise limits.refuse_expansion(stored, which)
+            for record in batch.to_pylist():
+                row += 1
+                size = _size(record, limits.max_record_bytes)
+                expanded += size  # what the rows decode to: a dictionary value counts once per row using it
+                if expanded > cap:
+                    raise limits.refuse_expansion(stored, which)
+                if size > limits.max_record_bytes:
+                    yield _too_large(row, limits)
+                else:
+                    yield Item(row, record)
+    except UploadLimit:
+        raise
+    except Exception as exc:
+        yield Issue(row + 1, "parquet_error", {"msg": str(exc)[:200]})
 
 
-def read_text(data: bytes) -> Iterator[Item | Issue]:
+def _size(value: Any, stop: int) -> int:
+    """Roughly the bytes of a decoded value, counting no further than ``stop``."""
+    total = 0
+    stack = [value]
+    while stack and total <= stop:
+        current = stack.pop()
+        if isinstance(current, str | bytes):
+            total += len(current)
+        elif isinstance(current, dict):
+            stack.extend(current.values())
+            total += 2 * len(current)
+        elif isinstance(current, list | tuple):
+            stack.extend(current)
+            total += len(current)
+        else:
+            total += 8
+    return total
+
+
+def read_text(data: bytes | IO[bytes] | Guarded, limits: Limits | None = None) -> Iterator[Item | Issue]:
     """Raw text for continued pre-training: paragraphs gathered into chunks, each with its first line."""
-    text = data.decode("utf-8-sig", errors="replace")
+    limits = limits or Limits()
     chunk: list[str] = []
     size = 0
     start = 1
-    for number, raw in enumerate(text.split("\n"), start=1):
-        line = raw.removesuffix("\r")
+    for number, raw in _lines(_source(data), limits.max_record_bytes, blank=True):
+        if raw is None:
+            yield _too_large(number, limits)
+            continue
+        line = raw.decode("utf-8", errors="replace")
         if not chunk and not line.strip():
             continue
         if not chunk:
             start = number
         chunk.append(line)
         size += len(line) + 1
-        if size >= TEXT_CHUNK_CHARS and not line.strip():
+        if (size >= TEXT_CHUNK_CHARS and not line.strip()) or size >= limits.max_record_bytes:
             yield Item(start, "\n".join(chunk).strip())
             chunk, size = [], 0
     if chunk and "\n".join(chunk).strip():
         yield Item(start, "\n".join(chunk).strip())
 
 
-def open_upload(path: Path) -> IO[bytes]:
+def open_upload(path: Path, limits: Limits | None = None) -> Guarded:
+    """The upload's bytes, gunzipped when it is gzip, within the expansion limits."""
+    limits = limits or Limits()
     with path.open("rb") as probe:
         gzipped = probe.read(2) == b"\x1f\x8b"
-    if gzipped:
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return path.open("rb")
+    stored = path.stat().st_size
+    inner: IO[bytes] = gzip.open(path, "rb") if gzipped else path.open("rb")  # type: ignore[assignment]  # noqa: SIM115
+    return Guarded(inner, stored, limits, compressed=gzipped)
 
 
 def sniff_file_type(path: Path, filename: str) -> str:
@@ -268,26 +536,27 @@ def sniff_file_type(path: Path, filename: str) -> str:
     with open_upload(path) as handle:
         try:
             head = handle.read(4096)
-        except (OSError, EOFError):
+        except (OSError, EOFError, UploadLimit):
             head = b""
     return guess_file_type(filename, head)
 
 
-def read_items(path: Path, file_type: str) -> Iterator[Item | Issue]:
-    """JSONL streams line by line (bounded memory); other text formats are read whole."""
+def read_items(path: Path, file_type: str, limits: Limits | None = None) -> Iterator[Item | Issue]:
+    """Every format streams: memory stays near the record limit whatever the file's size. A file past the
+    expansion or structure limits raises UploadLimit (the whole upload is refused with the setting to raise)."""
+    limits = limits or Limits()
     if file_type == "parquet":
-        yield from read_parquet(path)
+        yield from read_parquet(path, limits)
         return
     try:
-        with open_upload(path) as handle:
-            if file_type == "jsonl":
-                yield from read_jsonl(handle)
-            else:
-                yield from read_bytes(handle.read(), file_type)
+        with open_upload(path, limits) as handle:
+            yield from READERS[file_type](handle, limits)
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         yield Issue(1, "encoding", {"msg": str(exc)[:200]})
 
 
-def read_bytes(data: bytes, file_type: str) -> Iterator[Item | Issue]:
-    readers = {"jsonl": read_jsonl, "json": read_json_array, "csv": read_csv, "text": read_text}
-    yield from readers[file_type](data)
+READERS = {"jsonl": read_jsonl, "json": read_json_array, "csv": read_csv, "text": read_text}
+
+
+def read_bytes(data: bytes, file_type: str, limits: Limits | None = None) -> Iterator[Item | Issue]:
+    yield from READERS[file_type](data, limits or Limits())

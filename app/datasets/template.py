@@ -146,14 +146,28 @@ def record_text(kind: str, data: dict[str, Any]) -> list[list[dict[str, Any]]]:
     return []
 
 
-def record_tokens(renderer: ChatRenderer | None, kind: str, data: dict[str, Any]) -> int | None:
+# No tokenizer's token spans this many characters: a text longer than this many times the context cannot fit,
+# and only its beginning is tokenised to say by how much (a 30 MB record is never tokenised whole).
+MAX_CHARS_PER_TOKEN = 64
+
+
+def record_tokens(
+    renderer: ChatRenderer | None, kind: str, data: dict[str, Any], context: int | None = None
+) -> int | None:
     """How many tokens the model sees for a record (the longer side of a preference pair), rendered with the
-    chat template; None without a renderer or when the template cannot render the record."""
+    chat template; None without a renderer or when the template cannot render the record. With ``context``,
+    a text far past it is counted only as far as proves it too long."""
     if renderer is None:
         return None
+
+    def count(text: str) -> int:
+        if context and len(text) > context * MAX_CHARS_PER_TOKEN:
+            text = text[: context * MAX_CHARS_PER_TOKEN]
+        return renderer.count(text)
+
     try:
         if kind == "text":
-            return renderer.count(data["text"])
-        return max(renderer.count(renderer.render(conversation)) for conversation in record_text(kind, data))
+            return count(data["text"])
+        return max(count(renderer.render(conversation)) for conversation in record_text(kind, data))
     except TemplateRenderError:
         return None

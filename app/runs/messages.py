@@ -107,6 +107,29 @@ TEXTS: dict[str, str] = {
     ),
     "training_error": N_("Training stopped with an error: %(detail)s. Lower the learning rate or check the data."),
     "upload_unreadable": N_("The upload could not be read (%(detail)s); upload the file again."),
+    "decompression_ratio": N_(
+        "The file expands to more than %(ratio)s times its %(size)s bytes when decompressed, which is how "
+        "decompression bombs look; upload it uncompressed, or an administrator can raise %(setting)s."
+    ),
+    "decompressed_too_large": N_(
+        "The file is larger than %(limit)s bytes when decompressed; split it, or an administrator can raise "
+        "%(setting)s."
+    ),
+    "too_many_columns": N_(
+        "The file has %(columns)s columns, more than the limit of %(limit)s; keep the columns the records need, "
+        "or an administrator can raise %(setting)s."
+    ),
+    "parquet_too_deep": N_(
+        "The Parquet schema nests %(depth)s levels deep, more than %(limit)s; flatten the columns the records use."
+    ),
+    "validation_memory": N_(
+        "Reading the file needed more than %(limit)s MB of memory, so it was stopped; split the file, or an "
+        "administrator can raise %(setting)s."
+    ),
+    "validation_cpu": N_(
+        "Reading the file used more than %(limit)s s of processor time, so it was stopped; split the file, or an "
+        "administrator can raise %(setting)s."
+    ),
     # a child that sends a plain sentence instead of a code (shown as it is)
     "plain": "%(detail)s",
 }
