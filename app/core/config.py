@@ -163,6 +163,13 @@ class Settings(BaseSettings):
     inference_api_key: str = Field(
         default="", description="Bearer key for an external inference server (the own process derives one)."
     )
+    inference_max_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="Longest one chat answer may generate, in seconds; past it the answer ends with "
+        "finish_reason 'length' and the next request's turn comes.",
+    )
     inference_max_models: int = Field(
         default=2, ge=1, description="Base models the inference process keeps loaded (least recently used leave)."
     )

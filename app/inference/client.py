@@ -4,7 +4,7 @@ process, or vLLM/any OpenAI-compatible server by configuration) and streams the 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -19,9 +19,16 @@ class InferenceUnavailable(RefineryError):
     code = "inference_unavailable"
 
 
+class InferenceRefused(RefineryError):
+    """The request itself cannot be answered (a prompt longer than the model's context): a 400 with the
+    inference server's own code and message, as OpenAI answers it."""
+
+    status_code = 400
+
+
 async def stream_chat(
     model: str, messages: list[dict[str, str]], ending: dict[str, Any] | None = None, **params: Any
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """The answer's text pieces as the server generates them. ``ending`` gets the finish reason and the token
     counts (``usage``) when the server sends them (ours does; vLLM does when asked, as here)."""
     settings = get_settings()
@@ -34,6 +41,13 @@ async def stream_chat(
             httpx.AsyncClient(timeout=timeout) as client,
             client.stream("POST", url, json=body, headers=headers) as response,
         ):
+            if response.status_code == 400:
+                error = _error_of(await response.aread())
+                raise InferenceRefused(
+                    str(error.get("message") or "The request was refused.")[:500],
+                    code=str(error.get("code") or "invalid_request"),
+                    field=str(error["param"]) if error.get("param") else None,
+                )
             if response.status_code != 200:
                 detail = (await response.aread()).decode(errors="replace")[:300]
                 raise InferenceUnavailable(
@@ -67,3 +81,42 @@ async def stream_chat(
                 url=settings.inference_base_url,
             )
         ) from exc
+
+
+def _error_of(body: bytes) -> dict[str, Any]:
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return {}
+    return error if isinstance(error, dict) else {}
+
+
+async def until_disconnected(request: Any, pieces: AsyncGenerator[str, None]) -> str:
+    """All the remaining text, unless the client disconnects first: then the stream is closed, so the
+    inference server sees the connection go and stops generating at its next token."""
+    import anyio
+
+    parts: list[str] = []
+    gone = False
+
+    async def read() -> None:
+        async for piece in pieces:
+            parts.append(piece)
+        group.cancel_scope.cancel()
+
+    async def watch() -> None:
+        nonlocal gone
+        while not await request.is_disconnected():
+            await anyio.sleep(0.25)
+        gone = True
+        group.cancel_scope.cancel()
+
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(read)
+            group.start_soon(watch)
+    finally:
+        await pieces.aclose()
+    if gone:
+        raise InferenceUnavailable(_("The client disconnected; generation stopped."))
+    return "".join(parts)

@@ -32,7 +32,7 @@ from app.datasets import records
 from app.datasets import service as datasets
 from app.datasets.storage import artifact_path, discard, save_stream
 from app.db.models import Dataset, DatasetStatus, User
-from app.inference.client import stream_chat
+from app.inference.client import stream_chat, until_disconnected
 from app.inference.shapes import DONE, Completion, error_event
 from app.playground import service as playground
 
@@ -141,7 +141,9 @@ def _text(content: str | list[dict[str, Any]]) -> str:
 
 
 @router.post("/chat/completions", summary="Chat with a base model or an adapter (OpenAI-compatible)")
-async def chat_completions(body: ChatCompletionRequest, session: SessionDep, user: CurrentUser) -> Response:
+async def chat_completions(
+    request: Request, body: ChatCompletionRequest, session: SessionDep, user: CurrentUser
+) -> Response:
     model = await run_in_threadpool(resolve_model, session, user, body.model)
     messages = [
         {"role": "system" if m.role == "developer" else m.role, "content": _text(m.content)[:100_000]}
@@ -154,12 +156,13 @@ async def chat_completions(body: ChatCompletionRequest, session: SessionDep, use
     }
     if body.seed is not None:
         params["seed"] = body.seed
+    params["user"] = str(user.id)  # the inference server serves waiting requests in turns per user
     completion = Completion(body.model)
     ending: dict[str, Any] = {}
     pieces = stream_chat(model, messages, ending, **params)
     first = await anext(pieces, "")  # a refusal before the first token is a clean error response
     if not body.stream:
-        text = first + "".join([piece async for piece in pieces])
+        text = first + await until_disconnected(request, pieces)
         return JSONResponse(completion.whole(text, ending.get("finish_reason", "stop"), ending.get("usage")))
     with_usage = body.stream_options is not None and body.stream_options.include_usage
 
@@ -175,6 +178,8 @@ async def chat_completions(body: ChatCompletionRequest, session: SessionDep, use
                 yield completion.usage_chunk(ending["usage"])
         except Exception as exc:  # the stream has started: the error travels in it
             yield error_event(str(exc))
+        finally:
+            await pieces.aclose()  # a client that went away closes the stream to the inference server too
         yield DONE
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})

@@ -59,7 +59,7 @@ def page(request: Request, session: SessionDep, user: PageUser) -> Response:
 async def stream(request: Request, session: SessionDep, user: PageUser) -> Response:
     """The answer as plain text, piece by piece as the model writes it."""
     model, messages, params = service.chat_request(session, await _json(request), user=user)
-    pieces = stream_chat(model, messages, **params)
+    pieces = stream_chat(model, messages, **params, user=str(user.id))
     first = await anext(pieces, "")  # errors before the first token become a clean error response
 
     async def body() -> AsyncIterator[bytes]:
@@ -69,6 +69,8 @@ async def stream(request: Request, session: SessionDep, user: PageUser) -> Respo
                 yield piece.encode()
         except Exception as exc:  # the client shows what is there plus the reason
             yield f"\n\n[{exc}]".encode()
+        finally:
+            await pieces.aclose()  # a closed tab stops the generation too
 
     return StreamingResponse(
         body(), media_type="text/plain; charset=utf-8", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}

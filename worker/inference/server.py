@@ -9,25 +9,33 @@ base model is the adapter switched off), keeping at most ``inference_max_models`
 * ``job-<job id>@checkpoint-<N>`` one of its complete checkpoints.
 
 The web app checks ownership before it asks; this process only answers requests carrying the install's
-inference key. Generation runs one request at a time (a lock), streamed token by token as server-sent events
-in OpenAI's ``chat.completion.chunk`` shape. Start it with ``refinery inference`` (``refinery up`` does).
+inference key. Generation runs one request at a time, each on a thread of its own, with waiting requests served
+in turns per user (``FairLock``), streamed token by token as server-sent events in OpenAI's
+``chat.completion.chunk`` shape. A prompt that does not fit the context is refused with OpenAI's
+``context_length_exceeded``; an answer ends at max_tokens, the context's end or ``inference_max_seconds``, and
+stops at its next token when its client disconnects. Start it with ``refinery inference`` (``refinery up``
+does).
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import queue
 import threading
+import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Iterator
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+import anyio
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from app.core.config import get_settings
 from app.datasets.storage import artifact_path
@@ -55,6 +63,7 @@ class ChatRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
+    user: str = Field(default="", max_length=200)  # whose turn it is: requests are served in turns per user
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,7 @@ class Target:
     chat_template: str | None
     adapter_dir: Path | None  # a PEFT adapter on the base
     full_dir: Path | None  # full or freeze fine-tuning: its own weights
+    context: int = 2048  # the base model's context length, in tokens
 
 
 class UnknownModel(LookupError):
@@ -83,7 +93,9 @@ def resolve(name: str) -> Target:
             model = session.get(BaseModelRecord, object_id)
             if model is None or not model.storage_key:
                 raise UnknownModel(name)
-            return Target(name, artifact_path(model.storage_key), model.chat_template, None, None)
+            return Target(
+                name, artifact_path(model.storage_key), model.chat_template, None, None, model.context_length or 2048
+            )
         job = session.get(TrainingJob, object_id) if kind == "job" else None
         model = session.get(BaseModelRecord, job.base_model_id) if job else None
         run = session.get(Run, job.run_id) if job and job.run_id else None
@@ -100,9 +112,10 @@ def resolve(name: str) -> Target:
                 raise UnknownModel(name)
             weights = artifact_path(f"{job.storage_key}/final")
         base_dir = artifact_path(model.storage_key)
+        context = model.context_length or 2048
         if (weights / "adapter_config.json").is_file():
-            return Target(name, base_dir, model.chat_template, weights, None)
-        return Target(name, base_dir, model.chat_template, None, weights)
+            return Target(name, base_dir, model.chat_template, weights, None, context)
+        return Target(name, base_dir, model.chat_template, None, weights, context)
 
 
 @dataclass
@@ -195,24 +208,149 @@ def preload() -> None:
     peft.PeftModel  # noqa: B018  (the attribute access is the point)
 
 
+class ContextTooLong(ValueError):
+    """The prompt does not fit the model's context (OpenAI's ``context_length_exceeded``)."""
+
+    def __init__(self, tokens: int | None, context: int) -> None:
+        counted = f"{tokens} tokens" if tokens is not None else f"over {context} tokens"
+        super().__init__(
+            f"This model's maximum context length is {context} tokens. However, your messages resulted in "
+            f"{counted}. Please reduce the length of the messages."
+        )
+
+
+class Cancelled(RuntimeError):
+    """The client went away (or the request was abandoned) before its turn came."""
+
+
+# No tokenizer's token spans this many characters: a prompt longer than the context times this cannot fit and
+# is refused without being tokenised (a 20 MB prompt is never held as tokens).
+MAX_CHARS_PER_TOKEN = 64
+
+
+class FairLock:
+    """The model runs one request at a time; waiting requests are served in turns per user (round robin), so
+    one user's queue of long requests cannot make another user wait behind all of them. A waiter whose client
+    goes away (``cancel``) leaves the queue."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._holder: object | None = None
+        self._served = ""  # whose request holds (or last held) the model
+        self._waiting: OrderedDict[str, deque[object]] = OrderedDict()
+
+    def waiting(self) -> int:
+        with self._cond:
+            return sum(len(q) for q in self._waiting.values())
+
+    def acquire(self, who: str, cancel: threading.Event) -> bool:
+        token = object()
+        with self._cond:
+            if self._holder is None and not self._waiting:
+                self._holder, self._served = token, who
+                return True
+            self._waiting.setdefault(who, deque()).append(token)
+            while self._holder is not token:
+                if cancel.is_set():
+                    line = self._waiting.get(who)
+                    if line is not None and token in line:
+                        line.remove(token)
+                        if not line:
+                            del self._waiting[who]
+                    return False
+                self._cond.wait(0.1)
+            return True
+
+    def release(self) -> None:
+        with self._cond:
+            self._holder = None
+            if self._waiting:
+                # the first waiting user other than the one just served; that one only when nobody else waits
+                who = next((w for w in self._waiting if w != self._served), self._served)
+                line = self._waiting[who]
+                self._holder, self._served = line.popleft(), who
+                if line:
+                    self._waiting.move_to_end(who)  # their next request waits for everyone else's turn
+                else:
+                    del self._waiting[who]
+            self._cond.notify_all()
+
+
+_END = object()
+
+
+class Generation:
+    """One request's answer, produced on a thread of its own: text pieces arrive in a queue as the model writes
+    them. ``cancel`` (a client that disconnected) stops it at the next token and frees the model."""
+
+    def __init__(self) -> None:
+        self.cancel = threading.Event()
+        self.ending: dict[str, Any] = {}
+        self._queue: queue.Queue[object] = queue.Queue()
+
+    def put(self, item: object) -> None:
+        self._queue.put(item)
+
+    def pieces(self) -> Iterator[str]:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield str(item)
+
+
 class Engine:
     def __init__(self) -> None:
         preload()
         settings = get_settings()
         self.cache = Cache(settings.inference_max_models, settings.inference_max_adapters)
-        self.lock = threading.Lock()
+        self.lock = FairLock()
+        self.max_seconds = settings.inference_max_seconds
+
+    def start(self, request: ChatRequest) -> Generation:
+        generation = Generation()
+        threading.Thread(target=self._run, args=(request, generation), daemon=True).start()
+        return generation
 
     def stream(self, request: ChatRequest, ending: dict[str, Any] | None = None) -> Iterator[str]:
-        """Text pieces as they are generated (the lock is held for the whole generation). When it is over,
-        ``ending`` gets the finish reason (``stop`` at the end of the answer, ``length`` at max_tokens) and
-        the token counts (``usage``)."""
+        """Text pieces as they are generated; ``ending`` gets the finish reason and the token counts."""
+        generation = self.start(request)
+        try:
+            yield from generation.pieces()
+        finally:
+            generation.cancel.set()
+            if ending is not None:
+                ending.update(generation.ending)
+
+    def _run(self, request: ChatRequest, generation: Generation) -> None:
+        try:
+            target = resolve(request.model)
+            chars = sum(len(m.content) for m in request.messages)
+            if chars > target.context * MAX_CHARS_PER_TOKEN:
+                raise ContextTooLong(None, target.context)
+            if not self.lock.acquire(request.user, generation.cancel):
+                raise Cancelled("the request was cancelled while it waited for its turn")
+            try:
+                self._generate(request, target, generation)
+            finally:
+                self.lock.release()
+        except BaseException as exc:  # given to the reader of the pieces
+            generation.put(exc)
+        finally:
+            generation.put(_END)
+
+    def _generate(self, request: ChatRequest, target: Target, generation: Generation) -> None:
+        """Runs with the model to itself. Stops at the end of the answer, at max_tokens or the context's end,
+        at the per-request time budget, or when the client has gone."""
         import contextlib
 
         import torch
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-        class CountingStreamer(TextIteratorStreamer):  # type: ignore[misc]
-            """Counts the generated token ids it is given (the prompt's first put is skipped)."""
+        class Forwarding(TextIteratorStreamer):  # type: ignore[misc]
+            """Counts the generated token ids and hands each finished piece of text to the request."""
 
             generated = 0
             last = -1
@@ -223,55 +361,66 @@ class Engine:
                     self.last = int(value.reshape(-1)[-1])
                 super().put(value)
 
-        target = resolve(request.model)
-        with self.lock:
-            model, tokenizer, adapter = self.cache.model_for(target)
-            if target.chat_template:
-                tokenizer.chat_template = target.chat_template
-            messages = [m.model_dump() for m in request.messages]
-            prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
-            streamer = CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-            sample = request.temperature > 0
-            kwargs: dict[str, Any] = {
-                **inputs,
-                "max_new_tokens": request.max_tokens,
-                "do_sample": sample,
-                "streamer": streamer,
-                "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id,
-            }
-            if sample:
-                kwargs.update(temperature=request.temperature, top_p=request.top_p)
-            if request.seed is not None:
-                torch.manual_seed(request.seed)
-            is_peft = hasattr(model, "peft_config")
-            switch = contextlib.nullcontext()
-            if is_peft and adapter is None:
-                switch = model.disable_adapter()
-            elif is_peft:
-                model.set_adapter(adapter)
-            failure: list[BaseException] = []
+            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+                if text:
+                    generation.put(text)
 
-            def work() -> None:
-                try:
-                    with switch, torch.no_grad():
-                        model.generate(**kwargs)
-                except BaseException as exc:  # reported to the client below
-                    failure.append(exc)
-                    streamer.end()
+        deadline = time.monotonic() + self.max_seconds
+        timed_out = threading.Event()
 
-            thread = threading.Thread(target=work, daemon=True)
-            thread.start()
-            yield from (piece for piece in streamer if piece)
-            thread.join()
-            if failure:
-                raise RuntimeError(str(failure[0]))
-            if ending is not None:
-                stops = model.generation_config.eos_token_id
-                stops = set(stops if isinstance(stops, list) else [stops]) | {tokenizer.eos_token_id}
-                full = streamer.generated >= request.max_tokens and streamer.last not in stops
-                ending["finish_reason"] = "length" if full else "stop"
-                ending["usage"] = usage(int(inputs["input_ids"].shape[1]), streamer.generated)
+        class Budget(StoppingCriteria):  # type: ignore[misc]
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                late = time.monotonic() > deadline
+                if late:
+                    timed_out.set()
+                stop = late or generation.cancel.is_set()
+                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+        model, tokenizer, adapter = self.cache.model_for(target)
+        if target.chat_template:
+            tokenizer.chat_template = target.chat_template
+        messages = [m.model_dump(include={"role", "content"}) for m in request.messages]
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        if prompt_tokens >= target.context:
+            raise ContextTooLong(prompt_tokens, target.context)
+        budget = min(request.max_tokens, target.context - prompt_tokens)
+        streamer = Forwarding(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        sample = request.temperature > 0
+        kwargs: dict[str, Any] = {
+            **inputs,
+            "max_new_tokens": budget,
+            "do_sample": sample,
+            "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([Budget()]),
+            "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id,
+        }
+        if sample:
+            kwargs.update(temperature=request.temperature, top_p=request.top_p)
+        if request.seed is not None:
+            torch.manual_seed(request.seed)
+        is_peft = hasattr(model, "peft_config")
+        switch: Any = contextlib.nullcontext()
+        if is_peft and adapter is None:
+            switch = model.disable_adapter()
+        elif is_peft:
+            model.set_adapter(adapter)
+        try:
+            with switch, torch.no_grad():
+                model.generate(**kwargs)
+        except Exception as exc:
+            raise RuntimeError(str(exc)) from exc
+        stops = model.generation_config.eos_token_id
+        stops = set(stops if isinstance(stops, list) else [stops]) | {tokenizer.eos_token_id}
+        full = streamer.generated >= budget and streamer.last not in stops
+        generation.ending["finish_reason"] = "length" if full or timed_out.is_set() else "stop"
+        generation.ending["usage"] = usage(prompt_tokens, streamer.generated)
+
+
+def _refusal(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status)
 
 
 def create_app() -> FastAPI:
@@ -288,37 +437,62 @@ def create_app() -> FastAPI:
 
     @app.get("/healthz")
     def health() -> dict[str, Any]:
-        return {"ok": True, "loaded": list(engine.cache.entries), "loads": engine.cache.loads}
+        loaded = list(engine.cache.entries)
+        return {"ok": True, "loaded": loaded, "loads": engine.cache.loads, "waiting": engine.lock.waiting()}
 
     @app.post("/v1/chat/completions", response_model=None)
-    def chat(request: ChatRequest) -> Any:
-        completion = Completion(request.model)
-        ending: dict[str, Any] = {}
+    async def chat(request: Request, body: ChatRequest) -> Any:
+        completion = Completion(body.model)
+        generation = engine.start(body)
+        pieces = generation.pieces()
         try:
-            pieces = engine.stream(request, ending)
-            first = next(pieces, None)
+            first = await run_in_threadpool(next, pieces, None)
         except UnknownModel as exc:
-            raise HTTPException(404, f"unknown model {exc}") from exc
-        if request.stream:
-            with_usage = request.stream_options is not None and request.stream_options.include_usage
+            return _refusal(404, f"The model '{exc}' does not exist", "model_not_found", "model")
+        except ContextTooLong as exc:
+            return _refusal(400, str(exc), "context_length_exceeded", "messages")
+        except Cancelled as exc:
+            return _refusal(499, str(exc), "cancelled")
+        if body.stream:
+            with_usage = body.stream_options is not None and body.stream_options.include_usage
 
-            def events() -> Iterator[str]:
-                yield completion.chunk({"role": "assistant", "content": ""})
+            async def events() -> AsyncIterator[str]:
                 try:
+                    yield completion.chunk({"role": "assistant", "content": ""})
                     if first is not None:
                         yield completion.chunk({"content": first})
-                    for piece in pieces:
+                    async for piece in iterate_in_threadpool(pieces):
                         yield completion.chunk({"content": piece})
-                    yield completion.chunk({}, ending.get("finish_reason", "stop"))
-                    if with_usage and "usage" in ending:
-                        yield completion.usage_chunk(ending["usage"])
+                    yield completion.chunk({}, generation.ending.get("finish_reason", "stop"))
+                    if with_usage and "usage" in generation.ending:
+                        yield completion.usage_chunk(generation.ending["usage"])
+                    yield DONE
                 except RuntimeError as exc:
                     yield error_event(str(exc))
-                yield DONE
+                    yield DONE
+                finally:
+                    generation.cancel.set()  # the client went away: the model stops at its next token
 
             return StreamingResponse(events(), media_type="text/event-stream")
-        text = (first or "") + "".join(pieces)
-        return completion.whole(text, ending.get("finish_reason", "stop"), ending.get("usage"))
+
+        async def watch() -> None:
+            while not generation.cancel.is_set():
+                if await request.is_disconnected():
+                    generation.cancel.set()
+                    return
+                await anyio.sleep(0.25)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch)
+            try:
+                rest = await run_in_threadpool(lambda: "".join(pieces))
+            except RuntimeError as exc:
+                return _refusal(500, str(exc), "generation_failed")
+            finally:
+                generation.cancel.set()
+                group.cancel_scope.cancel()
+        text = (first or "") + rest
+        return completion.whole(text, generation.ending.get("finish_reason", "stop"), generation.ending.get("usage"))
 
     return app
 
