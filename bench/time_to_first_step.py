@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "datasets"
+SHARED = ROOT / "tests" / "fixtures" / "datasets"
 RESULTS = ROOT / "bench" / "results"
 DATA = ROOT / "bench" / ".cache" / "ttfs-data"
 PHASES = [

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+# real public data the tests read, kept in the repository (licences in its README)
+SHARED_DATASETS = ROOT / "tests" / "fixtures" / "datasets"
 POSTGRES_ADMIN_URL = os.environ.get("REFINERY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("REFINERY_TEST_REDIS", "redis://127.0.0.1:6379")
 # CI sets this so that a missing server fails the run instead of skipping its tests.

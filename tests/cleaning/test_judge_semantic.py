@@ -13,12 +13,12 @@ import pytest
 from app.cleaning.ops import Cleaner
 from app.cleaning.recipe import validate_steps
 from tests.cleaning.test_flow import _upload
-from tests.conftest import csrf_of, make_admin
+from tests.conftest import SHARED_DATASETS, csrf_of, make_admin
 from tests.evaluation.fake_judge import FakeJudge
 from worker import lifecycle
 from worker.cleaning import run
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+SHARED = SHARED_DATASETS
 
 # alpaca instruction (by position among the first 40 without an input) → a paraphrase a person would write
 PARAPHRASES = {

@@ -18,10 +18,10 @@ import pytest
 
 from app.basemodels.service import ensure_bundled
 from app.db.session import session_scope
-from tests.conftest import csrf_of, make_admin
+from tests.conftest import SHARED_DATASETS, csrf_of, make_admin
 from worker import lifecycle
 
-ALPACA = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "alpaca_5000.json"
+ALPACA = SHARED_DATASETS / "alpaca_5000.json"
 
 
 KINDS = {
