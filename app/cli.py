@@ -93,7 +93,6 @@ def cmd_adapters_export(args: argparse.Namespace) -> int:
     from app.db.models import TrainingJob, User
     from app.db.session import session_scope
     from app.jobs import service as jobs
-    from worker import lifecycle
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
@@ -113,7 +112,7 @@ def cmd_adapters_export(args: argparse.Namespace) -> int:
                 run_id = adapters.start_merge(session, user=owner, row=row).id
         if run_id is not None:
             print("Merging the adapter into its base…", file=sys.stderr)
-            lifecycle.execute(str(run_id))
+            subprocess.run([sys.executable, "-m", "worker.execute", str(run_id)], check=False)
         with session_scope() as session:
             job = session.get(TrainingJob, job_id)
             assert job is not None

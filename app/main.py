@@ -18,12 +18,13 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from app.core import i18n
 from app.core.config import get_settings
-from app.core.deps import LoginRequired, end_transactions_in_handlers
+from app.core.deps import end_transactions_in_handlers
 from app.core.errors import InsufficientStorage, InvalidInput, RefineryError
 from app.core.i18n import _
 from app.core.limits import BodyLimitMiddleware
 from app.core.templating import ROOT, render
 from app.core.validation import describe_error
+from app.users.deps import LoginRequired
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -59,6 +60,11 @@ def _is_api(request: Request) -> bool:
 
 def create_app() -> FastAPI:
     settings = get_settings()
+    from app.core.templating import templates
+    from app.runs import messages as run_messages
+
+    # the composition root gives the (domain-free) templates what the domains render with
+    templates.env.globals["run_text"] = run_messages.describe
     app = FastAPI(
         title="Refinery",
         version="0.1.0",

@@ -1,9 +1,11 @@
-"""The web process never imports the training libraries (checked in a fresh interpreter)."""
+"""Layers: the web process never imports the training libraries (checked in a fresh interpreter), imports go
+down the layers only, and no code runs shells, remote code or pickles."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 from tests.conftest import ROOT
 
@@ -51,3 +53,30 @@ def test_remote_code_and_pickle_loading_are_never_enabled() -> None:
         if needle in path.read_text()
     ]
     assert offenders == []
+
+
+def _imports(path: Any) -> set[str]:
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_imports_go_down_the_layers_only() -> None:
+    """``app/core`` and ``app/db`` know no domain package; nothing in ``app`` imports ``worker`` (the web and the
+    CLI reach the worker's code only by starting a process); function-level imports count too."""
+    wrong = []
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        where = path.relative_to(ROOT).as_posix()
+        lower = where.startswith(("app/core/", "app/db/"))
+        for name in _imports(path):
+            top = name.split(".")
+            if top[0] == "worker" or (lower and top[0] == "app" and len(top) > 1 and top[1] not in ("core", "db")):
+                wrong.append(f"{where} imports {name}")
+    assert wrong == [], "\n".join(sorted(set(wrong)))

@@ -1,6 +1,6 @@
 """Child process: validate an upload and stage its canonical records as Parquet (no torch).
 
-Prints JSON progress lines for the supervisor (see worker/training/protocol.py). Outputs, in ``dest``:
+Prints JSON progress lines for the supervisor (see worker/protocol.py). Outputs, in ``dest``:
 ``records.parquet`` (id, line, kind, split, data) and ``issues.jsonl`` (line, code, params, excerpt).
 """
 
@@ -22,7 +22,7 @@ from app.datasets.records import record_schema
 from app.datasets.stats import Stats, record_plain_text
 from app.datasets.template import record_tokens, renderer_for
 from app.datasets.validation import Report, validate_items
-from worker.training.protocol import emit, exit_with_parent, fail, progress
+from worker.protocol import emit, exit_with_parent, fail, progress
 
 BATCH = 5000
 BATCH_BYTES = 32 * 1024 * 1024  # large records are written sooner, so memory stays bounded

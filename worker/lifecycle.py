@@ -28,7 +28,7 @@ from app.db.models import Run, RunStatus
 from app.db.session import session_scope
 from app.runs import service as runs
 from worker.jobs import HANDLERS
-from worker.training.protocol import child_env
+from worker.protocol import child_env
 
 log = logging.getLogger(__name__)
 STOPPING = threading.Event()

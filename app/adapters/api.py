@@ -12,10 +12,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from app.adapters import service, upload
-from app.core.deps import CurrentUser, SessionDep, csrf_protect
+from app.core.deps import SessionDep, csrf_protect
 from app.core.openapi import BINARY, multipart_body
 from app.db.models import Run, User
 from app.runs.schemas import RunRead
+from app.users.deps import CurrentUser
 
 router = APIRouter(prefix="/api/v1/adapters", tags=["adapters"], dependencies=[Depends(csrf_protect)])
 

@@ -9,12 +9,13 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from app.adapters import service, upload
 from app.basemodels import service as models
-from app.core.deps import PageUser, SessionDep, csrf_protect
+from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import InvalidInput, RefineryError
 from app.core.i18n import _
 from app.core.templating import render, render_live
 from app.db.models import ModelStatus
 from app.evaluation.service import verdict
+from app.users.deps import PageUser
 
 router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False)
 

@@ -9,9 +9,10 @@ from sqlalchemy.orm import Session
 
 from app.basemodels import service
 from app.basemodels.schemas import BaseModelRead, HubModelCreate, LocalModelCreate
-from app.core.deps import CurrentUser, SessionDep, csrf_protect
+from app.core.deps import SessionDep, csrf_protect
 from app.db.models import BaseModelRecord
 from app.runs.schemas import RunRead
+from app.users.deps import CurrentUser
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"], dependencies=[Depends(csrf_protect)])
 

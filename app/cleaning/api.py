@@ -11,11 +11,12 @@ from pydantic import BaseModel, Field
 
 from app.cleaning import service
 from app.cleaning.recipe import DEFAULT_RECIPE, OP_LABELS, PARAMS, Step
-from app.core.deps import CurrentUser, SessionDep, csrf_protect
+from app.core.deps import SessionDep, csrf_protect
 from app.core.i18n import gettext
 from app.datasets import service as datasets
 from app.db.models import Cleaning, DatasetVersion
 from app.runs.schemas import RunRead
+from app.users.deps import CurrentUser
 
 router = APIRouter(prefix="/api/v1", tags=["cleaning"], dependencies=[Depends(csrf_protect)])
 

@@ -19,13 +19,14 @@ from starlette.datastructures import FormData
 from app.cleaning import service
 from app.cleaning.labels import CRITERIA_LABELS, OPTION_LABELS, PARAM_LABELS, REASON_LABELS
 from app.cleaning.recipe import DEFAULT_RECIPE, OP_LABELS, PARAMS
-from app.core.deps import PageUser, SessionDep, csrf_protect
+from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import Conflict, NotFound, RefineryError
 from app.core.i18n import _
 from app.core.templating import render, render_live
 from app.datasets import service as datasets
 from app.db.models import Cleaning, Dataset, DatasetVersion, RunStatus, User
 from app.evaluation.judges import list_judges
+from app.users.deps import PageUser
 
 router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False)
 TOKEN = re.compile(r"\s+|\w+|[^\w\s]", re.UNICODE)

@@ -1,13 +1,12 @@
-"""Request dependencies: database session, current user (cookie or API key), CSRF check."""
+"""Request dependencies of the core: the request-scoped database session and the CSRF check. Who is asking
+(cookie or API key) is the users package's: app/users/deps.py."""
 
 from __future__ import annotations
 
 import functools
 import inspect
 import logging
-import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -16,13 +15,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
-from app.core.errors import Forbidden, NotFound, ServiceUnavailable, Unauthorized
+from app.core.errors import Forbidden, ServiceUnavailable
 from app.core.i18n import _
 from app.core.security import tokens_match
-from app.db.models import User
 from app.db.session import get_sessionmaker
-from app.users import service as users
-from app.users.service import live_login_session
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 log = logging.getLogger(__name__)
@@ -109,80 +105,6 @@ def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _sep, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
-def login_session_id(request: Request) -> uuid.UUID | None:
-    """The server-side login session the cookie names (None for API keys and anonymous requests)."""
-    if bearer_token(request) is not None:
-        return None
-    try:
-        return uuid.UUID(str(request.session.get("sid", "")))
-    except ValueError:
-        return None
-
-
-def optional_user(request: Request, session: SessionDep) -> User | None:
-    token = bearer_token(request)
-    if token is not None:
-        user = users.user_for_api_key(session, token)
-        if user is None:
-            raise Unauthorized(_("The API key is invalid or revoked."))
-        request.state.auth = "key"
-        return user
-    raw = request.session.get("sid")
-    if not raw:
-        return None
-    try:
-        user = live_login_session(session, uuid.UUID(str(raw)))
-    except ValueError:
-        user = None
-    if user is None:  # logged out, signed out everywhere, expired, or a deactivated account
-        request.session.clear()
-        return None
-    request.state.auth = "session"
-    return user
-
-
-@dataclass(frozen=True)
-class UserView:
-    """What pages show of the logged-in user; survives the request's session closing (error pages)."""
-
-    id: uuid.UUID
-    email: str
-    is_admin: bool
-
-
-def _remember(request: Request, user: User) -> None:
-    request.state.user = UserView(id=user.id, email=user.email, is_admin=user.is_admin)
-
-
-class LoginRequired(Exception):
-    """Raised for pages (not APIs) when nobody is logged in; the app redirects to the login page."""
-
-
-def current_user(request: Request, user: Annotated[User | None, Depends(optional_user)]) -> User:
-    if user is None:
-        raise Unauthorized(_("Log in or send an API key as 'Authorization: Bearer <key>'."))
-    _remember(request, user)
-    return user
-
-
-def page_user(request: Request, user: Annotated[User | None, Depends(optional_user)]) -> User:
-    if user is None:
-        raise LoginRequired()
-    _remember(request, user)
-    return user
-
-
-def admin_user(user: Annotated[User, Depends(current_user)]) -> User:
-    if not user.is_admin:
-        raise NotFound(_("Not found."))
-    return user
-
-
-CurrentUser = Annotated[User, Depends(current_user)]
-PageUser = Annotated[User, Depends(page_user)]
-AdminUser = Annotated[User, Depends(admin_user)]
 
 
 MAX_MULTIPART_FIELDS = 20

@@ -12,7 +12,6 @@ from starlette.responses import HTMLResponse, Response
 
 from app.core import i18n
 from app.core.security import new_csrf_token
-from app.runs import messages as run_messages
 
 ROOT = Path(__file__).resolve().parents[2]
 _env = jinja2.Environment(
@@ -27,7 +26,6 @@ _env.install_gettext_callables(  # type: ignore[attr-defined]
     newstyle=True,
 )
 templates.env.globals.update(
-    run_text=run_messages.describe,
     LOCALES=i18n.LOCALES,
     format_dt=i18n.format_dt,
     format_number=i18n.format_number,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from app.core.deps import CurrentUser, SessionDep, csrf_protect
+from app.core.deps import SessionDep, csrf_protect
 from app.core.openapi import BINARY, multipart_body
 from app.core.validation import MAX_SEED, PageNumber
 from app.datasets import records, service
@@ -24,6 +24,7 @@ from app.datasets.schemas import (
 from app.datasets.upload import parse_options, upload_form
 from app.db.models import Dataset
 from app.runs.schemas import RunRead
+from app.users.deps import CurrentUser
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"], dependencies=[Depends(csrf_protect)])
 

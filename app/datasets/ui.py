@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.basemodels import service as models
 from app.cleaning import service as cleaning
-from app.core.deps import PageUser, SessionDep, csrf_protect
+from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import NotFound, RefineryError
 from app.core.i18n import _
 from app.core.templating import render, render_live
@@ -23,6 +23,7 @@ from app.datasets.storage import artifact_path
 from app.datasets.template import TemplateRenderError, record_text, renderer_for
 from app.datasets.upload import parse_options, upload_form
 from app.db.models import Dataset, DatasetStatus, ModelStatus, User
+from app.users.deps import PageUser
 
 router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False)
 

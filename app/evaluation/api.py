@@ -10,13 +10,14 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from app.core.deps import CurrentUser, SessionDep, csrf_protect
+from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import InvalidInput, NotFound
 from app.core.i18n import _
 from app.db.models import Evaluation, Judge, Judgement, Run
 from app.evaluation import judges, service
 from app.jobs import service as jobs
 from app.runs.schemas import RunRead
+from app.users.deps import CurrentUser
 
 router = APIRouter(prefix="/api/v1", tags=["evaluations"], dependencies=[Depends(csrf_protect)])
 

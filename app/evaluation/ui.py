@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app.basemodels import service as models
-from app.core.deps import PageUser, SessionDep, csrf_protect
+from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import InvalidInput, NotFound, RefineryError
 from app.core.i18n import _
 from app.core.templating import render, render_live
@@ -19,6 +19,7 @@ from app.core.validation import describe_error, ticked_ids
 from app.db.models import Dataset, DatasetVersion, Evaluation, ModelStatus, Run, TrainingJob, User
 from app.evaluation import judges, service
 from app.jobs import service as jobs
+from app.users.deps import PageUser
 
 router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False)
 VARIANT_COLOURS = {"base": "#8a94a6", "few_shot": "#d9822b", "tuned": "#2f6fde"}

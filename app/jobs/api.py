@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from app.basemodels import service as models
-from app.core.deps import CurrentUser, SessionDep, csrf_protect
+from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import InvalidInput
 from app.core.i18n import _, gettext
 from app.core.validation import AfterSequence, ticked_ids
@@ -30,6 +30,7 @@ from app.jobs.schemas import (
 from app.jobs.spec import TrainingSpec
 from app.runs.schemas import RunEventRead, RunRead
 from app.runs.service import list_events
+from app.users.deps import CurrentUser
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Depends(csrf_protect)])
 preset_router = APIRouter(prefix="/api/v1/presets", tags=["presets"], dependencies=[Depends(csrf_protect)])

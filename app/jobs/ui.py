@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from app.basemodels import service as models
-from app.core.deps import PageUser, SessionDep, csrf_protect
+from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import InvalidInput, NotFound, RefineryError
 from app.core.i18n import _
 from app.core.templating import render, render_live
@@ -24,6 +24,7 @@ from app.jobs import presets, service
 from app.jobs.forms import form_fields, spec_from_form, spec_from_yaml, spec_to_yaml
 from app.jobs.spec import TrainingSpec
 from app.runs.service import list_events
+from app.users.deps import PageUser
 
 router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False)
 GPU_SIZES = (8, 16, 24, 40, 48, 80, 141)

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from app.core.deps import CurrentUser, SessionDep, csrf_protect
+from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import InvalidInput, NotFound
 from app.core.i18n import _
 from app.datasets import service as datasets
@@ -29,6 +29,7 @@ from app.jobs import service as jobs
 from app.jobs.spec import Method
 from app.openai_api.routes import by_public_id, file_id, get_file, problems, resolve_model
 from app.runs import service as runs
+from app.users.deps import CurrentUser
 
 router = APIRouter(prefix="/v1/fine_tuning", tags=["openai-compatible"], dependencies=[Depends(csrf_protect)])
 BASE_LEARNING_RATE = {"supervised": 2e-4, "dpo": 5e-6}

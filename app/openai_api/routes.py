@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from app.core.config import get_settings
-from app.core.deps import CurrentUser, SessionDep, csrf_protect
+from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.i18n import _
 from app.core.openapi import BINARY, multipart_body
@@ -35,6 +35,7 @@ from app.db.models import Dataset, DatasetStatus, User
 from app.inference.client import stream_chat, until_disconnected
 from app.inference.shapes import DONE, Completion, error_event
 from app.playground import service as playground
+from app.users.deps import CurrentUser
 
 T = TypeVar("T")
 router = APIRouter(prefix="/v1", tags=["openai-compatible"], dependencies=[Depends(csrf_protect)])

@@ -8,8 +8,9 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from app.core.deps import CurrentUser, SessionDep, csrf_protect
+from app.core.deps import SessionDep, csrf_protect
 from app.playground import service
+from app.users.deps import CurrentUser
 
 router = APIRouter(prefix="/api/v1/feedback", tags=["playground"], dependencies=[Depends(csrf_protect)])
 

@@ -10,12 +10,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
-from app.core.deps import PageUser, SessionDep, csrf_protect
+from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import InvalidInput
 from app.core.i18n import _
 from app.core.templating import render
 from app.inference.client import stream_chat
 from app.playground import service
+from app.users.deps import PageUser
 
 router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False)
 

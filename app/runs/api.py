@@ -6,12 +6,13 @@ import uuid
 
 from fastapi import APIRouter, Depends
 
-from app.core.deps import CurrentUser, SessionDep, csrf_protect
+from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import NotFound
 from app.core.i18n import _
 from app.core.validation import AfterSequence
 from app.runs import service
 from app.runs.schemas import ActiveRunRead, RunEventRead, RunRead
+from app.users.deps import CurrentUser
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"], dependencies=[Depends(csrf_protect)])
 

@@ -7,9 +7,10 @@ import uuid
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
-from app.core.deps import PageUser, SessionDep, csrf_protect
+from app.core.deps import SessionDep, csrf_protect
 from app.core.templating import render
 from app.runs import service
+from app.users.deps import PageUser
 
 router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False)
 

@@ -6,8 +6,9 @@ import uuid
 
 from fastapi import APIRouter, Depends, Request
 
-from app.core.deps import AdminUser, CurrentUser, SessionDep, csrf_protect, login_session_id
+from app.core.deps import SessionDep, csrf_protect
 from app.users import service
+from app.users.deps import AdminUser, CurrentUser, login_session_id
 from app.users.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,

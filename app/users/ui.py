@@ -10,13 +10,14 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from app.core import i18n
-from app.core.deps import PageUser, SessionDep, csrf_protect, login_session_id, optional_user
+from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import Forbidden, RefineryError
 from app.core.security import HashingBusy, new_csrf_token
 from app.core.templating import render
 from app.db.models import Role, User
 from app.db.session import session_scope
 from app.users import service
+from app.users.deps import PageUser, login_session_id, optional_user
 from app.users.throttle import login_throttle
 
 router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False)

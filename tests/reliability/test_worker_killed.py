@@ -83,16 +83,16 @@ def test_ranks_under_a_launcher_exit_with_the_worker_not_the_launcher() -> None:
     """Multi-GPU jobs run as worker → ``accelerate launch`` (torchrun) → ranks. A launcher outlives a killed
     worker, so a rank that only watched its parent would train on; each rank also watches the worker whose
     pid ``child_env`` gave it, and leaves even while the dead worker is an unreaped zombie."""
-    from worker.training.protocol import process_alive
+    from worker.protocol import process_alive
 
     rank = (
-        "import os, time; from worker.training.protocol import exit_with_parent; exit_with_parent(0.1); "
+        "import os, time; from worker.protocol import exit_with_parent; exit_with_parent(0.1); "
         "print(os.getpid(), flush=True); time.sleep(120)"
     )
     launcher = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {rank!r}]); time.sleep(120)"
     worker = textwrap.dedent(f"""
         import subprocess, sys, time
-        from worker.training.protocol import child_env
+        from worker.protocol import child_env
         launcher = subprocess.Popen([sys.executable, '-c', {launcher!r}], env=child_env(), start_new_session=True)
         print(launcher.pid, flush=True)
         time.sleep(120)

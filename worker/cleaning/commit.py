@@ -18,7 +18,7 @@ from typing import Any
 from app.datasets.records import record_schema
 from app.datasets.stats import Stats, record_plain_text
 from app.datasets.template import record_tokens, renderer_for
-from worker.training.protocol import progress, run_child
+from worker.protocol import progress, run_child
 
 BATCH = 5000
 

@@ -20,8 +20,8 @@ from typing import Any
 from app.cleaning.ops import Cleaner, PatternTimeout
 from app.cleaning.text import answer_of, eval_index, joined
 from app.datasets.template import record_tokens, renderer_for
+from worker.protocol import progress, run_child
 from worker.training.data import DataError
-from worker.training.protocol import progress, run_child
 
 BATCH = 1000
 JUDGED_BATCH = 40  # a judge answers a few records a second: smaller batches keep the progress bar moving

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from worker.evaluation.metrics import ngrams, overlap, score
+from worker.protocol import progress, run_child
 from worker.training.data import DataError, read_records
-from worker.training.protocol import progress, run_child
 
 VARIANTS = ("base", "few_shot", "tuned")
 METRICS = ("exact_match", "f1", "bleu", "rouge_l")

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from app.core.outbound import OutboundRefused, guarded_client
-from worker.training.protocol import emit, exit_with_parent, fail, progress
+from worker.protocol import emit, exit_with_parent, fail, progress
 
 CRITERIA = ("relevance", "clarity", "completeness", "accuracy")
 PAIR = ("base", "tuned")

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from worker.training.protocol import progress, run_child
+from worker.protocol import progress, run_child
 
 ADAPTER_MARKERS = ("lora_", "ia3_")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from app.jobs.checkpoints import COMPLETE_MARKER
-from worker.training.protocol import progress, run_child
+from worker.protocol import progress, run_child
 
 
 def merge(job: dict[str, Any]) -> dict[str, Any]:

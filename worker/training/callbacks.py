@@ -12,8 +12,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from app.jobs.checkpoints import COMPLETE_MARKER
+from worker.protocol import event, progress
 from worker.training import failpoints
-from worker.training.protocol import event, progress
 
 
 class RefineryCallback(TrainerCallback):  # type: ignore[misc]

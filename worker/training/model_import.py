@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from worker.training.protocol import emit, exit_with_parent, fail, progress
+from worker.protocol import emit, exit_with_parent, fail, progress
 
 COPY_PATTERNS = ("*.json", "*.safetensors", "*.jinja", "tokenizer.model", "*.txt", "README.md")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")

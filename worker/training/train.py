@@ -1,6 +1,6 @@
 """Child process: one training attempt. Resumes from the last complete checkpoint of an earlier attempt.
 
-Reports progress and a classified failure through worker/training/protocol.py; the supervisor
+Reports progress and a classified failure through worker/protocol.py; the supervisor
 (worker/lifecycle.py) owns the job's state.
 """
 
@@ -20,6 +20,7 @@ from app.datasets.template import renderer_for
 from app.jobs.checkpoints import COMPLETE_MARKER, latest_complete_checkpoint
 from app.jobs.estimate import cpu_pass_size
 from app.jobs.spec import Adapter, Method, TrainingSpec
+from worker.protocol import emit, event, exit_with_parent, fail, is_main_process, progress
 from worker.training.adapters import apply_adapter, count_parameters, load_model, load_reward_model
 from worker.training.callbacks import RefineryCallback
 from worker.training.data import (
@@ -33,7 +34,6 @@ from worker.training.data import (
     sft_rows,
 )
 from worker.training.distributed import world_size
-from worker.training.protocol import emit, event, exit_with_parent, fail, is_main_process, progress
 
 PROCESS_STARTED = time.time()  # this module is imported first thing in the training child
 PREFERENCE_METHODS = (Method.dpo, Method.orpo, Method.reward)
