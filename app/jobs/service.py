@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from app.basemodels import service as models
@@ -143,6 +143,35 @@ def create_job(
 def list_jobs(session: Session, *, user: User) -> list[TrainingJob]:
     stmt = select(TrainingJob).where(TrainingJob.owner_id == user.id).order_by(TrainingJob.created_at.desc())
     return list(session.scalars(stmt))
+
+
+def page_jobs(
+    session: Session, *, user: User, origin: str, after: uuid.UUID | None, limit: int
+) -> tuple[list[TrainingJob], bool]:
+    """A page of the user's jobs of one origin, newest first, after the job ``after`` (a cursor): paged in SQL,
+    with each job's run loaded in the same query. (jobs, whether more follow)."""
+    stmt = (
+        select(TrainingJob, Run)
+        .outerjoin(Run, Run.id == TrainingJob.run_id)
+        .where(TrainingJob.owner_id == user.id, TrainingJob.origin == origin)
+        .order_by(TrainingJob.created_at.desc(), TrainingJob.id.desc())
+    )
+    if after is not None:
+        cursor = session.execute(
+            select(TrainingJob.created_at, TrainingJob.id).where(
+                TrainingJob.id == after, TrainingJob.owner_id == user.id
+            )
+        ).first()
+        if cursor is None:
+            return [], False
+        stmt = stmt.where(
+            or_(
+                TrainingJob.created_at < cursor.created_at,
+                and_(TrainingJob.created_at == cursor.created_at, TrainingJob.id < cursor.id),
+            )
+        )
+    rows = session.execute(stmt.limit(limit + 1)).all()
+    return [job for job, _run in rows[:limit]], len(rows) > limit
 
 
 def get_job(session: Session, job_id: uuid.UUID, *, user: User) -> TrainingJob:

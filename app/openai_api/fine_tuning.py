@@ -291,8 +291,14 @@ def _page(items: list[dict[str, Any]], after: str | None, limit: int) -> dict[st
 def list_ft_jobs(
     session: SessionDep, user: CurrentUser, after: str | None = None, limit: int = Query(20, ge=1, le=100)
 ) -> dict[str, Any]:
-    listed = [j for j in jobs.list_jobs(session, user=user) if j.origin == "trained"]
-    return _page([to_job(session, j) for j in listed], after, limit)
+    cursor = None
+    if after:
+        try:
+            cursor = uuid.UUID(after.removeprefix("ftjob-"))
+        except ValueError:
+            return {"object": "list", "data": [], "has_more": False}
+    page, more = jobs.page_jobs(session, user=user, origin="trained", after=cursor, limit=limit)
+    return {"object": "list", "data": [to_job(session, j) for j in page], "has_more": more}
 
 
 @router.get("/jobs/{job_id}", response_model=FineTuningJob, summary="A fine-tuning job")

@@ -91,3 +91,22 @@ def test_models_and_files_through_the_openai_package(client: Any, setup: dict[st
     assert eve.models.list().data == []  # the tiny model was imported privately by the admin
     with pytest.raises(openai.NotFoundError):
         eve.models.retrieve(base)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)  # the cursor is SQL on both
+def test_fine_tuning_jobs_are_paged_in_sql_newest_first(client: Any, setup: dict[str, Any]) -> None:
+    spec = {"max_steps": 1, "batch_size": 2, "eval_steps": 0, "max_seq_length": 32}
+    made = []
+    for i in range(5):
+        body = {"name": f"j{i}", "model_id": setup["model"], "dataset_version_id": setup["version"], "spec": spec}
+        created = client.post("/api/v1/jobs", json=body)
+        assert created.status_code == 201, created.text
+        made.append(created.json()["id"].replace("-", ""))
+    ai = api_client(client)
+    first = ai.fine_tuning.jobs.list(limit=2)
+    assert [j.id for j in first.data] == [f"ftjob-{made[4]}", f"ftjob-{made[3]}"] and first.has_more
+    walked = [job.id for job in ai.fine_tuning.jobs.list(limit=2)]  # the client follows the pages itself
+    assert walked == [f"ftjob-{m}" for m in reversed(made)]
+    last = ai.fine_tuning.jobs.list(limit=2, after=f"ftjob-{made[1]}")
+    assert [j.id for j in last.data] == [f"ftjob-{made[0]}"] and not last.has_more
+    assert ai.fine_tuning.jobs.list(after="ftjob-not-an-id").data == []
