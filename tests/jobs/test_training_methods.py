@@ -95,6 +95,30 @@ def _run(
     return train.run(job)
 
 
+@pytest.fixture(scope="module")
+def base_probe(tiny_model_dir: Path) -> list[float]:
+    """The untrained model's probe logits: a trained model's must differ."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return list(
+        train.probe_logits(
+            AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)),
+            AutoTokenizer.from_pretrained(str(tiny_model_dir)),
+        )
+    )
+
+
+def _learned(out: Path, result: dict[str, Any], base_probe: list[float]) -> None:
+    """The weights changed (the model answers the probe differently than the base) and the loss is finite and
+    moved: every method test asks this, so a trainer that silently trains nothing fails."""
+    import math
+
+    assert result["probe_logits"] != pytest.approx(base_probe, abs=1e-6)
+    losses = [m["loss"] for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
+    assert losses and all(math.isfinite(loss) for loss in losses), losses
+    assert len(set(losses)) > 1, losses
+
+
 def _reload_probe(tiny_model_dir: Path, final: Path, peft: bool) -> list[float]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -121,10 +145,11 @@ def _reload_probe(tiny_model_dir: Path, final: Path, peft: bool) -> list[float]:
     ],
 )
 def test_sft_with_each_adapter(
-    tmp_path: Path, tiny_model_dir: Path, adapter: str, extra: dict[str, Any], peft: bool
+    tmp_path: Path, tiny_model_dir: Path, adapter: str, extra: dict[str, Any], peft: bool, base_probe: list[float]
 ) -> None:
     records = _write(tmp_path / "v.parquet", [_chat(i) for i in range(24)])
     result = _run(tmp_path, tiny_model_dir, records, {"adapter": adapter, **extra})
+    _learned(tmp_path, result, base_probe)
     final = tmp_path / "final"
     assert result["steps"] == 4 and result["trainable_parameters"] > 0
     assert not list(final.glob("*.bin"))  # only safetensors leave the trainer
@@ -147,18 +172,22 @@ def test_sft_with_each_adapter(
     assert latest_complete_checkpoint(tmp_path / "checkpoints") is not None
 
 
-def test_continued_pretraining_mixes_general_text(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_continued_pretraining_mixes_general_text(
+    tmp_path: Path, tiny_model_dir: Path, base_probe: list[float]
+) -> None:
     domain = _write(tmp_path / "d.parquet", [("text", {"text": f"Domain fact number {i}. " * 20}) for i in range(8)])
     general = _write(tmp_path / "g.parquet", [_chat(i) for i in range(40)])
     result = _run(tmp_path, tiny_model_dir, domain, {"method": "cpt", "cpt_general_ratio": 2}, general=general)
+    _learned(tmp_path, result, base_probe)
     train_domain = sum(1 for i in range(1, 9) if i % 8 != 0)
     assert result["train_records"] == train_domain * 3  # 1 domain : 2 general
     assert _reload_probe(tiny_model_dir, tmp_path / "final", True) == pytest.approx(result["probe_logits"], abs=1e-3)
 
 
-def test_dpo_on_preference_pairs(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_dpo_on_preference_pairs(tmp_path: Path, tiny_model_dir: Path, base_probe: list[float]) -> None:
     records = _write(tmp_path / "p.parquet", [_pref(i) for i in range(24)])
     result = _run(tmp_path, tiny_model_dir, records, {"method": "dpo", "learning_rate": 1e-3})
+    _learned(tmp_path, result, base_probe)
     assert result["steps"] == 4
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert any("rewards_accuracies" in m or "loss" in m for m in metrics)
@@ -178,10 +207,11 @@ def test_resume_continues_from_the_last_complete_checkpoint(tmp_path: Path, tiny
 
 
 @pytest.mark.parametrize("method", ["orpo", "kto"])
-def test_orpo_and_kto(tmp_path: Path, tiny_model_dir: Path, method: str) -> None:
+def test_orpo_and_kto(tmp_path: Path, tiny_model_dir: Path, method: str, base_probe: list[float]) -> None:
     make = _pref if method == "orpo" else _kto
     records = _write(tmp_path / "p.parquet", [make(i) for i in range(24)])
     result = _run(tmp_path, tiny_model_dir, records, {"method": method, "learning_rate": 1e-3})
+    _learned(tmp_path, result, base_probe)
     assert result["steps"] == 4 and result["eval_loss"] is not None
     weights = load_file(str(tmp_path / "final" / "adapter_model.safetensors"))
     assert any(torch.count_nonzero(t) > 0 for name, t in weights.items() if "lora_B" in name)
@@ -214,11 +244,12 @@ def test_reward_model_trains_its_score_head_and_reloads(reward_model: dict[str, 
 
 @pytest.mark.parametrize("method", ["grpo", "rloo"])
 def test_rlhf_with_the_reward_model_trained_here(
-    tmp_path: Path, tiny_model_dir: Path, reward_model: dict[str, Any], method: str
+    tmp_path: Path, tiny_model_dir: Path, reward_model: dict[str, Any], method: str, base_probe: list[float]
 ) -> None:
     records = _write(tmp_path / "c.parquet", [_chat(i) for i in range(24)])
     spec = {"method": method, "num_generations": 2, "max_completion_length": 8, "learning_rate": 1e-3}
     result = _run(tmp_path, tiny_model_dir, records, spec, reward=reward_model["info"])
+    assert result["probe_logits"] != pytest.approx(base_probe, abs=1e-6)  # the policy's weights moved
     assert result["steps"] == 4
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "loss" in m] == [1, 2, 3, 4]
