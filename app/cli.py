@@ -93,6 +93,7 @@ def cmd_adapters_export(args: argparse.Namespace) -> int:
     from app.db.models import TrainingJob, User
     from app.db.session import session_scope
     from app.jobs import service as jobs
+    from app.jobs.card import model_card
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
@@ -120,7 +121,7 @@ def cmd_adapters_export(args: argparse.Namespace) -> int:
             if args.merged and not adapters.merged_ready(job):
                 print("The merge did not finish; see the run's error on the adapter's page.", file=sys.stderr)
                 return 1
-            card = jobs.model_card(session, job, merged=args.merged)
+            card = model_card(session, job, merged=args.merged)
     except ValueError:
         print(f"{args.job_id} is not a job id.", file=sys.stderr)
         return 2

@@ -30,6 +30,7 @@ from app.db.models import (
     User,
 )
 from app.jobs import service as jobs
+from app.jobs.card import model_card
 from app.jobs.checkpoints import COMPLETE_MARKER, complete_checkpoints
 from app.jobs.spec import Adapter
 from app.runs import service as runs
@@ -263,7 +264,7 @@ def start_merge(session: Session, *, user: User, row: AdapterRow) -> Run:
 def merged_zip(session: Session, row: AdapterRow) -> Iterator[bytes]:
     if not merged_ready(row.job):
         raise Conflict(_("Merge the adapter into its base first; the download is ready when the merge has finished."))
-    return jobs.directory_zip(merged_dir(row.job), jobs.model_card(session, row.job, merged=True))
+    return jobs.directory_zip(merged_dir(row.job), model_card(session, row.job, merged=True))
 
 
 def dependents(session: Session, row: AdapterRow, *, user: User) -> dict[str, Any]:

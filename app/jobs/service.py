@@ -22,6 +22,7 @@ from app.core.validation import describe_error
 from app.datasets import service as datasets
 from app.datasets.storage import artifact_path
 from app.db.models import BaseModelRecord, Dataset, DatasetVersion, ModelStatus, Run, RunStatus, TrainingJob, User
+from app.jobs.card import model_card
 from app.jobs.checkpoints import COMPLETE_MARKER
 from app.jobs.spec import Method, Problem, TrainingSpec, check_compatibility
 from app.runs import service as runs
@@ -257,81 +258,6 @@ def _check_resumable(
 
 def final_dir(job: TrainingJob) -> Path:
     return artifact_path(f"{job.storage_key}/final")
-
-
-def model_card(session: Session, job: TrainingJob, *, merged: bool = False) -> str:
-    model = session.get(BaseModelRecord, job.base_model_id)
-    version = session.get(DatasetVersion, job.dataset_version_id) if job.dataset_version_id else None
-    dataset = session.get(Dataset, version.dataset_id) if version else None
-    run = job_run(session, job)
-    spec = TrainingSpec.model_validate(job.spec)
-    result = run.result or {}
-    lines = [
-        f"# {job.name}",
-        "",
-        f"Fine-tuned with Refinery from **{model.name if model else '?'}** "
-        f"({spec.method.value.upper()}, {spec.adapter.value}).",
-        "",
-        "## Lineage",
-        "",
-        f"- base model: {model.name if model else '?'} ({model.source if model else '?'}: "
-        f"`{model.source_ref if model else '?'}`), license {model.license if model else '?'}",
-        (
-            f"- dataset: {dataset.name if dataset else '?'} v{version.number if version else '?'} "
-            f"({version.record_count if version else '?'} records, splits {version.split_counts if version else {}})"
-            if job.origin != "upload"
-            else "- dataset: none recorded (an existing adapter uploaded to Refinery; it was not trained here)"
-        ),
-        f"- job: `{job.id}`, finished {run.finished_at.isoformat() if run.finished_at else '—'}",
-        "",
-        "## Final metrics",
-        "",
-        *[
-            f"- {key}: {value}"
-            for key, value in result.items()
-            if key
-            in (
-                "train_loss",
-                "eval_loss",
-                "base_eval_loss",
-                "steps",
-                "epochs",
-                "trainable_parameters",
-                "tokens_seen",
-                "seconds",
-            )
-        ],
-        "",
-        "## Training spec",
-        "",
-        "```json",
-        json.dumps(job.spec, indent=2),
-        "```",
-        "",
-        "## Use",
-        "",
-        "```python",
-        *(
-            [
-                "from transformers import AutoModelForCausalLM, AutoTokenizer",
-                "",
-                "# the adapter is merged into the base weights: a plain model, no PEFT needed",
-                "model = AutoModelForCausalLM.from_pretrained('<this directory>')",
-            ]
-            if merged
-            else [
-                "from peft import PeftModel",
-                "from transformers import AutoModelForCausalLM, AutoTokenizer",
-                "",
-                "base = AutoModelForCausalLM.from_pretrained('<base model directory>')",
-                "model = PeftModel.from_pretrained(base, '<this directory>')",
-            ]
-        ),
-        "tokenizer = AutoTokenizer.from_pretrained('<this directory>')",
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
 
 
 def adapter_zip(session: Session, job: TrainingJob) -> Iterator[bytes]:

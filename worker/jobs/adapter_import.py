@@ -16,6 +16,7 @@ from app.datasets.storage import artifact_path
 from app.db.models import BaseModelRecord, TrainingJob
 from app.db.session import session_scope
 from app.jobs import service as jobs
+from app.jobs.card import model_card
 
 KIND = IMPORT_KIND
 
@@ -33,7 +34,7 @@ class AdapterImportHandler:
     def on_success(self, session: Session, run_id: uuid.UUID, result: dict[str, Any]) -> None:
         job = session.scalar(select(TrainingJob).where(TrainingJob.run_id == run_id))
         if job is not None:
-            (jobs.final_dir(job) / "README.md").write_text(jobs.model_card(session, job))
+            (jobs.final_dir(job) / "README.md").write_text(model_card(session, job))
 
 
 HANDLER = AdapterImportHandler()

@@ -16,6 +16,7 @@ from app.datasets.storage import artifact_path
 from app.db.models import BaseModelRecord, TrainingJob
 from app.db.session import session_scope
 from app.jobs import service as jobs
+from app.jobs.card import model_card
 
 KIND = MERGE_KIND
 
@@ -38,7 +39,7 @@ class MergeHandler:
     def on_success(self, session: Session, run_id: uuid.UUID, result: dict[str, Any]) -> None:
         job = session.scalar(select(TrainingJob).where(TrainingJob.merge_run_id == run_id))
         if job is not None:
-            (merged_dir(job) / "README.md").write_text(jobs.model_card(session, job, merged=True))
+            (merged_dir(job) / "README.md").write_text(model_card(session, job, merged=True))
 
 
 HANDLER = MergeHandler()

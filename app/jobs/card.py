@@ -1,0 +1,57 @@
+"""The model card (README.md) that travels with an adapter zip, a merged export and `refinery adapters export`:
+a Markdown template (templates/cards/model_card.md) filled with the job's lineage, metrics and spec."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import jinja2
+from sqlalchemy.orm import Session
+
+from app.db.models import BaseModelRecord, Dataset, DatasetVersion, Run, TrainingJob
+from app.jobs.spec import TrainingSpec
+
+CARD_METRICS = (
+    "train_loss",
+    "eval_loss",
+    "base_eval_loss",
+    "steps",
+    "epochs",
+    "trainable_parameters",
+    "tokens_seen",
+    "seconds",
+)
+
+
+@lru_cache
+def _template() -> jinja2.Template:
+    from app.core.templating import ROOT
+
+    # Markdown, not HTML: nothing is escaped (the card is a downloaded file, never rendered in our pages)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(ROOT / "templates" / "cards")),
+        autoescape=False,  # noqa: S701
+        keep_trailing_newline=True,
+    )
+    return env.get_template("model_card.md")
+
+
+def model_card(session: Session, job: TrainingJob, *, merged: bool = False) -> str:
+    model = session.get(BaseModelRecord, job.base_model_id)
+    version = session.get(DatasetVersion, job.dataset_version_id) if job.dataset_version_id else None
+    dataset = session.get(Dataset, version.dataset_id) if version else None
+    run = session.get(Run, job.run_id) if job.run_id else None
+    assert run is not None  # every job has its run (an uploaded adapter's is a succeeded one)
+    result = run.result or {}
+    return _template().render(
+        job=job,
+        model=model,
+        version=version,
+        dataset=dataset,
+        run=run,
+        spec=TrainingSpec.model_validate(job.spec),
+        spec_json=json.dumps(job.spec, indent=2),
+        metrics=[(key, value) for key, value in result.items() if key in CARD_METRICS],
+        merged=merged,
+    )
