@@ -73,7 +73,8 @@ def broker_ready(timeout: float = 2.0) -> bool:
         return (settings.broker_folder / "queue").is_dir()
     try:
         with get_celery().connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=timeout)
+            # no pause before the one retry: /healthz answers within its second
+            conn.ensure_connection(max_retries=1, timeout=timeout, interval_start=0, interval_step=0)
         return True
     except Exception:
         return False

@@ -14,9 +14,10 @@ _hasher = PasswordHasher()
 # Argon2 takes 64 MB for each hash by design; a burst of logins (or of guesses) on the web's forty
 # threads would otherwise take gigabytes. Two at a time keep a login fast and the memory flat.
 _HASHING = threading.BoundedSemaphore(2)
-# A caller waits this long for a slot; past it the server is saturated and answers "busy" at once rather
-# than piling up request threads (a login flood would otherwise take every thread the web has).
-HASHING_WAIT_SECONDS = 2.0
+# A caller waits this long for a slot; past it the server is saturated and answers "busy" rather than piling
+# up request threads. (A flood from one address is throttled before it gets here; twenty people logging in at
+# once, on a busy machine, wait a few seconds at most.)
+HASHING_WAIT_SECONDS = 10.0
 
 API_KEY_PREFIX = "rfy_"
 

@@ -69,6 +69,8 @@ METHOD_KINDS = {
     "grpo": {"chat", "preference"},
     "rloo": {"chat", "preference"},
 }
+# the methods that score their own generations with a reward model trained here
+RL_METHODS = frozenset({Method.grpo, Method.rloo})
 PROMPT_LEARNING = {Adapter.prompt_tuning, Adapter.prefix_tuning, Adapter.p_tuning}
 WEIGHT_ADAPTERS = {Adapter.lora, Adapter.qlora, Adapter.full, Adapter.freeze}
 # which adapters each method can train: the preference and RL trainers need a reference model made by
@@ -399,7 +401,7 @@ def check_compatibility(
                 ),
             )
         )
-    if spec.method in (Method.grpo, Method.rloo):
+    if spec.method in RL_METHODS:
         if not spec.reward_job_id:
             problems.append(
                 Problem(

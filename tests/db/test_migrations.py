@@ -14,6 +14,8 @@ from app.db.base import Base
 from app.db.migrations import alembic_config, head_revisions, verify_schema_at_head
 from app.db.session import get_engine
 
+pytestmark = pytest.mark.postgres_too  # SQL dialects, locking and the schema: both databases
+
 
 def test_one_head() -> None:
     assert len(head_revisions()) == 1

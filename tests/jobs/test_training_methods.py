@@ -289,3 +289,12 @@ def test_a_batch_split_into_passes_trains_the_same_steps(
         found.append(([row["loss"] for row in metrics if "loss" in row], result["probe_logits"]))
     assert found[0][0] == pytest.approx(found[1][0], rel=1e-4)
     assert found[0][1] == pytest.approx(found[1][1], abs=1e-4)
+
+
+def test_one_table_maps_every_method_to_its_data_and_trainer() -> None:
+    from app.jobs.spec import METHOD_KINDS, RL_METHODS, Method
+    from worker.training.methods import PLANS
+
+    assert set(PLANS) == set(Method) and set(METHOD_KINDS) == {m.value for m in Method}
+    assert {m for m, plan in PLANS.items() if plan.needs_reward} == RL_METHODS
+    assert {m for m, plan in PLANS.items() if not plan.evaluates} == RL_METHODS

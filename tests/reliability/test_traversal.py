@@ -57,7 +57,7 @@ def _allowed_roots(data: Path) -> list[Path]:
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_no_name_or_id_opens_a_file_outside_the_data_root(
-    client: Any, setup: dict[str, Any], env: Any, tmp_path: Path, opened_files: list[str]
+    client: Any, setup: dict[str, Any], env: Any, tmp_path: Path, opened_files: list[str], loopback_judges: None
 ) -> None:
     ids = _owned_objects(client, setup, tmp_path)
     outside = tmp_path / "outside"

@@ -8,11 +8,15 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from app.core.config import get_settings
 from app.db.base import utcnow
 from app.db.models import Role, Run, RunStatus, User
 from app.db.session import session_scope
 from app.runs import service as runs
+
+pytestmark = pytest.mark.postgres_too  # SQL dialects, locking and the schema: both databases
 
 
 def _user(email: str) -> uuid.UUID:

@@ -27,6 +27,8 @@ from tests.conftest import wait_for
 from worker import lifecycle
 from worker.jobs import HANDLERS
 
+pytestmark = pytest.mark.postgres_too  # SQL dialects, locking and the schema: both databases
+
 CHILD = """
 import json, os, sys, time
 spec = json.loads(sys.argv[1])

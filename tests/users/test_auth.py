@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.conftest import csrf_of, login, make_admin
+
+pytestmark = pytest.mark.postgres_too  # SQL dialects, locking and the schema: both databases
 
 
 def test_first_visit_asks_for_the_admin_and_there_is_no_default_login(client: Any) -> None:

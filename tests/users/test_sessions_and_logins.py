@@ -9,6 +9,7 @@ import statistics
 import time
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import csrf_of, login, make_admin
@@ -21,6 +22,7 @@ def _copy(client: Any) -> TestClient:
     return other
 
 
+@pytest.mark.postgres_too
 def test_a_copied_cookie_stops_working_when_its_session_logs_out(client: Any) -> None:
     make_admin(client)
     thief = _copy(client)
@@ -35,6 +37,7 @@ def test_a_copied_cookie_stops_working_when_its_session_logs_out(client: Any) ->
     assert client.get("/api/v1/keys").json() == []
 
 
+@pytest.mark.postgres_too
 def test_a_password_change_ends_the_other_sessions_and_an_admin_signs_a_user_out_everywhere(client: Any) -> None:
     make_admin(client)
     token = csrf_of(client, "/settings/users")
@@ -110,6 +113,7 @@ def test_an_address_that_guesses_many_accounts_is_slowed_down(client: Any, confi
     assert statuses[:21] == [401] * 21 and statuses[21] == 429, statuses
 
 
+@pytest.mark.serial  # compares timings
 def test_an_unknown_email_takes_as_long_as_a_known_one(client: Any) -> None:
     make_admin(client)
     client.post("/logout", data={"csrf_token": csrf_of(client, "/models")})

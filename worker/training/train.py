@@ -18,71 +18,39 @@ from typing import Any
 
 from app.datasets.template import renderer_for
 from app.jobs.checkpoints import COMPLETE_MARKER, latest_complete_checkpoint
-from app.jobs.estimate import cpu_pass_size
 from app.jobs.spec import Adapter, Method, TrainingSpec
 from worker.protocol import emit, event, exit_with_parent, fail, is_main_process, progress
 from worker.training.adapters import apply_adapter, count_parameters, load_model, load_reward_model
 from worker.training.callbacks import RefineryCallback
 from worker.training.data import (
     DataError,
-    cpt_rows,
-    dpo_rows,
-    kto_rows,
     mix_general,
-    prompt_rows,
     read_records,
-    sft_rows,
 )
 from worker.training.distributed import world_size
+from worker.training.methods import PLANS, Context
+from worker.training.methods import cpu_micro_batches as cpu_micro_batches  # (tests and benchmarks)
 
 PROCESS_STARTED = time.time()  # this module is imported first thing in the training child
-PREFERENCE_METHODS = (Method.dpo, Method.orpo, Method.reward)
-RL_METHODS = (Method.grpo, Method.rloo)
 
 
 def _datasets(spec: TrainingSpec, job: dict[str, Any], renderer: Any) -> tuple[Any, Any]:
     from datasets import Dataset
 
+    plan = PLANS[spec.method]
+    kinds = plan.kinds(spec.method)
     path = Path(job["records_path"])
     # a separate validation file (the OpenAI-compatible API's validation_file) is used whole
     eval_path, eval_split = (
         (Path(job["eval_records_path"]), None) if job.get("eval_records_path") else (path, "validation")
     )
-    if spec.method in PREFERENCE_METHODS:
-        train = dpo_rows(read_records(path, split="train", kinds={"preference"}))
-        evaluation = dpo_rows(read_records(eval_path, split=eval_split, kinds={"preference"}))
-    elif spec.method == Method.kto:
-        train = kto_rows(read_records(path, split="train", kinds={"kto"}))
-        evaluation = kto_rows(read_records(eval_path, split=eval_split, kinds={"kto"}))
-    elif spec.method in RL_METHODS:
-        train = prompt_rows(read_records(path, split="train", kinds={"chat", "preference"}))
-        evaluation = []  # evaluating RL means generating: the evaluation run after the job does that
-    elif spec.method == Method.cpt:
-        kinds = {"text", "chat"}
-        train = cpt_rows(read_records(path, split="train", kinds=kinds), renderer, max_length=spec.max_seq_length)
-        evaluation = cpt_rows(
-            read_records(eval_path, split=eval_split, kinds=kinds), renderer, max_length=spec.max_seq_length
-        )
-        if job.get("general_records_path") and spec.cpt_general_ratio:
-            general = cpt_rows(
-                read_records(Path(job["general_records_path"]), split="train", kinds=kinds),
-                renderer,
-                max_length=spec.max_seq_length,
-            )
-            train = mix_general(train, general, spec.cpt_general_ratio, spec.seed)
-    else:
-        train = sft_rows(
-            read_records(path, split="train", kinds={"chat"}),
-            renderer,
-            max_length=spec.max_seq_length,
-            assistant_only=spec.assistant_only_loss,
-        )
-        evaluation = sft_rows(
-            read_records(eval_path, split=eval_split, kinds={"chat"}),
-            renderer,
-            max_length=spec.max_seq_length,
-            assistant_only=spec.assistant_only_loss,
-        )
+    train = plan.rows(spec, read_records(path, split="train", kinds=kinds), renderer)
+    evaluation = (
+        plan.rows(spec, read_records(eval_path, split=eval_split, kinds=kinds), renderer) if plan.evaluates else []
+    )
+    if spec.method == Method.cpt and job.get("general_records_path") and spec.cpt_general_ratio:
+        general = plan.rows(spec, read_records(Path(job["general_records_path"]), split="train", kinds=kinds), renderer)
+        train = mix_general(train, general, spec.cpt_general_ratio, spec.seed)
     if not train:
         raise DataError("no_train_records")
     if spec.max_eval_records and len(evaluation) > spec.max_eval_records:  # the same sample at every evaluation
@@ -132,17 +100,6 @@ def _common_args(spec: TrainingSpec, output_dir: Path, has_eval: bool, cuda: boo
     }
 
 
-def cpu_micro_batches(spec: TrainingSpec, train: Any) -> tuple[int, int]:
-    """(records per forward pass, passes per optimizer step) for the same effective batch on a CPU, where a
-    step's time grows faster than its tokens once a pass holds more than about a thousand (the activations
-    leave the caches and the allocator maps fresh memory every step): see app/jobs/estimate.py's
-    cpu_pass_size. The gradients add up to the same step (the loss is normalised by the whole batch's
-    tokens)."""
-    longest = max((len(ids) for ids in train["input_ids"]), default=1)
-    micro = cpu_pass_size(spec.batch_size, longest)
-    return micro, spec.gradient_accumulation_steps * (spec.batch_size // micro)
-
-
 def _trainer(
     spec: TrainingSpec,
     model: Any,
@@ -160,64 +117,7 @@ def _trainer(
 
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=spec.early_stopping_patience))
     common = {"train_dataset": train, "eval_dataset": evaluation, "processing_class": tokenizer, "callbacks": callbacks}
-    if spec.method == Method.dpo:
-        from trl import DPOConfig, DPOTrainer
-
-        return DPOTrainer(
-            model=model, args=DPOConfig(**args, beta=spec.dpo_beta, max_length=spec.max_seq_length), **common
-        )
-    if spec.method == Method.orpo:
-        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-
-        return ORPOTrainer(
-            model=model, args=ORPOConfig(**args, beta=spec.dpo_beta, max_length=spec.max_seq_length), **common
-        )
-    if spec.method == Method.kto:
-        from trl import KTOConfig, KTOTrainer
-
-        return KTOTrainer(
-            model=model, args=KTOConfig(**args, beta=spec.dpo_beta, max_length=spec.max_seq_length), **common
-        )
-    if spec.method == Method.reward:
-        from trl import RewardConfig, RewardTrainer
-
-        return RewardTrainer(model=model, args=RewardConfig(**args, max_length=spec.max_seq_length), **common)
-    if spec.method in RL_METHODS:
-        assert reward is not None
-        rl = {
-            "num_generations": spec.num_generations,
-            "max_completion_length": spec.max_completion_length,
-            "generation_batch_size": spec.effective_batch,
-        }
-        if spec.method == Method.grpo:
-            from trl import GRPOConfig, GRPOTrainer
-
-            return GRPOTrainer(
-                model=model,
-                reward_funcs=reward[0],
-                reward_processing_classes=reward[1],
-                args=GRPOConfig(**args, **rl),
-                **common,
-            )
-        from trl import RLOOConfig, RLOOTrainer
-
-        return RLOOTrainer(
-            model=model,
-            reward_funcs=reward[0],
-            reward_processing_classes=reward[1],
-            args=RLOOConfig(**args, **rl),
-            **common,
-        )
-    from trl import SFTConfig, SFTTrainer
-
-    if not cuda:  # supervised and continued pre-training rows are tokenised: their lengths are known
-        micro, passes = cpu_micro_batches(spec, train)
-        args |= {"per_device_train_batch_size": micro, "gradient_accumulation_steps": passes}
-    if spec.group_by_length and not spec.packing:
-        # batches of similar length pad little: on alpaca-like data the padded batch is half padding otherwise
-        args["train_sampling_strategy"] = "group_by_length"
-    config = SFTConfig(**args, max_length=spec.max_seq_length, packing=spec.packing, dataset_num_proc=None)
-    return SFTTrainer(model=model, args=config, **common)
+    return PLANS[spec.method].build(Context(spec, model, args, common, train, cuda, reward))
 
 
 def run(job: dict[str, Any]) -> dict[str, Any] | None:
@@ -256,7 +156,7 @@ def run(job: dict[str, Any]) -> dict[str, Any] | None:
     reward = None
     try:
         model = apply_adapter(load_model(model_dir, spec, cuda, pad_token_id=tokenizer.pad_token_id), spec)
-        if spec.method in RL_METHODS:
+        if PLANS[spec.method].needs_reward:
             if not job.get("reward"):
                 raise DataError("no_reward_model")
             reward = load_reward_model(job["reward"], cuda)
