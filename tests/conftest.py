@@ -290,6 +290,23 @@ def service_process(
             print(log.read_text()[-3000:])
 
 
+@contextmanager
+def inference_process(configure: Callable[..., Any], tmp_path: Path, **settings: Any) -> Iterator[dict[str, Any]]:
+    """Refinery's inference process on a free loopback port, sharing the test's database and data dir, with
+    the given settings; its key and URL."""
+    port = free_port()
+    configured = configure(inference_port=port, **settings)
+    base = f"http://127.0.0.1:{port}"
+    with service_process(
+        [sys.executable, "-m", "worker.inference.server"],
+        env=dict(os.environ),
+        log=tmp_path / "inference.log",
+        health_url=f"{base}/healthz",
+        what="the inference process",
+    ):
+        yield {"key": configured.inference_key(), "url": base}
+
+
 def refinery_command() -> str:
     """The `refinery` script of the environment running the tests."""
     import shutil

@@ -6,8 +6,6 @@ requests are served in turns per user."""
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import free_port, service_process
+from tests.conftest import inference_process
 
 pytestmark = pytest.mark.serial  # measures time or latency, or kills services: runs alone
 
@@ -25,17 +23,8 @@ pytestmark = pytest.mark.serial  # measures time or latency, or kills services: 
 @pytest.fixture
 def inference(configure: Any, env: Any, tmp_path: Any) -> Iterator[dict[str, Any]]:
     """The inference process with a 6-second budget per answer."""
-    port = free_port()
-    settings = configure(inference_port=port, inference_max_seconds=6)
-    base = f"http://127.0.0.1:{port}"
-    with service_process(
-        [sys.executable, "-m", "worker.inference.server"],
-        env=dict(os.environ),
-        log=tmp_path / "inference.log",
-        health_url=f"{base}/healthz",
-        what="the inference process",
-    ):
-        yield {"key": settings.inference_key(), "url": base}
+    with inference_process(configure, tmp_path, inference_max_seconds=6) as running:
+        yield running
 
 
 def _ask(inference: dict[str, Any], model: str, *, who: str, max_tokens: int, text: str = "Hi") -> httpx.Response:

@@ -5,8 +5,6 @@ another user's can be chatted with."""
 from __future__ import annotations
 
 import json
-import os
-import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,24 +13,15 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import csrf_of, free_port, login, service_process
+from tests.conftest import csrf_of, free_port, inference_process, login
 from worker import lifecycle
 
 
 @pytest.fixture
 def inference(configure: Any, env: Any, tmp_path: Any) -> Iterator[dict[str, Any]]:
     """Refinery's inference process on a free loopback port, sharing the test's database and data dir."""
-    port = free_port()
-    settings = configure(inference_port=port)
-    base = f"http://127.0.0.1:{port}"
-    with service_process(
-        [sys.executable, "-m", "worker.inference.server"],
-        env=dict(os.environ),
-        log=tmp_path / "inference.log",
-        health_url=f"{base}/healthz",
-        what="the inference process",
-    ):
-        yield {"key": settings.inference_key(), "url": base}
+    with inference_process(configure, tmp_path) as running:
+        yield running
 
 
 def _train(client: Any, setup: dict[str, Any]) -> dict[str, Any]:
