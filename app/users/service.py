@@ -7,7 +7,7 @@ import re
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -78,6 +78,14 @@ def authenticate(*, email: str, password: str) -> uuid.UUID:
 
 
 def start_login_session(session: Session, *, user_id: uuid.UUID) -> LoginSession:
+    """A new login session; the user's ended and expired ones are deleted, so the table does not grow."""
+    expired = utcnow() - timedelta(seconds=get_settings().session_max_age_seconds)
+    session.execute(
+        delete(LoginSession).where(
+            LoginSession.user_id == user_id,
+            or_(LoginSession.ended_at.is_not(None), LoginSession.created_at < expired),
+        )
+    )
     record = LoginSession(user_id=user_id)
     session.add(record)
     session.flush()

@@ -35,6 +35,13 @@ def test_a_copied_cookie_stops_working_when_its_session_logs_out(client: Any) ->
     assert created.status_code in (401, 403)
     login(client, "admin@example.com", "correct-horse-1")
     assert client.get("/api/v1/keys").json() == []
+    from sqlalchemy import func, select
+
+    from app.db.models import LoginSession
+    from app.db.session import session_scope
+
+    with session_scope() as db:  # a new login clears the ended sessions away
+        assert db.scalar(select(func.count()).select_from(LoginSession)) == 1
 
 
 @pytest.mark.postgres_too
