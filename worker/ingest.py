@@ -17,7 +17,8 @@ from typing import Any
 
 from app.core.config import get_settings
 from app.datasets import splits
-from app.datasets.reading import Issue, Limits, UploadLimit, open_upload, read_items, sniff_file_type
+from app.datasets.bounded import Limits, UploadLimit, open_upload
+from app.datasets.reading import Issue, read_items, sniff_file_type
 from app.datasets.records import record_schema
 from app.datasets.stats import Stats, record_plain_text
 from app.datasets.template import record_tokens, renderer_for

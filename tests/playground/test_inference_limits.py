@@ -100,7 +100,7 @@ def test_long_prompts_budgets_disconnects_and_turns(
 
 
 def test_fair_lock_serves_users_in_turns() -> None:
-    from worker.inference.server import FairLock
+    from worker.inference.scheduling import FairLock
 
     lock = FairLock()
     never = threading.Event()

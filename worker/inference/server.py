@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import hmac
 import json
-import queue
 import threading
 import time
 import uuid
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Iterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from app.db.models import BaseModelRecord, Run, RunStatus, TrainingJob
 from app.db.session import session_scope
 from app.inference.shapes import DONE, Completion, error_event, usage
 from app.jobs.checkpoints import COMPLETE_MARKER
+from worker.inference.scheduling import FairLock, Generation
 
 
 class Message(BaseModel):
@@ -228,79 +228,6 @@ class Cancelled(RuntimeError):
 MAX_CHARS_PER_TOKEN = 64
 
 
-class FairLock:
-    """The model runs one request at a time; waiting requests are served in turns per user (round robin), so
-    one user's queue of long requests cannot make another user wait behind all of them. A waiter whose client
-    goes away (``cancel``) leaves the queue."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._holder: object | None = None
-        self._served = ""  # whose request holds (or last held) the model
-        self._waiting: OrderedDict[str, deque[object]] = OrderedDict()
-
-    def waiting(self) -> int:
-        with self._cond:
-            return sum(len(q) for q in self._waiting.values())
-
-    def acquire(self, who: str, cancel: threading.Event) -> bool:
-        token = object()
-        with self._cond:
-            if self._holder is None and not self._waiting:
-                self._holder, self._served = token, who
-                return True
-            self._waiting.setdefault(who, deque()).append(token)
-            while self._holder is not token:
-                if cancel.is_set():
-                    line = self._waiting.get(who)
-                    if line is not None and token in line:
-                        line.remove(token)
-                        if not line:
-                            del self._waiting[who]
-                    return False
-                self._cond.wait(0.1)
-            return True
-
-    def release(self) -> None:
-        with self._cond:
-            self._holder = None
-            if self._waiting:
-                # the first waiting user other than the one just served; that one only when nobody else waits
-                who = next((w for w in self._waiting if w != self._served), self._served)
-                line = self._waiting[who]
-                self._holder, self._served = line.popleft(), who
-                if line:
-                    self._waiting.move_to_end(who)  # their next request waits for everyone else's turn
-                else:
-                    del self._waiting[who]
-            self._cond.notify_all()
-
-
-_END = object()
-
-
-class Generation:
-    """One request's answer, produced on a thread of its own: text pieces arrive in a queue as the model writes
-    them. ``cancel`` (a client that disconnected) stops it at the next token and frees the model."""
-
-    def __init__(self) -> None:
-        self.cancel = threading.Event()
-        self.ending: dict[str, Any] = {}
-        self._queue: queue.Queue[object] = queue.Queue()
-
-    def put(self, item: object) -> None:
-        self._queue.put(item)
-
-    def pieces(self) -> Iterator[str]:
-        while True:
-            item = self._queue.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield str(item)
-
-
 class Engine:
     def __init__(self) -> None:
         preload()
@@ -313,16 +240,6 @@ class Engine:
         generation = Generation()
         threading.Thread(target=self._run, args=(request, generation), daemon=True).start()
         return generation
-
-    def stream(self, request: ChatRequest, ending: dict[str, Any] | None = None) -> Iterator[str]:
-        """Text pieces as they are generated; ``ending`` gets the finish reason and the token counts."""
-        generation = self.start(request)
-        try:
-            yield from generation.pieces()
-        finally:
-            generation.cancel.set()
-            if ending is not None:
-                ending.update(generation.ending)
 
     def _run(self, request: ChatRequest, generation: Generation) -> None:
         try:
@@ -339,7 +256,7 @@ class Engine:
         except BaseException as exc:  # given to the reader of the pieces
             generation.put(exc)
         finally:
-            generation.put(_END)
+            generation.finish()
 
     def _generate(self, request: ChatRequest, target: Target, generation: Generation) -> None:
         """Runs with the model to itself. Stops at the end of the answer, at max_tokens or the context's end,
