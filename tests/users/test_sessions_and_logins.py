@@ -83,7 +83,7 @@ def test_a_password_change_ends_the_other_sessions_and_an_admin_signs_a_user_out
     users = client.get("/api/v1/users").json()
     bob_id = next(u["id"] for u in users if u["email"] == "bob@example.com")
     page = client.post(f"/settings/users/{bob_id}/sign-out", data={"csrf_token": token})
-    assert page.status_code == 200 and "Ended 1 login sessions" in page.text
+    assert page.status_code == 200 and "Ended 1 login session." in page.text
     assert bob.get("/api/v1/me").status_code == 401 and bob_copy.get("/api/v1/me").status_code == 401
     # a member cannot sign the administrator out
     login(bob, "bob@example.com", "bob-password-2")
