@@ -173,6 +173,10 @@ def web_argv() -> list[str]:
         "--port",
         str(settings.port),
         "--no-server-header",
+        # longer than a client's own idle limit (httpx 5 s, browsers up to minutes), so the client closes an
+        # idle connection first: a server closing at the same moment a request goes out is a reset request
+        "--timeout-keep-alive",
+        "75",
     ]
 
 
