@@ -18,7 +18,7 @@ from typing import Any
 from app.core.config import get_settings
 from app.datasets import splits
 from app.datasets.bounded import Limits, UploadLimit, open_upload
-from app.datasets.reading import Issue, read_items, sniff_file_type
+from app.datasets.reading import Issue, detect_text_split, read_items, sniff_file_type
 from app.datasets.records import record_schema
 from app.datasets.stats import Stats, record_plain_text
 from app.datasets.template import record_tokens, renderer_for
@@ -70,6 +70,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     )
 
     report = Report(file_type=main_type)
+    if main_type == "text":
+        report.text_split = spec.get("text_split") or detect_text_split(files[0][0], files[0][1])
     stats = Stats()
     schema = record_schema()
     rows: dict[str, list[Any]] = {name: [] for name in schema.names}
@@ -91,7 +93,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             record_format = spec.get("record_format") or (report.record_format if source else None)
             last_line = 0
             for entry in validate_items(
-                read_items(path, file_type, limits),
+                read_items(path, file_type, limits, report.text_split),
                 report,
                 record_format=record_format,
                 mapping=spec.get("mapping"),

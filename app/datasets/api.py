@@ -42,6 +42,7 @@ UPLOAD_BODY = multipart_body(
         "split_test": {"type": "number", "minimum": 0, "maximum": 100},
         "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
         "column_mapping": {"type": "string", "description": "JSON object: record field → column."},
+        "text_split": {"type": "string", "enum": ["lines", "paragraphs", "document"]},
     },
     required=["file"],
 )
@@ -131,6 +132,7 @@ def revalidate(dataset_id: uuid.UUID, body: ValidationOptions, session: SessionD
         seed=body.seed,
         mapping=body.column_mapping,
         model_id=body.model_id,
+        text_split=body.text_split,
     )
     return to_read(session, dataset)
 

@@ -31,20 +31,125 @@ class Invalid(ValueError):
         self.params = params
 
 
+MEDIA_PARTS = {
+    "image_url": "image",
+    "image": "image",
+    "input_image": "image",
+    "input_audio": "audio",
+    "audio": "audio",
+    "audio_url": "audio",
+    "video": "video",
+    "video_url": "video",
+    "file": "file",
+    "input_file": "file",
+}
+MEDIA_FIELDS = {
+    "images": "image",
+    "image": "image",
+    "audios": "audio",
+    "audio": "audio",
+    "videos": "video",
+    "video": "video",
+}
+IMAGE_PLACEHOLDER = "<image>"
+# message keys read here; any other key is kept on the message as it came (the chat template may use it)
+MESSAGE_KEYS = {"role", "content", "tool_calls", "function_call", "tool_call_id", "name", "weight", "loss_weight"}
+
+
 def message_text(message: dict[str, Any], index: int) -> str:
+    """The text of a message: a string, or content parts with their text under ``text`` (OpenAI) or ``value``.
+    Media parts are refused (the models trained here read text), naming the medium."""
     content = message.get("content")
     if content is None:
         return ""
     if isinstance(content, str):
+        _check_placeholders(content)
         return content
-    if isinstance(content, list):  # OpenAI content parts: text only
+    if isinstance(content, list):
         parts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise Invalid("wrong_type", field=f"messages[{index}].content", expected="text parts")
-            parts.append(part["text"])
+        for number, part in enumerate(content):
+            if isinstance(part, str):
+                parts.append(part)
+                continue
+            if not isinstance(part, dict):
+                raise Invalid("wrong_type", field=f"messages[{index}].content[{number}]", expected="a text part")
+            kind = part.get("type")
+            if kind in MEDIA_PARTS or any(key in MEDIA_PARTS for key in part):
+                found = MEDIA_PARTS.get(str(kind)) or _first_media(part)
+                raise Invalid("media", found=found, where=f"messages[{index}]")
+            text = part.get("text", part.get("value"))
+            if kind not in (None, "text", "input_text", "output_text") or not isinstance(text, str):
+                raise Invalid(
+                    "bad_content_part",
+                    field=f"messages[{index}].content[{number}]",
+                    keys=", ".join(sorted(str(k) for k in part)[:8]) or "none",
+                )
+            _check_placeholders(text)
+            parts.append(text)
         return "".join(parts)
     raise Invalid("wrong_type", field=f"messages[{index}].content", expected="text")
+
+
+def _first_media(part: dict[str, Any]) -> str:
+    return next(MEDIA_PARTS[key] for key in part if key in MEDIA_PARTS)
+
+
+def _check_placeholders(text: str) -> None:
+    if IMAGE_PLACEHOLDER in text:
+        raise Invalid("media", found="image", where=IMAGE_PLACEHOLDER)
+
+
+def media_in_record(record: dict[str, Any]) -> None:
+    """Records that carry images, audio or video (LLaVA / LLaMA-Factory style fields) are refused whole."""
+    found = [MEDIA_FIELDS[key] for key in record if key in MEDIA_FIELDS and record[key] not in (None, "", [])]
+    if found:
+        where = ", ".join(k for k in record if k in MEDIA_FIELDS)
+        raise Invalid("media", found=", ".join(dict.fromkeys(found)), where=where)
+
+
+def _weight(message: dict[str, Any], index: int, role: str) -> int | None:
+    """OpenAI's per-message ``weight`` (or another tool's ``loss_weight``): 0 skips the turn in training."""
+    key = "weight" if "weight" in message else "loss_weight" if "loss_weight" in message else None
+    if key is None or message[key] is None:
+        return None
+    value = message[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value not in (0, 1):
+        raise Invalid("wrong_type", field=f"messages[{index}].{key}", expected="0 or 1")
+    if role != "assistant":
+        raise Invalid("weight_not_assistant", field=f"messages[{index}].{key}", role=role)
+    return int(value)
+
+
+def tool_calls_of(message: dict[str, Any], index: int) -> list[dict[str, Any]]:
+    """Tool calls in one shape whatever shape they came in: ``tool_calls`` or the legacy ``function_call``,
+    each ``{"id"?, "type": "function", "function": {"name", "arguments": object}}`` (arguments sent as a JSON
+    string, as OpenAI does, are parsed; chat templates read them as an object)."""
+    raw = message.get("tool_calls")
+    if raw is None and message.get("function_call") is not None:
+        raw = [{"type": "function", "function": message["function_call"]}]
+    if raw is None or raw == []:
+        return []
+    if not isinstance(raw, list):
+        raise Invalid("wrong_type", field=f"messages[{index}].tool_calls", expected="a list of tool calls")
+    calls = []
+    for number, call in enumerate(raw):
+        field = f"messages[{index}].tool_calls[{number}]"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise Invalid("wrong_type", field=field, expected='{"type": "function", "function": {"name", "arguments"}}')
+        arguments = function.get("arguments", {})
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments) if arguments.strip() else {}
+            except ValueError as exc:
+                raise Invalid("wrong_type", field=f"{field}.function.arguments", expected="a JSON object") from exc
+        if not isinstance(arguments, dict):
+            raise Invalid("wrong_type", field=f"{field}.function.arguments", expected="a JSON object")
+        clean: dict[str, Any] = {"type": "function", "function": {"name": function["name"], "arguments": arguments}}
+        if call.get("id") is not None:
+            clean["id"] = str(call["id"])
+        calls.append(clean)
+    return calls
 
 
 def check_conversation(
@@ -55,7 +160,7 @@ def check_conversation(
     end_with_assistant: bool = False,
     check_order: bool = True,
 ) -> list[Message]:
-    """Validate roles, content and turn order; returns clean messages."""
+    """Validate roles, content and turn order; returns clean messages (keys it does not read kept as they are)."""
     if not isinstance(messages, list) or not messages:
         raise Invalid("wrong_type", field=field, expected="a non-empty list of messages")
     clean: list[Message] = []
@@ -63,15 +168,29 @@ def check_conversation(
         if not isinstance(message, dict):
             raise Invalid("wrong_type", field=f"{field}[{index - 1}]", expected="an object with role and content")
         role = message.get("role")
+        if role == "function":  # OpenAI's legacy function result: a tool message with the function's name
+            role = "tool"
+        elif role == "developer":
+            role = "system"
         if role not in CHAT_ROLES:
             raise Invalid("unknown_role", index=index, role=str(role)[:30], allowed=", ".join(CHAT_ROLES))
         content = message_text(message, index - 1)
-        tool_calls = message.get("tool_calls")
-        if not content.strip() and not (role == "assistant" and tool_calls):
+        tool_calls = tool_calls_of(message, index - 1) if role == "assistant" else []
+        if not content.strip() and not tool_calls:
             raise Invalid("empty_content", index=index, role=role)
-        item: Message = {"role": role, "content": content}
+        item: Message = {k: v for k, v in message.items() if k not in MESSAGE_KEYS}
+        item["role"] = role
+        item["content"] = content
         if tool_calls:
             item["tool_calls"] = tool_calls
+        for key in ("tool_call_id", "name"):
+            if message.get(key) is not None:
+                if not isinstance(message[key], str):
+                    raise Invalid("wrong_type", field=f"{field}[{index - 1}].{key}", expected="text")
+                item[key] = message[key]
+        weight = _weight(message, index - 1, role)
+        if weight is not None:
+            item["weight"] = weight
         clean.append(item)
     if check_order:
         _check_order(clean)
@@ -154,7 +273,7 @@ def sharegpt_messages(turns: Any, field: str = "conversations") -> list[Message]
             raise Invalid("wrong_type", field=f"{field}[{index - 1}].value", expected="text")
         message: Message = {"role": SHAREGPT_ROLES[speaker], "content": value}
         if speaker == "function_call":
-            message["tool_calls"] = [{"type": "function", "function": _function_call(value)}]
+            message["tool_calls"] = tool_calls_of({"function_call": _function_call(value)}, index - 1)
         messages.append(message)
     return messages
 

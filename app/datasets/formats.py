@@ -1,10 +1,15 @@
 """Record formats: detect which one a file uses and turn each record into canonical form.
 
 Canonical records (``kind`` + ``data``):
-  chat        {"messages": [{"role", "content", ("tool_calls")}], ("tools")}
-  preference  {"prompt": [messages], "chosen": [assistant messages], "rejected": [assistant messages]}
+  chat        {"messages": [{"role", "content", ("tool_calls"), ("tool_call_id"), ("name"), ("weight")}],
+               ("tools"), ("parallel_tool_calls")}
+  preference  {"prompt": [messages], "chosen": [assistant messages], "rejected": [assistant messages], ("tools")}
   kto         {"messages": [... ending with the assistant answer], "label": bool}
+  prompt      {"messages": [... ending with the user turn to answer], ("tools")}: reinforcement prompts
   text        {"text": str}
+
+Any of these may carry ``extra``: the source record's fields that its format does not read (an id, a category,
+the reference answers a grader reads), kept whole so that nothing in an upload is silently dropped.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from app.datasets.conversation import (
     Message,
     assistant_messages,
     check_conversation,
+    media_in_record,
     parse_transcript,
     sharegpt_messages,
 )
@@ -28,6 +34,8 @@ from app.datasets.conversation import (
 # code -> display name (marked for translation; translated where it is shown)
 FORMATS: dict[str, str] = {
     "openai_chat": N_("OpenAI chat (messages)"),
+    "openai_preference": N_("OpenAI preference (input / preferred_output / non_preferred_output)"),
+    "openai_reinforcement": N_("OpenAI reinforcement (messages to answer, fields for graders)"),
     "alpaca": N_("Alpaca (instruction / input / output)"),
     "sharegpt": N_("ShareGPT (conversations)"),
     "prompt_completion": N_("prompt / completion"),
@@ -40,6 +48,8 @@ FORMATS: dict[str, str] = {
 }
 FORMAT_KIND = {
     "openai_chat": "chat",
+    "openai_preference": "preference",
+    "openai_reinforcement": "prompt",
     "alpaca": "chat",
     "sharegpt": "chat",
     "prompt_completion": "chat",
@@ -72,7 +82,16 @@ def detect_one(value: Any) -> str | None:
     if "messages" in keys and "label" in keys:
         return "kto"
     if "messages" in keys:
+        messages = value["messages"]
+        if (
+            isinstance(messages, list)
+            and messages
+            and not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages)
+        ):
+            return "openai_reinforcement"  # no answer to learn: prompts for graders to score the model's answers
         return "openai_chat"
+    if "preferred_output" in keys or "non_preferred_output" in keys:
+        return "openai_preference"
     if "conversations" in keys and {"chosen", "rejected"} <= keys:
         return "sharegpt_preference"
     if "conversations" in keys:
@@ -113,11 +132,68 @@ def _text(record: dict[str, Any], name: str, *, required: bool = True) -> str:
 # --- one function per format ----------------------------------------------------------------------
 
 
+def _tools(record: dict[str, Any]) -> dict[str, Any]:
+    """``tools`` (or the legacy ``functions``, as tools) and ``parallel_tool_calls``, as given."""
+    out: dict[str, Any] = {}
+    tools = record.get("tools")
+    if isinstance(tools, str):
+        tools = _maybe_json(tools)
+    if tools is None and record.get("functions") is not None:
+        functions = record["functions"]
+        if not isinstance(functions, list):
+            raise Invalid("wrong_type", field="functions", expected="a list of function definitions")
+        tools = [{"type": "function", "function": f} for f in functions]
+    if tools not in (None, []):
+        if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+            raise Invalid("wrong_type", field="tools", expected="a list of tool definitions")
+        out["tools"] = tools
+    if record.get("parallel_tool_calls") is not None:
+        if not isinstance(record["parallel_tool_calls"], bool):
+            raise Invalid("wrong_type", field="parallel_tool_calls", expected="true or false")
+        out["parallel_tool_calls"] = record["parallel_tool_calls"]
+    return out
+
+
 def _openai_chat(record: dict[str, Any]) -> list[Canonical]:
     data: dict[str, Any] = {"messages": check_conversation(_field(record, "messages"))}
-    if record.get("tools"):
-        data["tools"] = record["tools"]
-    return [Canonical("chat", data)]
+    return [Canonical("chat", data | _tools(record))]
+
+
+def _openai_reinforcement(record: dict[str, Any]) -> list[Canonical]:
+    """OpenAI's reinforcement lines: the conversation the model answers; the other fields (reference answers
+    and the like) stay under ``extra`` for the graders."""
+    messages = check_conversation(_field(record, "messages"), need_assistant=False)
+    if messages[-1]["role"] not in ("user", "tool"):
+        raise Invalid(
+            "roles_out_of_order",
+            index=len(messages),
+            role=messages[-1]["role"],
+            previous=messages[-1]["role"],
+            expected="user",
+        )
+    return [Canonical("prompt", {"messages": messages} | _tools(record))]
+
+
+def _openai_preference(record: dict[str, Any]) -> list[Canonical]:
+    """OpenAI's DPO lines: ``input`` {messages, tools?}, ``preferred_output`` and ``non_preferred_output`` (each a
+    list holding the assistant's answer)."""
+    given = _field(record, "input")
+    given = _maybe_json(given) if isinstance(given, str) else given  # a CSV or Parquet cell
+    if not isinstance(given, dict):
+        raise Invalid("wrong_type", field="input", expected="an object with messages")
+    prompt = check_conversation(_field(given, "messages"), field="input.messages", need_assistant=False)
+    answers = [_field(record, name) for name in ("preferred_output", "non_preferred_output")]
+    answers = [_maybe_json(a) if isinstance(a, str) and a[:1] == "[" else a for a in answers]
+    pair = _pair(
+        prompt,
+        assistant_messages(answers[0], "preferred_output"),
+        assistant_messages(answers[1], "non_preferred_output"),
+    )
+    extra = {k: v for k, v in given.items() if k not in ("messages", "tools", "parallel_tool_calls")}
+    data = pair.data | _tools(given)
+    if extra:
+        data["input_extra"] = extra
+    return [Canonical("preference", data)]
 
 
 def _alpaca(record: dict[str, Any]) -> list[Canonical]:
@@ -162,10 +238,7 @@ def _sharegpt(record: dict[str, Any]) -> list[Canonical]:
     system = _text(record, "system", required=False)
     if system and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": system})
-    data: dict[str, Any] = {"messages": check_conversation(messages)}
-    if record.get("tools"):
-        data["tools"] = record["tools"] if not isinstance(record["tools"], str) else _maybe_json(record["tools"])
-    return [Canonical("chat", data)]
+    return [Canonical("chat", {"messages": check_conversation(messages)} | _tools(record))]
 
 
 def _maybe_json(value: str) -> Any:
@@ -303,6 +376,8 @@ def _text_record(record: Any) -> list[Canonical]:
 
 CONVERTERS: dict[str, Callable[[Any], list[Canonical]]] = {
     "openai_chat": _openai_chat,
+    "openai_preference": _openai_preference,
+    "openai_reinforcement": _openai_reinforcement,
     "alpaca": _alpaca,
     "sharegpt": _sharegpt,
     "prompt_completion": _prompt_completion,
@@ -329,8 +404,42 @@ def canonicalize(value: Any, fmt: str, mapping: dict[str, str] | None = None) ->
             k: _maybe_json(v) if isinstance(v, str) and k in JSON_FIELDS and v[:1] in "[{" else v
             for k, v in value.items()
         }
-    return CONVERTERS[fmt](value)
+    if isinstance(value, dict):
+        media_in_record(value)
+    records = CONVERTERS[fmt](value)
+    extra = (
+        {k: v for k, v in value.items() if k not in READ_FIELDS[fmt] and v is not None}
+        if isinstance(value, dict)
+        else {}
+    )
+    if extra:
+        records = [Canonical(r.kind, r.data | {"extra": extra}) for r in records]
+    return records
 
 
 # CSV and Parquet cells are strings; these fields hold JSON structures when they come from such files.
-JSON_FIELDS = {"messages", "conversations", "history", "tools", "responses", "instances"}
+JSON_FIELDS = {
+    "messages",
+    "conversations",
+    "history",
+    "tools",
+    "functions",
+    "responses",
+    "instances",
+}
+# the fields each format reads; a record's other fields are kept under "extra"
+_TOOLS = {"tools", "functions", "parallel_tool_calls"}
+READ_FIELDS: dict[str, set[str]] = {
+    "openai_chat": {"messages"} | _TOOLS,
+    "openai_preference": {"input", "preferred_output", "non_preferred_output"},
+    "openai_reinforcement": {"messages"} | _TOOLS,
+    "alpaca": {"instruction", "input", "output", "system", "history", "instances"},
+    "sharegpt": {"conversations", "system"} | _TOOLS,
+    "prompt_completion": {"prompt", "completion"},
+    "preference": {"prompt", "chosen", "rejected"},
+    "sharegpt_preference": {"conversations", "chosen", "rejected"},
+    "hh_rlhf": {"chosen", "rejected"},
+    "ranked": {"context", "responses"},
+    "kto": {"messages", "label"},
+    "text": {"text"},
+}

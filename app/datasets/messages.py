@@ -35,6 +35,23 @@ MESSAGES: dict[str, str] = {
         "REFINERY_MAX_RECORD_BYTES."
     ),
     "too_long": N_("This record is %(tokens)s tokens but the model's context is %(context)s; shorten it or split it."),
+    "media": N_(
+        "This record carries %(found)s (%(where)s), but the models trained here read text only; remove the media "
+        "or describe it in words. Nothing was imported from this record."
+    ),
+    "bad_content_part": N_(
+        'The content part %(field)s has the keys %(keys)s; a text part is {"type": "text", "text": "…"} '
+        '(or "value" in place of "text").'
+    ),
+    "weight_not_assistant": N_(
+        "%(field)s is set on a %(role)s message; a weight decides whether an assistant turn is trained, so set it "
+        "on assistant messages only."
+    ),
+    "unknown_columns": N_(
+        "No known record format matches the columns %(fields)s; map them to record fields (for example a question "
+        "column to prompt and an answer column to completion) under Change options, or with column_mapping in the "
+        "API."
+    ),
     "no_pairs": N_("The responses need at least two different ranks to make a preference pair."),
 }
 

@@ -359,8 +359,15 @@ def _size(value: Any, stop: int) -> int:
     return total
 
 
-def read_text(data: bytes | IO[bytes] | Guarded, limits: Limits | None = None) -> Iterator[Item | Issue]:
-    """Raw text for continued pre-training: paragraphs gathered into chunks, each with its first line."""
+TEXT_SPLITS = ("lines", "paragraphs", "document")
+
+
+def read_text(
+    data: bytes | IO[bytes] | Guarded, limits: Limits | None = None, split: str = "document"
+) -> Iterator[Item | Issue]:
+    """Plain text, one record per non-empty line (``lines``), per block between blank lines
+    (``paragraphs``), or a long document in chunks of about TEXT_CHUNK_CHARS cut at blank lines
+    (``document``, for continued pre-training); each record with its first line number."""
     limits = limits or Limits()
     chunk: list[str] = []
     size = 0
@@ -370,17 +377,44 @@ def read_text(data: bytes | IO[bytes] | Guarded, limits: Limits | None = None) -
             yield _too_large(number, limits)
             continue
         line = raw.decode("utf-8", errors="replace")
+        if split == "lines":
+            if line.strip():
+                yield Item(number, line.strip())
+            continue
         if not chunk and not line.strip():
             continue
         if not chunk:
             start = number
         chunk.append(line)
         size += len(line) + 1
-        if (size >= TEXT_CHUNK_CHARS and not line.strip()) or size >= limits.max_record_bytes:
+        full = size >= TEXT_CHUNK_CHARS if split == "document" else True
+        if (full and not line.strip()) or size >= limits.max_record_bytes:
             yield Item(start, "\n".join(chunk).strip())
             chunk, size = [], 0
     if chunk and "\n".join(chunk).strip():
         yield Item(start, "\n".join(chunk).strip())
+
+
+def detect_text_split(path: Path, filename: str) -> str:
+    """Markdown and reStructuredText are documents; otherwise blank lines between text mean paragraphs, and a
+    file without them holds one record per line."""
+    if filename.lower().removesuffix(".gz").endswith((".md", ".markdown", ".rst")):
+        return "document"
+    with open_upload(path) as handle:
+        try:
+            head = handle.read(65536)
+        except (OSError, EOFError, UploadLimit):
+            head = b""
+    lines = head.decode("utf-8", errors="replace").splitlines()
+    if len(head) == 65536:
+        lines = lines[:-1]  # the last line may be cut
+    seen_text = False
+    for index, line in enumerate(lines):
+        if line.strip():
+            seen_text = True
+        elif seen_text and any(rest.strip() for rest in lines[index + 1 :]):
+            return "paragraphs"
+    return "lines"
 
 
 def sniff_file_type(path: Path, filename: str) -> str:
@@ -393,7 +427,9 @@ def sniff_file_type(path: Path, filename: str) -> str:
     return guess_file_type(filename, head)
 
 
-def read_items(path: Path, file_type: str, limits: Limits | None = None) -> Iterator[Item | Issue]:
+def read_items(
+    path: Path, file_type: str, limits: Limits | None = None, text_split: str | None = None
+) -> Iterator[Item | Issue]:
     """Every format streams: memory stays near the record limit whatever the file's size. A file past the
     expansion or structure limits raises UploadLimit (the whole upload is refused with the setting to raise)."""
     limits = limits or Limits()
@@ -402,7 +438,10 @@ def read_items(path: Path, file_type: str, limits: Limits | None = None) -> Iter
         return
     try:
         with open_upload(path, limits) as handle:
-            yield from READERS[file_type](handle, limits)
+            if file_type == "text":
+                yield from read_text(handle, limits, text_split or detect_text_split(path, path.name))
+            else:
+                yield from READERS[file_type](handle, limits)
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         yield Issue(1, "encoding", {"msg": str(exc)[:200]})
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,6 +40,9 @@ class DatasetRead(BaseModel):
     record_format: str | None
     format_override: str | None
     column_mapping: dict[str, str] | None
+    text_split: str | None = Field(
+        default=None, description="Plain text: lines, paragraphs or document as you chose it; null: detected."
+    )
     model_id: uuid.UUID | None
     split_ratios: dict[str, float]
     split_seed: int
@@ -61,6 +64,11 @@ class ValidationOptions(BaseModel):
         default=None, description='CSV/Parquet: record field → column name, e.g. {"prompt": "question"}.'
     )
     model_id: uuid.UUID | None = Field(default=None, description="Base model whose tokenizer and context apply.")
+    text_split: Literal["lines", "paragraphs", "document"] | None = Field(
+        default=None,
+        description="Plain text: one record per line, per paragraph (split at blank lines), or a long document "
+        "in chunks; empty: detected from the file.",
+    )
 
 
 class RecordRead(BaseModel):

@@ -14,7 +14,7 @@ from app.core.i18n import _
 from app.core.ownership import get_owned
 from app.core.validation import MAX_SEED
 from app.datasets.formats import FORMATS
-from app.datasets.reading import FILE_TYPES
+from app.datasets.reading import FILE_TYPES, TEXT_SPLITS
 from app.datasets.splits import DEFAULT_RATIOS, SPLITS, normalize_ratios
 from app.datasets.storage import StoredFile, artifact_path, remove_tree
 from app.db.models import Dataset, DatasetStatus, DatasetVersion, ModelStatus, Run, Upload, User
@@ -77,7 +77,12 @@ def _options(
     ratios: dict[str, float] | None,
     seed: int | None,
     mapping: dict[str, str] | None,
+    text_split: str | None = None,
 ) -> dict[str, Any]:
+    if text_split and text_split not in TEXT_SPLITS:
+        raise InvalidInput(
+            _("Split plain text by one of: %(choices)s.", choices=", ".join(TEXT_SPLITS)), field="text_split"
+        )
     if record_format and record_format not in FORMATS:
         raise InvalidInput(_("Unknown record format; choose one from the list."), field="record_format")
     if file_type and file_type not in FILE_TYPES:
@@ -104,6 +109,7 @@ def _options(
         "split_ratios": clean_ratios,
         "split_seed": 42 if seed is None else int(seed),
         "column_mapping": clean_mapping,
+        "text_split": text_split or None,
     }
 
 
@@ -155,9 +161,17 @@ def create_dataset(
     seed: int | None = None,
     mapping: dict[str, str] | None = None,
     split_files: dict[str, tuple[StoredFile, str]] | None = None,
+    text_split: str | None = None,
 ) -> Dataset:
     """``split_files``: separate uploads whose records all go to the validation or test split."""
-    options = _options(record_format=record_format, file_type=file_type, ratios=ratios, seed=seed, mapping=mapping)
+    options = _options(
+        record_format=record_format,
+        file_type=file_type,
+        ratios=ratios,
+        seed=seed,
+        mapping=mapping,
+        text_split=text_split,
+    )
     checked_model = _check_model(session, model_id, user)
     upload = _upload_row(session, user, stored, filename)
     split_ids = {
@@ -173,6 +187,7 @@ def create_dataset(
         format_override=options["record_format"],
         file_type=options["file_type"],
         column_mapping=options["column_mapping"],
+        text_split=options["text_split"],
         model_id=checked_model,
         split_ratios=options["split_ratios"],
         split_seed=options["split_seed"],
@@ -201,13 +216,22 @@ def revalidate(
     seed: int | None,
     mapping: dict[str, str] | None,
     model_id: uuid.UUID | None,
+    text_split: str | None = None,
 ) -> Dataset:
     if dataset.status == DatasetStatus.validating:
         raise Conflict(_("This dataset is being validated; wait for it to finish."))
-    options = _options(record_format=record_format, file_type=file_type, ratios=ratios, seed=seed, mapping=mapping)
+    options = _options(
+        record_format=record_format,
+        file_type=file_type,
+        ratios=ratios,
+        seed=seed,
+        mapping=mapping,
+        text_split=text_split,
+    )
     dataset.format_override = options["record_format"]
     dataset.file_type = options["file_type"]
     dataset.column_mapping = options["column_mapping"]
+    dataset.text_split = options["text_split"]
     dataset.split_ratios = options["split_ratios"]
     dataset.split_seed = options["split_seed"]
     dataset.model_id = _check_model(session, model_id, user)
@@ -252,7 +276,9 @@ def create_version_from_validation(session: Session, dataset: Dataset) -> Datase
             "record_format": report.get("record_format"),
             "file_type": report.get("file_type"),
             "format_override": dataset.format_override,
-            "column_mapping": dataset.column_mapping,
+            "column_mapping": report.get("column_mapping") or dataset.column_mapping,
+            "mapping_auto": bool(report.get("mapping_auto")),
+            "text_split": report.get("text_split"),
             "split_ratios": dataset.split_ratios,
             "split_seed": dataset.split_seed,
             "split_files": {split: u.filename for split, u in split_uploads(session, dataset).items()},

@@ -1,5 +1,6 @@
 """What the model sees: render a conversation with the base model's chat template, tokenize it, and mark
-the tokens that are trained (assistant turns only by default).
+the tokens that are trained (assistant turns only by default; an assistant turn with OpenAI's ``weight: 0`` is
+context only, as on OpenAI).
 
 Many templates (SmolLM2's among them) have no generation markers, so the mask is built from the rendered
 turns: the text added by each assistant message, minus the assistant header, is trained; every token that
@@ -48,11 +49,18 @@ class ChatRenderer:
     bos_token: str = ""
     eos_token: str = ""
 
-    def render(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = False) -> str:
+    def render(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        add_generation_prompt: bool = False,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> str:
         try:
             return str(
                 _compiled(self.template).render(
                     messages=messages,
+                    tools=tools or None,
                     add_generation_prompt=add_generation_prompt,
                     bos_token=self.bos_token,
                     eos_token=self.eos_token,
@@ -62,15 +70,18 @@ class ChatRenderer:
             raise TemplateRenderError(str(exc)) from exc
 
     def trained_spans(
-        self, messages: list[dict[str, Any]], roles: tuple[str, ...] = ("assistant",)
+        self,
+        messages: list[dict[str, Any]],
+        roles: tuple[str, ...] = ("assistant",),
+        tools: list[dict[str, Any]] | None = None,
     ) -> tuple[str, list[tuple[int, int]]]:
-        full = self.render(messages)
+        full = self.render(messages, tools=tools)
         spans = []
         for index, message in enumerate(messages):
-            if message["role"] not in roles or index == 0:
+            if message["role"] not in roles or index == 0 or message.get("weight") == 0:
                 continue
-            before = self.render(messages[:index], add_generation_prompt=message["role"] == "assistant")
-            after = self.render(messages[: index + 1])
+            before = self.render(messages[:index], add_generation_prompt=message["role"] == "assistant", tools=tools)
+            after = self.render(messages[: index + 1], tools=tools)
             if not full.startswith(after) or not after.startswith(before):
                 # the template rewrites earlier text: fall back to the message's own content
                 start = full.find(message["content"])
@@ -81,8 +92,13 @@ class ChatRenderer:
             spans.append((len(before), end))
         return full, spans
 
-    def tokens(self, messages: list[dict[str, Any]], roles: tuple[str, ...] = ("assistant",)) -> list[Token]:
-        text, spans = self.trained_spans(messages, roles)
+    def tokens(
+        self,
+        messages: list[dict[str, Any]],
+        roles: tuple[str, ...] = ("assistant",),
+        tools: list[dict[str, Any]] | None = None,
+    ) -> list[Token]:
+        text, spans = self.trained_spans(messages, roles, tools)
         encoding = _tokenizer(str(self.tokenizer_file)).encode(text, add_special_tokens=False)
         out = []
         shown = 0  # byte-level tokens can share one character: show each character once
@@ -93,10 +109,13 @@ class ChatRenderer:
         return out
 
     def encode(
-        self, messages: list[dict[str, Any]], roles: tuple[str, ...] = ("assistant",)
+        self,
+        messages: list[dict[str, Any]],
+        roles: tuple[str, ...] = ("assistant",),
+        tools: list[dict[str, Any]] | None = None,
     ) -> tuple[list[int], list[int]]:
         """Token ids of the rendered conversation and the training mask (1 = learn this token)."""
-        text, spans = self.trained_spans(messages, roles)
+        text, spans = self.trained_spans(messages, roles, tools)
         encoding = _tokenizer(str(self.tokenizer_file)).encode(text, add_special_tokens=False)
         mask = [
             int(any(start < s_end and end > s_start for s_start, s_end in spans)) for start, end in encoding.offsets
@@ -139,7 +158,7 @@ def renderer_for(model_dir: Path, chat_template: str | None) -> ChatRenderer | N
 
 def record_text(kind: str, data: dict[str, Any]) -> list[list[dict[str, Any]]]:
     """The conversations a record trains on (a preference pair gives two)."""
-    if kind in ("chat", "kto"):
+    if kind in ("chat", "kto", "prompt"):
         return [data["messages"]]
     if kind == "preference":
         return [data["prompt"] + data["chosen"], data["prompt"] + data["rejected"]]
@@ -168,6 +187,7 @@ def record_tokens(
     try:
         if kind == "text":
             return count(data["text"])
-        return max(count(renderer.render(conversation)) for conversation in record_text(kind, data))
+        tools = data.get("tools")
+        return max(count(renderer.render(conversation, tools=tools)) for conversation in record_text(kind, data))
     except TemplateRenderError:
         return None

@@ -145,6 +145,7 @@ async def revalidate(request: Request, session: SessionDep, user: PageUser, data
             seed=options.get("seed"),
             mapping=options.get("mapping"),
             model_id=options.get("model_id"),
+            text_split=options.get("text_split"),
         )
     except RefineryError as exc:
         context = _detail_context(request, session, dataset, user) | {"options_error": exc.message}
@@ -183,7 +184,10 @@ def record_view(
             error = _("This model has no chat template.")
         else:
             try:
-                conversations = [renderer.tokens(messages) for messages in record_text(row.kind, row.data)]
+                conversations = [
+                    renderer.tokens(messages, tools=row.data.get("tools"))
+                    for messages in record_text(row.kind, row.data)
+                ]
             except TemplateRenderError as exc:
                 error = _("The chat template could not render this record: %(msg)s", msg=str(exc))
     return render(

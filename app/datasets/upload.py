@@ -75,6 +75,8 @@ def parse_options(fields: dict[str, str]) -> dict[str, Any]:
         "record_format": fields.get("record_format") or None,
         "file_type": fields.get("file_type") or None,
     }
+    if fields.get("text_split"):
+        options["text_split"] = fields["text_split"]
     if fields.get("model_id"):
         try:
             options["model_id"] = uuid.UUID(fields["model_id"])

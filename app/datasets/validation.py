@@ -33,6 +33,9 @@ class Report:
     by_code: Counter[str] = field(default_factory=Counter)
     kinds: Counter[str] = field(default_factory=Counter)
     columns: list[str] = field(default_factory=list)
+    column_mapping: dict[str, str] | None = None  # the mapping used: the user's, or one read from the column names
+    mapping_auto: bool = False
+    text_split: str | None = None  # plain text only: lines, paragraphs or document
     source: str = ""  # which file is being read now (see Issue.source)
 
     def add_issue(self, issue: Issue) -> None:
@@ -61,6 +64,9 @@ class Report:
             "by_code": dict(self.by_code),
             "kinds": dict(self.kinds),
             "columns": self.columns,
+            "column_mapping": self.column_mapping,
+            "mapping_auto": self.mapping_auto,
+            "text_split": self.text_split,
         }
 
 
@@ -78,14 +84,22 @@ def validate_items(
     if structured and isinstance(structured[0], dict):
         report.columns = list(structured[0].keys())[:50]
     fmt = record_format or _detect_with_mapping(structured, mapping)
+    if fmt is None and not mapping and structured and isinstance(structured[0], dict):
+        mapping = common_columns(list(structured[0]))
+        fmt = _detect_with_mapping(structured, mapping) if mapping else None
+        report.mapping_auto = fmt is not None
+        mapping = mapping if fmt is not None else None
+    report.column_mapping = mapping or None
     report.record_format = fmt
+    tabular = report.file_type in ("csv", "parquet")
     for entry in itertools.chain(head, iterator):
         if isinstance(entry, Issue):
             report.add_issue(entry)
             continue
         if fmt is None:
             fields = sorted(entry.value)[:10] if isinstance(entry.value, dict) else [type(entry.value).__name__]
-            report.add_issue(Issue(entry.line, "unknown_format", {"fields": ", ".join(fields)}, _excerpt(entry)))
+            code = "unknown_columns" if tabular and isinstance(entry.value, dict) else "unknown_format"
+            report.add_issue(Issue(entry.line, code, {"fields": ", ".join(fields)}, _excerpt(entry)))
             continue
         try:
             records = canonicalize(entry.value, fmt, mapping)
@@ -100,6 +114,31 @@ def validate_items(
         for record in records:
             report.kinds[record.kind] += 1
         yield Accepted(entry.line, records)
+
+
+# Column pairs that name the same thing in many published data sets, and the record fields they fill
+# (instruction/output, prompt/completion, chosen/rejected and text are recognised as they are).
+COMMON_PAIRS: tuple[tuple[tuple[str, str], dict[str, str]], ...] = (
+    (("question", "answer"), {"prompt": "question", "completion": "answer"}),
+    (("question", "response"), {"prompt": "question", "completion": "response"}),
+    (("prompt", "response"), {"prompt": "prompt", "completion": "response"}),
+    (("prompt", "answer"), {"prompt": "prompt", "completion": "answer"}),
+    (("query", "response"), {"prompt": "query", "completion": "response"}),
+    (("query", "answer"), {"prompt": "query", "completion": "answer"}),
+    (("input", "output"), {"prompt": "input", "completion": "output"}),
+    (("instruction", "response"), {"instruction": "instruction", "output": "response"}),
+    (("instruction", "answer"), {"instruction": "instruction", "output": "answer"}),
+    (("content", "summary"), {"prompt": "content", "completion": "summary"}),
+)
+
+
+def common_columns(columns: list[str]) -> dict[str, str] | None:
+    """A mapping from common column names (any case), or None when none applies."""
+    by_lower = {str(c).strip().lower(): str(c) for c in columns}
+    for (first, second), mapping in COMMON_PAIRS:
+        if first in by_lower and second in by_lower:
+            return {target: by_lower[source] for target, source in mapping.items()}
+    return None
 
 
 def _detect_with_mapping(sample: list[Any], mapping: dict[str, str] | None) -> str | None:

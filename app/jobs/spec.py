@@ -66,8 +66,8 @@ METHOD_KINDS = {
     "orpo": {"preference"},
     "kto": {"kto"},
     "reward": {"preference"},
-    "grpo": {"chat", "preference"},
-    "rloo": {"chat", "preference"},
+    "grpo": {"chat", "preference", "prompt"},
+    "rloo": {"chat", "preference", "prompt"},
 }
 # the methods that score their own generations with a reward model trained here
 RL_METHODS = frozenset({Method.grpo, Method.rloo})

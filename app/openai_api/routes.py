@@ -232,19 +232,24 @@ def get_file(session: Session, user: User, ident: str) -> Dataset:
 
 
 def problems(dataset: Dataset) -> str | None:
-    """Why a file cannot be trained on as it is, naming the first bad lines; None when it can."""
+    """Why a file cannot be trained on as it is: every bad line number (up to 20), the first three with their
+    reasons; None when it can."""
     if dataset.status == DatasetStatus.failed:
         return dataset.error_message or _("The file could not be read.")
     if dataset.status != DatasetStatus.needs_review:
         return None
     report = dataset.report or {}
-    rows, total = records.page_issues(datasets.staged_records_key(dataset), page=1, page_size=3)
-    lines = "; ".join(_("line %(line)s: %(text)s", line=r.line, text=r.message) for r in rows)
+    rows, total = records.page_issues(datasets.staged_records_key(dataset), page=1, page_size=20)
+    reasons = "; ".join(_("line %(line)s: %(text)s", line=r.line, text=r.message) for r in rows[:3])
+    numbers = ", ".join(str(r.line) for r in rows)
+    if total > len(rows):
+        numbers += _(" and %(more)s more", more=total - len(rows))
     return _(
-        "%(bad)s of %(lines)s lines are invalid (%(first)s). Fix them and upload the file again.",
+        "%(bad)s of %(lines)s lines are invalid (lines %(numbers)s). %(first)s. Fix them and upload the file again.",
         bad=report.get("invalid_lines", total),
         lines=report.get("invalid_lines", 0) + report.get("valid_lines", 0),
-        first=lines,
+        numbers=numbers,
+        first=reasons,
     )
 
 

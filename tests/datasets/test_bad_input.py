@@ -117,7 +117,7 @@ def test_parquet_wrong_schema_and_garbage(tmp_path: Path) -> None:
     pq.write_table(pa.table({"numbers": [1, 2]}), wrong)
     report = Report(file_type="parquet")
     list(validate_items(read_items(wrong, "parquet"), report))
-    assert [i.code for i in report.issues] == ["unknown_format", "unknown_format"]
+    assert [i.code for i in report.issues] == ["unknown_columns", "unknown_columns"]
     garbage = tmp_path / "garbage.parquet"
     garbage.write_bytes(b"PAR1 this is not parquet at all")
     report = Report(file_type="parquet")

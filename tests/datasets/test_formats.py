@@ -100,7 +100,9 @@ def test_openai_chat_with_tools_and_tool_calls(tmp_path: Path) -> None:
     assert report.record_format == "openai_chat" and report.invalid_lines == 0
     data = records[0][2]
     assert _roles(data["messages"]) == ["system", "user", "assistant", "tool", "assistant"]
-    assert data["messages"][2]["tool_calls"] == call and data["tools"][0]["function"]["name"] == "weather"
+    # arguments are stored as an object whatever shape they came in (OpenAI sends a JSON string)
+    stored = [{"id": "c1", "type": "function", "function": {"name": "weather", "arguments": {"city": "Paris"}}}]
+    assert data["messages"][2]["tool_calls"] == stored and data["tools"][0]["function"]["name"] == "weather"
 
 
 def test_sharegpt_with_system_function_call_and_observation(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ class DatasetValidateHandler:
                 "file_type": dataset.file_type,
                 "record_format": dataset.format_override,
                 "mapping": dataset.column_mapping,
+                "text_split": dataset.text_split,
                 "split_ratios": dataset.split_ratios,
                 "seed": dataset.split_seed,
                 "dest": str(artifact_path(datasets.staged_records_key(dataset))),

@@ -39,7 +39,7 @@ def sft_rows(
     templates without generation markers such as SmolLM2's)."""
     rows = []
     for record in records:
-        ids, mask = renderer.encode(record["messages"])
+        ids, mask = renderer.encode(record["messages"], tools=record.get("tools"))
         if not assistant_only:
             mask = [1] * len(ids)
         ids, mask = ids[:max_length], mask[:max_length]
@@ -51,7 +51,10 @@ def sft_rows(
 def cpt_rows(records: list[dict[str, Any]], renderer: ChatRenderer, *, max_length: int) -> list[dict[str, list[int]]]:
     rows = []
     for record in records:
-        text = record["text"] if record["kind"] == "text" else renderer.render(record["messages"])
+        if record["kind"] == "text":
+            text = record["text"]
+        else:
+            text = renderer.render(record["messages"], tools=record.get("tools"))
         ids = renderer.token_ids(text)
         for start in range(0, len(ids), max_length):  # long documents become several training windows
             chunk = ids[start : start + max_length]

@@ -49,6 +49,8 @@ class Dataset(IdMixin, TimestampMixin, Base):
     record_format: Mapped[str | None] = mapped_column(String(40), nullable=True)
     format_override: Mapped[str | None] = mapped_column(String(40), nullable=True)
     column_mapping: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    # how a plain-text file becomes records: "lines", "paragraphs" or "document"; None: detected
+    text_split: Mapped[str | None] = mapped_column(String(20), nullable=True)
     model_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("base_models.id", ondelete="SET NULL"), nullable=True)
     split_ratios: Mapped[dict[str, float]] = mapped_column(JSON, nullable=False)
     split_seed: Mapped[int] = mapped_column(Integer, default=42, nullable=False)

@@ -31,6 +31,8 @@ class TrainingJob(IdMixin, TimestampMixin, Base):
         ForeignKey("dataset_versions.id", ondelete="RESTRICT"), nullable=True
     )
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    # OpenAI's job metadata: up to 16 string pairs the caller attaches and filters the job list by
+    job_metadata: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON, nullable=True)
     # free labels for the adapter registry ("prod", "support-bot", …)
     tags: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list, server_default="[]")
     # the latest run merging the adapter into its base (merged/ in the job's storage)
