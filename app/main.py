@@ -199,6 +199,7 @@ def create_app() -> FastAPI:
     from app.jobs import api as jobs_api
     from app.jobs import ui as jobs_ui
     from app.openai_api import fine_tuning as openai_fine_tuning
+    from app.openai_api import models as openai_models
     from app.openai_api import routes as openai_api
     from app.playground import api as playground_api
     from app.playground import ui as playground_ui
@@ -226,6 +227,7 @@ def create_app() -> FastAPI:
         playground_ui,
         playground_api,
         openai_api,
+        openai_models,
         openai_fine_tuning,
         adapters_ui,
         adapters_api,

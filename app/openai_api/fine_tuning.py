@@ -5,8 +5,10 @@ and a job made in the UI is listed here.
 Mapping: ``model`` is a base model id or name; ``training_file`` is a dataset (every record trains, see
 /v1/files); ``validation_file`` is a second dataset used whole for validation; ``method`` ``supervised``
 (SFT) or ``dpo``; ``n_epochs``, ``batch_size``, ``learning_rate_multiplier`` (× 2e-4 for supervised LoRA,
-× 5e-6 for DPO), ``beta``, ``seed``; ``suffix`` names the job. ``fine_tuned_model`` is ``job-<id>``, usable
-in /v1/chat/completions.
+× 5e-6 for DPO), ``beta``, ``seed``; ``suffix`` names the job and appears in ``fine_tuned_model``
+(``ft:<base>:refinery:<suffix>:<id>``, see app/openai_api/models.py), usable in /v1/chat/completions, as is
+each checkpoint's ``fine_tuned_model_checkpoint``. ``metadata`` is stored and filters the list
+(``metadata[key]=value``); ``result_files`` holds a CSV of the per-step metrics, read with /v1/files.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
@@ -27,7 +29,8 @@ from app.db.models import Dataset, DatasetStatus, DatasetVersion, Run, RunStatus
 from app.db.session import session_scope
 from app.jobs import service as jobs
 from app.jobs.spec import Method
-from app.openai_api.routes import by_public_id, file_id, get_file, problems, resolve_model
+from app.openai_api.models import base_ids, fine_tuned_id, resolve_model
+from app.openai_api.routes import by_public_id, file_id, get_file, problems, result_file_id
 from app.runs import service as runs
 from app.users.deps import CurrentUser
 
@@ -141,7 +144,9 @@ class JobCreate(BaseModel):
     method: MethodSpec | None = None
     suffix: str | None = Field(None, max_length=64)
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    metadata: dict[str, str] | None = None
+    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None = Field(
+        None, max_length=16, description="Up to 16 pairs; the list filters by them with metadata[key]=value."
+    )
     integrations: list[dict[str, Any]] | None = None
 
 
@@ -178,6 +183,7 @@ def to_job(session: Session, job: TrainingJob) -> dict[str, Any]:
             "param": None,
         }
     result = run.result or {}
+    bases = base_ids(session)
     estimated = None
     if run.status == RunStatus.running and run.eta_seconds:
         estimated = int(time.time() + run.eta_seconds)
@@ -186,12 +192,12 @@ def to_job(session: Session, job: TrainingJob) -> dict[str, Any]:
         "object": "fine_tuning.job",
         "created_at": _epoch(job.created_at),
         "error": error,
-        "fine_tuned_model": f"job-{job.id}" if run.status == RunStatus.succeeded else None,
+        "fine_tuned_model": fine_tuned_id(job, bases) if run.status == RunStatus.succeeded else None,
         "finished_at": _epoch(run.finished_at) if run.status.is_final else None,
         "hyperparameters": {k: v for k, v in hyper.items() if k != "beta"},
-        "model": f"base-{job.base_model_id}",
+        "model": bases.get(job.base_model_id, f"base-{job.base_model_id}"),
         "organization_id": "org-refinery",
-        "result_files": [],
+        "result_files": [result_file_id(job)] if run.status.is_final and jobs.metrics(job) else [],
         "seed": spec.get("seed", 42),
         "status": STATUSES.get(jobs.job_status(run), jobs.job_status(run)),
         "trained_tokens": result.get("tokens_seen") if run.status == RunStatus.succeeded else None,
@@ -199,7 +205,7 @@ def to_job(session: Session, job: TrainingJob) -> dict[str, Any]:
         "validation_file": _version_file(session, job.validation_version_id),
         "estimated_finish": estimated,
         "integrations": [],
-        "metadata": None,
+        "metadata": job.job_metadata or None,
         "method": {"type": method, method: {"hyperparameters": hyper}},
         "user_provided_suffix": job.name.removeprefix("ft-") if job.name.startswith("ft-") else None,
     }
@@ -242,8 +248,15 @@ def _value(raw: Any, default: Any) -> Any:
 @router.post("/jobs", response_model=FineTuningJob, summary="Create a fine-tuning job (OpenAI-compatible)")
 def create_job(body: JobCreate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     if body.integrations:
+        kinds = ", ".join(sorted({str(i.get("type", "?"))[:40] for i in body.integrations}))
         raise InvalidInput(
-            _("Integrations are not supported here; the job page draws the curves."), field="integrations"
+            _(
+                "Integrations (%(kinds)s) are not supported: Refinery sends metrics nowhere else. Every job's curves "
+                "are on its page, in its events and in its result_files CSV; remove integrations to go on.",
+                kinds=kinds,
+            ),
+            code="unsupported_integration",
+            field="integrations",
         )
     name = resolve_model(session, user, body.model)
     if not name.startswith("base-"):
@@ -275,6 +288,8 @@ def create_job(body: JobCreate, session: SessionDep, user: CurrentUser) -> dict[
         validation_version_id=held_out.id if held_out else None,
         spec=jobs.parse_spec(raw_spec),
     )
+    job.job_metadata = dict(body.metadata) if body.metadata else None
+    session.flush()
     return to_job(session, job)
 
 
@@ -289,8 +304,24 @@ def _page(items: list[dict[str, Any]], after: str | None, limit: int) -> dict[st
     "/jobs", response_model=FineTuningJobList, summary="Your fine-tuning jobs, newest first (OpenAI-compatible)"
 )
 def list_ft_jobs(
-    session: SessionDep, user: CurrentUser, after: str | None = None, limit: int = Query(20, ge=1, le=100)
+    request: Request,
+    session: SessionDep,
+    user: CurrentUser,
+    after: str | None = None,
+    limit: int = Query(20, ge=1, le=100),
 ) -> dict[str, Any]:
+    wanted = {
+        key[len("metadata[") : -1]: value
+        for key, value in request.query_params.items()
+        if key.startswith("metadata[") and key.endswith("]")
+    }
+    if wanted:  # metadata is JSON: filtered here, over the caller's jobs newest first
+        found = [
+            j
+            for j in jobs.list_jobs(session, user=user)
+            if j.origin == "trained" and all((j.job_metadata or {}).get(k) == v for k, v in wanted.items())
+        ]
+        return _page([to_job(session, j) for j in found], after, limit)
     cursor = None
     if after:
         try:
@@ -366,12 +397,13 @@ def list_ft_checkpoints(
     job_id: str, session: SessionDep, user: CurrentUser, after: str | None = None, limit: int = Query(10, ge=1, le=100)
 ) -> dict[str, Any]:
     job = get_ft_job(session, user, job_id)
+    model = fine_tuned_id(job, base_ids(session))
     items = [
         {
             "id": f"ftckpt-{job.id.hex[:12]}-{c['step']}",
             "object": "fine_tuning.job.checkpoint",
             "created_at": _epoch(job.created_at),
-            "fine_tuned_model_checkpoint": f"job-{job.id}@{c['name']}",
+            "fine_tuned_model_checkpoint": f"{model}:ckpt-step-{c['step']}",
             "fine_tuning_job_id": job_id,
             "metrics": {"step": c["step"], "train_loss": c["loss"], "valid_loss": c["eval_loss"]},
             "step_number": c["step"],

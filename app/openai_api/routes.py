@@ -1,8 +1,7 @@
 """OpenAI-compatible endpoints under /v1, shaped like OpenAI's objects so that the official ``openai`` package
 works by changing ``base_url`` (and ``api_key`` to a Refinery API key):
 
-* ``/v1/models`` — the base models and succeeded adapters the caller may use (ids ``base-<id>``,
-  ``job-<id>``; a base model's name works as an alias);
+* ``/v1/models`` — see app/openai_api/models.py (readable ids; the older ones keep working);
 * ``/v1/chat/completions`` — answered by the inference process, streamed or not;
 * ``/v1/files`` — ``purpose="fine-tune"`` uploads become datasets (validated in the background), and every
   dataset of the caller is a file here.
@@ -12,6 +11,8 @@ Errors use OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``, 
 
 from __future__ import annotations
 
+import csv
+import io
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal, TypeVar
@@ -31,10 +32,11 @@ from app.core.openapi import BINARY, multipart_body
 from app.datasets import records
 from app.datasets import service as datasets
 from app.datasets.storage import artifact_path, discard, save_stream
-from app.db.models import Dataset, DatasetStatus, User
+from app.db.models import Dataset, DatasetStatus, TrainingJob, User
 from app.inference.client import stream_chat, until_disconnected
 from app.inference.shapes import DONE, Completion, error_event
-from app.playground import service as playground
+from app.jobs import service as jobs
+from app.openai_api.models import resolve_model
 from app.users.deps import CurrentUser
 
 T = TypeVar("T")
@@ -43,66 +45,6 @@ router = APIRouter(prefix="/v1", tags=["openai-compatible"], dependencies=[Depen
 
 def _epoch(value: Any) -> int:
     return int(value.timestamp())
-
-
-# ---- models -----------------------------------------------------------------------------------------------
-
-
-class ModelObject(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelObject]
-
-
-def _models(session: Session, user: User) -> dict[str, tuple[ModelObject, str]]:
-    """id -> (model object, display name), for everything the caller may chat with (checkpoints excluded)."""
-    from app.db.models import BaseModelRecord, TrainingJob
-
-    found: dict[str, tuple[ModelObject, str]] = {}
-    for chat in playground.chat_models(session, user=user):
-        if chat.group == "checkpoint":
-            continue
-        kind, _sep, ident = chat.name.partition("-")
-        row: BaseModelRecord | TrainingJob | None = (
-            session.get(BaseModelRecord, uuid.UUID(ident))
-            if kind == "base"
-            else session.get(TrainingJob, uuid.UUID(ident))
-        )
-        owner = "refinery" if row is None or row.owner_id is None else "user"
-        created = _epoch(row.created_at) if row is not None else 0
-        found[chat.name] = (ModelObject(id=chat.name, created=created, owned_by=owner), chat.label)
-    return found
-
-
-def resolve_model(session: Session, user: User, name: str) -> str:
-    """The inference name for an id or a base model's display name; 404 in OpenAI's words otherwise."""
-    models = _models(session, user)
-    if name in models:
-        return name
-    aliases = [ident for ident, (obj, label) in models.items() if label == name and ident.startswith("base-")]
-    if aliases:
-        return aliases[0]
-    raise NotFound(
-        _("The model '%(model)s' does not exist or you do not have access to it.", model=name[:200]),
-        code="model_not_found",
-        field="model",
-    )
-
-
-@router.get("/models", response_model=ModelList, summary="Models you can use (OpenAI-compatible)")
-def list_models(session: SessionDep, user: CurrentUser) -> ModelList:
-    return ModelList(data=[obj for obj, _label in _models(session, user).values()])
-
-
-@router.get("/models/{model}", response_model=ModelObject, summary="One model (OpenAI-compatible)")
-def retrieve_model(model: str, session: SessionDep, user: CurrentUser) -> ModelObject:
-    return _models(session, user)[resolve_model(session, user, model)][0]
 
 
 # ---- chat completions -------------------------------------------------------------------------------------
@@ -195,7 +137,7 @@ class FileObject(BaseModel):
     bytes: int
     created_at: int
     filename: str
-    purpose: Literal["fine-tune"] = "fine-tune"
+    purpose: Literal["fine-tune", "fine-tune-results"] = "fine-tune"
     status: Literal["uploaded", "processed", "error"]
     status_details: str | None = None
 
@@ -223,6 +165,49 @@ def by_public_id(ident: str, prefix: str, load: Callable[[uuid.UUID], T], missin
         return load(uuid.UUID(hex=ident.removeprefix(prefix)))
     except (ValueError, NotFound) as exc:
         raise missing from exc
+
+
+RESULT_PREFIX = "file-result-"
+RESULT_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
+
+
+def result_file_id(job: TrainingJob) -> str:
+    return f"{RESULT_PREFIX}{job.id.hex}"
+
+
+def _result_job(session: Session, user: User, ident: str) -> TrainingJob:
+    missing = NotFound(_("No such file: '%(id)s'.", id=ident[:100]), code="file_not_found", field="file_id")
+    return by_public_id(ident, RESULT_PREFIX, lambda key: jobs.get_job(session, key, user=user), missing)
+
+
+def result_csv(job: TrainingJob) -> bytes:
+    """OpenAI's result file: one row per logged step, training and validation loss and token accuracy."""
+    rows: dict[int, dict[str, Any]] = {}
+    for logged in jobs.metrics(job):
+        row = rows.setdefault(int(logged["step"]), {"step": int(logged["step"])})
+        if "loss" in logged:
+            row["train_loss"] = logged["loss"]
+            row["train_accuracy"] = logged.get("mean_token_accuracy")
+        if "eval_loss" in logged:
+            row["valid_loss"] = logged["eval_loss"]
+            row["valid_mean_token_accuracy"] = logged.get("eval_mean_token_accuracy")
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(RESULT_COLUMNS)
+    for step in sorted(rows):
+        writer.writerow(["" if rows[step].get(c) is None else rows[step][c] for c in RESULT_COLUMNS])
+    return out.getvalue().encode()
+
+
+def to_result_file(job: TrainingJob) -> FileObject:
+    return FileObject(
+        id=result_file_id(job),
+        bytes=len(result_csv(job)),
+        created_at=_epoch(job.created_at),
+        filename="step_metrics.csv",
+        purpose="fine-tune-results",
+        status="processed",
+    )
 
 
 def get_file(session: Session, user: User, ident: str) -> Dataset:
@@ -314,11 +299,22 @@ def list_files(session: SessionDep, user: CurrentUser, purpose: str | None = Non
 
 @router.get("/files/{file_id}", response_model=FileObject, summary="One file")
 def retrieve_file(file_id: str, session: SessionDep, user: CurrentUser) -> FileObject:
+    if file_id.startswith(RESULT_PREFIX):
+        return to_result_file(_result_job(session, user, file_id))
     return to_file(session, get_file(session, user, file_id))
 
 
-@router.get("/files/{file_id}/content", response_class=FileResponse, summary="The file as it was uploaded")
-def file_content(file_id: str, session: SessionDep, user: CurrentUser) -> FileResponse:
+@router.get(
+    "/files/{file_id}/content", response_class=FileResponse, summary="The file as it was uploaded, or a result CSV"
+)
+def file_content(file_id: str, session: SessionDep, user: CurrentUser) -> Response:
+    if file_id.startswith(RESULT_PREFIX):
+        job = _result_job(session, user, file_id)
+        return Response(
+            result_csv(job),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{file_id}.csv"'},
+        )
     dataset = get_file(session, user, file_id)
     upload = datasets.get_upload(session, dataset)
     # an attachment under a name the server makes: the browser never renders a user's file as a page
@@ -332,6 +328,9 @@ def file_content(file_id: str, session: SessionDep, user: CurrentUser) -> FileRe
 
 @router.delete("/files/{file_id}", response_model=FileDeleted, summary="Delete a file no job uses")
 def delete_file(file_id: str, session: SessionDep, user: CurrentUser) -> FileDeleted:
+    if file_id.startswith(RESULT_PREFIX):
+        _result_job(session, user, file_id)
+        raise Conflict(_("A result file is part of its job; delete the fine-tuned model instead."), field="file_id")
     dataset = get_file(session, user, file_id)
     if not datasets.deletable(session, dataset):
         raise Conflict(_("A training job or evaluation uses this file; it cannot be deleted."), field="file_id")

@@ -34,9 +34,9 @@ def chat_lines(n: int) -> bytes:
 
 def test_models_and_files_through_the_openai_package(client: Any, setup: dict[str, Any]) -> None:
     ai = api_client(client)
-    base = f"base-{setup['model']}"
+    base = "tiny"  # a readable id: the slug of the model's name
     assert base in [m.id for m in ai.models.list().data]
-    assert ai.models.retrieve("tiny").id == base  # a base model's name is an alias
+    assert ai.models.retrieve(f"base-{setup['model']}").id == base  # the older id keeps working
     with pytest.raises(openai.NotFoundError) as missing:
         ai.models.retrieve("gpt-4o")
     assert missing.value.code == "model_not_found" and "gpt-4o" in missing.value.message
@@ -57,6 +57,13 @@ def test_models_and_files_through_the_openai_package(client: Any, setup: dict[st
     validate(client, broken.id)
     checked = ai.files.retrieve(broken.id)
     assert checked.status == "error" and "line 2" in (checked.status_details or ""), checked.status_details
+    # a file with four bad lines names all four, the first three with their reasons
+    four = bad.replace(b"{oops\n", b"{oops\n[1]\n{}\n" + b'{"messages": "x"}\n')
+    four_bad = ai.files.create(file=("four.jsonl", four), purpose="fine-tune")
+    validate(client, four_bad.id)
+    details = ai.files.retrieve(four_bad.id).status_details or ""
+    assert "(lines 2, 3, 4, 5)" in details and "line 2:" in details and "line 4:" in details, details
+    ai.files.delete(four_bad.id)
 
     with pytest.raises(openai.BadRequestError) as wrong_purpose:
         ai.files.create(file=("x.jsonl", content), purpose="assistants")

@@ -73,7 +73,16 @@ def test_an_openai_fine_tuning_script_runs_unchanged(live: dict[str, Any]) -> No
     client = openai.OpenAI(base_url=f"{live['base']}/v1", api_key=live["key"], max_retries=0)
 
     # --- the script, as written for OpenAI ---
-    training = client.files.create(file=("train.jsonl", records(24)), purpose="fine-tune")
+    weighted = {  # OpenAI's weighted-turn shape: the first answer is context only
+        "messages": [
+            {"role": "user", "content": "Add 1 and 1."},
+            {"role": "assistant", "content": "11", "weight": 0},
+            {"role": "user", "content": "No, as a sum."},
+            {"role": "assistant", "content": "2", "weight": 1},
+        ]
+    }
+    train_file = records(23) + json.dumps(weighted).encode() + b"\n"
+    training = client.files.create(file=("train.jsonl", train_file), purpose="fine-tune")
     validation = client.files.create(file=("valid.jsonl", records(8)), purpose="fine-tune")
     for uploaded in (training, validation):  # as OpenAI's own guide does: both files processed first
         client.files.wait_for_processing(uploaded.id, poll_interval=0.5, max_wait_seconds=120)
@@ -84,14 +93,18 @@ def test_an_openai_fine_tuning_script_runs_unchanged(live: dict[str, Any]) -> No
         hyperparameters={"n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 10},
         suffix="sums",
         seed=7,
+        metadata={"team": "search", "ticket": "T-1"},
     )
     assert job.status in ("validating_files", "queued", "running") and job.fine_tuned_model is None
+    assert job.metadata == {"team": "search", "ticket": "T-1"} and job.model == "tiny"
     deadline = time.monotonic() + 300
     while job.status not in ("succeeded", "failed", "cancelled") and time.monotonic() < deadline:
         time.sleep(1)
         job = client.fine_tuning.jobs.retrieve(job.id)
     assert job.status == "succeeded", job.error
-    assert job.fine_tuned_model == f"job-{job.id.removeprefix('ftjob-')}" or job.fine_tuned_model
+    # OpenAI's ft: style, with the base, the suffix and the job
+    assert job.fine_tuned_model == f"ft:tiny:refinery:sums:{job.id.removeprefix('ftjob-')[:8]}"
+    assert job.user_provided_suffix == "sums"
     assert job.trained_tokens and job.trained_tokens > 0 and job.finished_at
     assert job.training_file == training.id and job.validation_file == validation.id and job.seed == 7
     assert job.hyperparameters.n_epochs == 1 and job.hyperparameters.batch_size == 4
@@ -110,10 +123,50 @@ def test_an_openai_fine_tuning_script_runs_unchanged(live: dict[str, Any]) -> No
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
     assert checkpoints and checkpoints[0].step_number == max(c.step_number for c in checkpoints)
     assert checkpoints[0].metrics.train_loss is not None
-    assert checkpoints[0].fine_tuned_model_checkpoint.startswith(job.fine_tuned_model + "@checkpoint-")
+    assert (
+        checkpoints[0].fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-{checkpoints[0].step_number}"
+    )
+
+    # the result file: per-step metrics as CSV, read with files.content
+    assert len(job.result_files) == 1
+    result = client.files.retrieve(job.result_files[0])
+    assert result.purpose == "fine-tune-results" and result.filename == "step_metrics.csv"
+    table = client.files.content(job.result_files[0]).text.splitlines()
+    assert table[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
+    first = next(row.split(",") for row in table[1:] if row.split(",")[1])  # step 0 holds the validation before
+    assert int(first[0]) >= 1 and float(first[1]) > 0 and 0 <= float(first[2]) <= 1, table[:3]
+    assert any(row.split(",")[3] for row in table[1:])  # validation loss where it was measured
 
     listed = client.fine_tuning.jobs.list(limit=10)
     assert job.id in [j.id for j in listed.data]
+    assert [j.id for j in client.fine_tuning.jobs.list(metadata={"team": "search"})] == [job.id]
+    assert client.fine_tuning.jobs.list(metadata={"team": "ads"}).data == []
+
+    # the same seed, data and settings: the same loss curve; another seed, another curve
+    def seeded(seed: int) -> Any:
+        made = client.fine_tuning.jobs.create(
+            model="tiny",
+            training_file=training.id,
+            validation_file=validation.id,
+            hyperparameters={"n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 10},
+            seed=seed,
+        )
+        wait_for(
+            lambda: client.fine_tuning.jobs.retrieve(made.id).status in ("succeeded", "failed"),
+            timeout=300,
+            what=f"the job with seed {seed}",
+        )
+        return client.fine_tuning.jobs.retrieve(made.id)
+
+    again, other_seed = seeded(7), seeded(8)
+    assert again.status == "succeeded" and again.fine_tuned_model != job.fine_tuned_model
+
+    def losses(ident: str) -> list[float]:
+        rows = client.files.content(client.fine_tuning.jobs.retrieve(ident).result_files[0]).text.splitlines()[1:]
+        return [float(r.split(",")[1]) for r in rows if r.split(",")[1]][:3]
+
+    assert losses(other_seed.id) != pytest.approx(losses(job.id), rel=1e-4)
+    assert losses(again.id) == pytest.approx(losses(job.id), rel=1e-4)
 
     # another job, cancelled while it waits or runs
     other = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, hyperparameters={"n_epochs": 50})
@@ -128,6 +181,19 @@ def test_an_openai_fine_tuning_script_runs_unchanged(live: dict[str, Any]) -> No
     )
     assert "".join(c.choices[0].delta.content or "" for c in streamed) == whole.choices[0].message.content
     assert job.fine_tuned_model in [m.id for m in client.models.list().data]
+    older = f"job-{job.id.removeprefix('ftjob-')}"  # the id before readable ones keeps working
+    assert client.models.retrieve(older).id == job.fine_tuned_model
+    checkpoint = checkpoints[0].fine_tuned_model_checkpoint
+    answer = client.chat.completions.create(model=checkpoint, messages=question, max_tokens=4, temperature=0)
+    assert answer.choices[0].message.content is not None
+
+    # deleting a fine-tuned model deletes the adapter, as on OpenAI; a base model cannot be deleted this way
+    deleted = client.models.delete(again.fine_tuned_model)
+    assert deleted.deleted and deleted.id == again.fine_tuned_model
+    assert again.fine_tuned_model not in [m.id for m in client.models.list().data]
+    with pytest.raises(openai.BadRequestError) as base_delete:
+        client.models.delete("tiny")
+    assert base_delete.value.code == "model_not_deletable"
 
     # the job is a training job in the UI and API too
     headers = {"Authorization": f"Bearer {live['key']}"}
@@ -150,6 +216,12 @@ def test_bad_requests_get_openai_errors(live: dict[str, Any]) -> None:
     with pytest.raises(openai.BadRequestError) as bad_file:
         client.fine_tuning.jobs.create(model="tiny", training_file=bad.id)
     assert bad_file.value.param == "training_file" and "line 4" in bad_file.value.message
+
+    with pytest.raises(openai.BadRequestError) as integration:
+        client.fine_tuning.jobs.create(
+            model="tiny", training_file=good.id, integrations=[{"type": "wandb", "wandb": {"project": "p"}}]
+        )
+    assert integration.value.param == "integrations" and "wandb" in integration.value.message
 
     with pytest.raises(openai.BadRequestError) as bad_hyper:
         client.fine_tuning.jobs.create(model="tiny", training_file=good.id, hyperparameters={"n_epochs": -1})

@@ -61,7 +61,16 @@ class RefineryCallback(TrainerCallback):  # type: ignore[misc]
         now = time.monotonic()
         tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
         row: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), "time": time.time()}
-        for key in ("loss", "eval_loss", "learning_rate", "grad_norm", "rewards/accuracies", "rewards/margins"):
+        for key in (
+            "loss",
+            "eval_loss",
+            "learning_rate",
+            "grad_norm",
+            "mean_token_accuracy",
+            "eval_mean_token_accuracy",
+            "rewards/accuracies",
+            "rewards/margins",
+        ):
             value = logs.get(key)
             if isinstance(value, int | float) and math.isfinite(value):
                 row[key.replace("/", "_")] = float(value)
