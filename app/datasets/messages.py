@@ -49,8 +49,8 @@ MESSAGES: dict[str, str] = {
     ),
     "unknown_columns": N_(
         "No known record format matches the columns %(fields)s; map them to record fields (for example a question "
-        "column to prompt and an answer column to completion) under Change options, or with column_mapping in the "
-        "API."
+        "column to prompt and an answer column to completion) under “Format, columns and splits” on the dataset page, "
+        "or with column_mapping in the API."
     ),
     "no_pairs": N_("The responses need at least two different ranks to make a preference pair."),
 }

@@ -262,3 +262,32 @@ def test_validation_and_test_splits_from_their_own_files(api: Any, tmp_path: Pat
         ("test", "t1"),
         ("test", "t2"),
     ]
+
+
+def test_report_page_shows_the_column_mapping_and_text_split_and_both_change(api: Any, tmp_path: Path) -> None:
+    qa = tmp_path / "qa.csv"
+    qa.write_text('question,answer\n"What is 2+2?","4"\n"Capital of France?","Paris"\n')
+    done = _validate(api, _upload(api, qa))
+    assert done["status"] == "ready" and done["record_format"] == "prompt_completion"
+    assert done["report"]["column_mapping"] == {"prompt": "question", "completion": "answer"}
+    page = api.get(f"/datasets/{done['id']}").text
+    assert (
+        "Columns mapped automatically from their names" in page
+        and "<code>prompt</code> ← <code>question</code>" in page
+    )
+    assert '<option value="question" selected>' in page  # the mapping form starts from what was detected
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("First note.\nSecond note.\nThird note.\n")
+    text = _validate(api, _upload(api, notes))
+    assert text["status"] == "ready" and text["report"]["text_split"] == "lines"
+    assert text["versions"][0]["record_count"] == 3
+    page = api.get(f"/datasets/{text['id']}").text
+    assert "Plain text read as one record per line" in page and 'name="text_split"' in page
+    # the user changes the choice: the whole file as one document
+    again = api.post(f"/api/v1/datasets/{text['id']}/validate", json={"text_split": "document"})
+    assert again.status_code == 202 and again.json()["text_split"] == "document"
+    redone = _validate(api, again.json())
+    assert redone["report"]["text_split"] == "document" and redone["versions"][0]["record_count"] == 1
+    wrong = api.post(f"/api/v1/datasets/{text['id']}/validate", json={"text_split": "words"})
+    assert wrong.status_code == 422 and "text_split" in wrong.text

@@ -302,4 +302,5 @@ def test_csv_columns_with_common_names_are_mapped_and_unknown_ones_say_how(tmp_p
     report = Report(file_type="csv")
     list(validate_items(read_items(odd, "csv"), report))
     assert report.issues[0].code == "unknown_columns"
-    assert "left, right" in report.issues[0].message and "column_mapping" in report.issues[0].message
+    message = report.issues[0].message
+    assert "left, right" in message and "column_mapping" in message and "Format, columns" in message
