@@ -39,6 +39,8 @@ COUNTERPART = {
     "POST /jobs/estimate": "POST /api/v1/jobs/estimate",
     "POST /jobs": "POST /api/v1/jobs",
     "POST /jobs/{job_id}/cancel": "POST /api/v1/jobs/{job_id}/cancel",
+    "POST /jobs/{job_id}/pause": "POST /api/v1/jobs/{job_id}/pause",
+    "POST /jobs/{job_id}/continue": "POST /api/v1/jobs/{job_id}/continue",
     "POST /jobs/{job_id}/evaluations": "POST /api/v1/jobs/{job_id}/evaluations",
     "POST /evaluations/{evaluation_id}/judgements": "POST /api/v1/evaluations/{evaluation_id}/judgements",
     "POST /evaluations/{evaluation_id}/labels": "PUT /api/v1/evaluations/{evaluation_id}/labels/{sample_id}",

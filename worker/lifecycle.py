@@ -6,6 +6,7 @@ the child cannot take the worker down, and cancelling kills a process group, not
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -87,6 +88,7 @@ class Supervisor:
     error: dict[str, Any] | None = None
     started: float = field(default_factory=time.monotonic)
     events: list[dict[str, Any]] = field(default_factory=list)  # from the child, written with the next beat
+    pausing: float | None = None  # when the child was asked to stop at a checkpoint for a pause
 
     def run(self) -> None:
         settings = get_settings()
@@ -131,7 +133,7 @@ class Supervisor:
                 try:
                     with session_scope() as session:
                         self._write_events(session)
-                        held, cancel = runs.heartbeat(
+                        held, asked = runs.heartbeat(
                             session,
                             self.lease,
                             progress=self.progress,
@@ -147,8 +149,14 @@ class Supervisor:
                     continue
                 if not held:
                     return "lost"
-                if cancel:
+                if asked == "cancel":
                     return "cancel"
+                if asked == "pause" and self.pausing is None:
+                    # the child saves a checkpoint at the end of its step and exits (training) or stops
+                    self.pausing = now
+                    _signal_group(proc, signal.SIGTERM)
+            if self.pausing is not None and now - self.pausing > get_settings().pause_grace_seconds:
+                return "pause"
 
     def _absorb(self, line: str) -> None:
         try:
@@ -210,6 +218,8 @@ class Supervisor:
                 log.warning("lost the lease of %s; stopped the child", self.lease.run_id)
             elif verdict == "cancel":
                 runs.finish(session, self.lease, RunStatus.cancelled)
+            elif self.pausing is not None and self.error is None and not (code == 0 and self.result is not None):
+                runs.pause(session, self.lease)
             elif verdict == "stopping":
                 runs.release_for_retry(
                     session, self.lease, {"code": "worker_stopped", "params": {}}, count_attempt=False
@@ -304,6 +314,11 @@ def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
     for line in stream:
         lines.put(line.strip())
     lines.put(None)
+
+
+def _signal_group(proc: subprocess.Popen[str], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         default=60.0, description="A running job whose heartbeat is older than this is presumed dead."
     )
     heartbeat_seconds: float = Field(default=5.0, description="How often a worker renews its lease.")
+    pause_grace_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="How long a paused job's child may take to reach and save its next checkpoint before it is "
+        "stopped anyway (it then resumes from its previous checkpoint).",
+    )
     reconcile_seconds: float = Field(default=10.0, description="How often the reconciler sweeps for stale runs.")
     requeue_after_seconds: float = Field(
         default=120.0,

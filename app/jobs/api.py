@@ -124,6 +124,22 @@ def cancel(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> RunRead
     return RunRead.model_validate(service.cancel_job(session, job))
 
 
+@router.post(
+    "/{job_id}/pause",
+    response_model=RunRead,
+    summary="Pause a job: it stops at its next checkpoint and frees the worker",
+)
+def pause(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> RunRead:
+    job = service.get_job(session, job_id, user=user)
+    return RunRead.model_validate(service.pause_job(session, job))
+
+
+@router.post("/{job_id}/continue", response_model=RunRead, summary="Continue a paused job from its latest checkpoint")
+def continue_paused(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> RunRead:
+    job = service.get_job(session, job_id, user=user)
+    return RunRead.model_validate(service.resume_job(session, job))
+
+
 @router.get(
     "/{job_id}/adapter",
     summary="The trained adapter as a zip (PEFT files, tokenizer, model card)",

@@ -198,6 +198,23 @@ def cancel_job(session: Session, job: TrainingJob) -> Run:
     return runs.request_cancel(session, job_run(session, job))
 
 
+def pause_job(session: Session, job: TrainingJob) -> Run:
+    """Stop at the next checkpoint and free the worker; the job keeps its checkpoints and curve."""
+    if job.origin != "trained":
+        raise Conflict(_("Only a training job can be paused."))
+    return runs.request_pause(session, job_run(session, job))
+
+
+def resume_job(session: Session, job: TrainingJob) -> Run:
+    """Queue a paused job again: it continues from its latest complete checkpoint."""
+    return runs.resume(session, job_run(session, job))
+
+
+def is_live(run: Run) -> bool:
+    """Whether a job page keeps polling: while the job waits for a worker or trains (not while paused)."""
+    return run.status in (RunStatus.queued, RunStatus.running)
+
+
 def metrics(job: TrainingJob, *, after_step: int = -1) -> list[dict[str, Any]]:
     """Logged rows after a step (step 0 holds the evaluation before training); a resumed attempt re-logs
     steps after its checkpoint, so the last row wins."""

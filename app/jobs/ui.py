@@ -241,7 +241,7 @@ def _job_context(session: Session, job: TrainingJob, user: User) -> dict[str, An
         "job": job,
         "run": run,
         "events": list_events(session, run.id),
-        "live": not run.status.is_final,
+        "live": service.is_live(run),
         "adapter_ready": run.status == RunStatus.succeeded and service.final_dir(job).is_dir(),
         "status": service.job_status(run),
         "evaluations": evaluations.for_job(session, job),
@@ -294,7 +294,7 @@ def job_metrics(request: Request, session: SessionDep, user: PageUser, job_id: u
     except ValueError:
         after = -1
     return JSONResponse(
-        {"rows": service.metrics(job, after_step=after), "live": not service.job_run(session, job).status.is_final}
+        {"rows": service.metrics(job, after_step=after), "live": service.is_live(service.job_run(session, job))}
     )
 
 
@@ -302,6 +302,20 @@ def job_metrics(request: Request, session: SessionDep, user: PageUser, job_id: u
 def cancel(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID) -> Response:
     job = service.get_job(session, job_id, user=user)
     service.cancel_job(session, job)
+    return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+
+
+@router.post("/jobs/{job_id}/pause")
+def pause(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID) -> Response:
+    job = service.get_job(session, job_id, user=user)
+    service.pause_job(session, job)
+    return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+
+
+@router.post("/jobs/{job_id}/continue")
+def continue_paused(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID) -> Response:
+    job = service.get_job(session, job_id, user=user)
+    service.resume_job(session, job)
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
 

@@ -8,7 +8,8 @@ Mapping: ``model`` is a base model id or name; ``training_file`` is a dataset (e
 × 5e-6 for DPO), ``beta``, ``seed``; ``suffix`` names the job and appears in ``fine_tuned_model``
 (``ft:<base>:refinery:<suffix>:<id>``, see app/openai_api/models.py), usable in /v1/chat/completions, as is
 each checkpoint's ``fine_tuned_model_checkpoint``. ``metadata`` is stored and filters the list
-(``metadata[key]=value``); ``result_files`` holds a CSV of the per-step metrics, read with /v1/files.
+(``metadata[key]=value``); ``result_files`` holds a CSV of the per-step metrics, read with /v1/files; ``pause``
+stops a job at its next checkpoint (status ``paused``, no worker held) and ``resume`` continues from there.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class FineTuningJob(BaseModel):
     organization_id: str
     result_files: list[str]
     seed: int
-    status: Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+    status: Literal["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
     trained_tokens: int | None
     training_file: str
     validation_file: str | None
@@ -341,6 +342,28 @@ def retrieve_ft_job(job_id: str, session: SessionDep, user: CurrentUser) -> dict
 def cancel_ft_job(job_id: str, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     job = get_ft_job(session, user, job_id)
     jobs.cancel_job(session, job)
+    return to_job(session, job)
+
+
+@router.post(
+    "/jobs/{job_id}/pause",
+    response_model=FineTuningJob,
+    summary="Pause a fine-tuning job: it stops at its next checkpoint and frees its worker",
+)
+def pause_ft_job(job_id: str, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    job = get_ft_job(session, user, job_id)
+    jobs.pause_job(session, job)
+    return to_job(session, job)
+
+
+@router.post(
+    "/jobs/{job_id}/resume",
+    response_model=FineTuningJob,
+    summary="Resume a paused fine-tuning job from its latest checkpoint",
+)
+def resume_ft_job(job_id: str, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    job = get_ft_job(session, user, job_id)
+    jobs.resume_job(session, job)
     return to_job(session, job)
 
 

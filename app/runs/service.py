@@ -232,8 +232,9 @@ def heartbeat(
     progress: float | None = None,
     note: dict[str, Any] | None = None,
     eta_seconds: float | None = None,
-) -> tuple[bool, bool]:
-    """Renew the lease, recording progress and its text (``{"code", "params"}``). Returns (held, cancel)."""
+) -> tuple[bool, str | None]:
+    """Renew the lease, recording progress and its text (``{"code", "params"}``). Returns (held, what the
+    owner asked for: "cancel", "pause" or None)."""
     values: dict[str, Any] = {"heartbeat_at": utcnow()}
     if progress is not None:
         values["progress"] = max(0.0, min(1.0, progress))
@@ -246,9 +247,9 @@ def heartbeat(
         update(Run).where(_held(lease)).values(**values).execution_options(synchronize_session=False)
     )
     if _rowcount(result) != 1:
-        return False, False
-    cancel = bool(session.scalar(select(Run.cancel_requested).where(Run.id == lease.run_id)))
-    return True, cancel
+        return False, None
+    asked = session.execute(select(Run.cancel_requested, Run.pause_requested).where(Run.id == lease.run_id)).one()
+    return True, "cancel" if asked.cancel_requested else "pause" if asked.pause_requested else None
 
 
 def finish(
@@ -360,7 +361,7 @@ def request_cancel(session: Session, run: Run) -> Run:
     if run.status.is_final:
         raise Conflict(_("This run has already finished; there is nothing to cancel."))
     run.cancel_requested = True
-    if run.status == RunStatus.queued:
+    if run.status in (RunStatus.queued, RunStatus.paused):
         run.status = RunStatus.cancelled
         run.finished_at = utcnow()
         add_event(session, run.id, "cancelled_before_start")
@@ -368,6 +369,54 @@ def request_cancel(session: Session, run: Run) -> Run:
     else:
         add_event(session, run.id, "cancel_requested")
     session.flush()
+    return run
+
+
+def request_pause(session: Session, run: Run) -> Run:
+    """A queued run is paused at once; a running one when its worker has stopped the child at a checkpoint
+    (the worker sees the request with its next heartbeat)."""
+    if run.status.is_final:
+        raise Conflict(_("This run has already finished; there is nothing to pause."))
+    if run.status == RunStatus.paused or run.pause_requested:
+        return run
+    if run.status == RunStatus.queued:
+        run.status = RunStatus.paused
+        add_event(session, run.id, "paused")
+    else:
+        run.pause_requested = True
+        add_event(session, run.id, "pause_requested")
+    session.flush()
+    return run
+
+
+def pause(session: Session, lease: Lease) -> bool:
+    """The worker stopped the child at a checkpoint: the run waits, holding no worker, until resumed. The
+    attempt is not counted (a pause is not a failure)."""
+    values = {
+        "status": RunStatus.paused,
+        "lease_owner": None,
+        "heartbeat_at": None,
+        "pause_requested": False,
+        "attempt": lease.attempt - 1,
+    }
+    result = session.execute(
+        update(Run).where(_held(lease)).values(**values).execution_options(synchronize_session=False)
+    )
+    if _rowcount(result) != 1:
+        return False
+    add_event(session, lease.run_id, "paused", attempt=lease.attempt)
+    return True
+
+
+def resume(session: Session, run: Run) -> Run:
+    """A paused run goes back to the queue; a training job continues from its latest checkpoint."""
+    if run.status != RunStatus.paused:
+        raise Conflict(_("Only a paused run can be resumed; this one is %(status)s.", status=run.status.value))
+    run.status = RunStatus.queued
+    run.pause_requested = False
+    add_event(session, run.id, "resumed")
+    session.flush()
+    enqueue_after_commit(session, run)
     return run
 
 

@@ -183,3 +183,52 @@ def test_sigterm_to_the_worker_saves_a_checkpoint_and_requeues_the_job(
     assert int(kept.split("-")[1]) >= 3
     events = [e["message"] for e in client.get(f"/api/v1/jobs/{job['id']}/events").json()]
     assert any("worker was stopped" in e for e in events), events
+
+
+def test_pause_saves_a_checkpoint_frees_the_worker_and_continue_resumes_from_it(
+    client: Any, setup: dict[str, Any]
+) -> None:
+    job = _job(client, setup, max_steps=100_000, save_steps=100_000)  # no checkpoint but the one pause writes
+    run_id = job["run"]["id"]
+
+    def trained_steps() -> list[int]:
+        rows = client.get(f"/api/v1/jobs/{job['id']}/metrics").json()
+        return [m["step"] for m in rows if m["loss"] is not None]
+
+    worker = threading.Thread(target=lifecycle.execute, args=(run_id,))
+    worker.start()
+    try:
+        wait_for(lambda: len(trained_steps()) >= 3, timeout=120, what="three logged steps")
+        paused_after = max(trained_steps())
+        # the job page's button (a browser form with its CSRF token)
+        page = client.post(f"/jobs/{job['id']}/pause", follow_redirects=False)
+        assert page.status_code == 303
+        worker.join(timeout=90)
+        assert not worker.is_alive()  # the worker is free again
+    finally:
+        worker.join(timeout=60)
+    run = _read(client, job)["run"]
+    assert run["status"] == "paused" and run["attempt"] == 0, run  # a pause uses up no attempt
+    kept = _checkpoints(client, job)
+    assert len(kept) == 1 and int(kept[0].split("-")[1]) >= paused_after
+    lifecycle.execute(run_id)  # a late delivery does not start a paused job
+    assert _read(client, job)["run"]["status"] == "paused"
+    shown = client.get(f"/jobs/{job['id']}").text
+    assert f'action="/jobs/{job["id"]}/continue"' in shown and "hx-trigger" not in shown.split('id="job-live"')[1][:200]
+
+    assert client.post(f"/api/v1/jobs/{job['id']}/continue").json()["status"] == "queued"
+    worker = threading.Thread(target=lifecycle.execute, args=(run_id,))
+    worker.start()
+    try:
+        checkpoint_step = int(kept[0].split("-")[1])
+        wait_for(lambda: max(trained_steps()) >= checkpoint_step + 2, timeout=120, what="steps after the resume")
+        assert client.post(f"/api/v1/jobs/{job['id']}/cancel").status_code == 200
+        worker.join(timeout=90)
+    finally:
+        worker.join(timeout=60)
+    events = [e["code"] for e in client.get(f"/api/v1/jobs/{job['id']}/events").json()]
+    assert events.index("pause_requested") < events.index("paused") < events.index("resumed")
+    resumed = [e for e in client.get(f"/api/v1/jobs/{job['id']}/events").json() if e["code"] == "resuming"]
+    assert resumed and resumed[-1]["params"]["checkpoint"] == kept[0]  # training went on from the checkpoint
+    assert _read(client, job)["run"]["status"] == "cancelled"
+    assert client.post(f"/api/v1/jobs/{job['id']}/continue").status_code == 409  # only a paused job continues

@@ -232,3 +232,62 @@ def test_bad_requests_get_openai_errors(live: dict[str, Any]) -> None:
         f"{live['base']}/v1/fine_tuning/jobs", content=b"{", headers={"Authorization": f"Bearer {live['key']}"}
     )
     assert raw.status_code == 400 and raw.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_openai_dpo_lines_train_with_method_dpo(live: dict[str, Any]) -> None:
+    client = openai.OpenAI(base_url=f"{live['base']}/v1", api_key=live["key"], max_retries=0)
+    lines = [
+        {
+            "input": {"messages": [{"role": "user", "content": f"Add {i} and {i}."}]},
+            "preferred_output": [{"role": "assistant", "content": str(2 * i)}],
+            "non_preferred_output": [{"role": "assistant", "content": f"{i}{i}"}],
+        }
+        for i in range(8)
+    ]
+    pairs = client.files.create(
+        file=("pairs.jsonl", "".join(json.dumps(line) + "\n" for line in lines).encode()), purpose="fine-tune"
+    )
+    client.files.wait_for_processing(pairs.id, poll_interval=0.5, max_wait_seconds=120)
+    job = client.fine_tuning.jobs.create(
+        model="tiny",
+        training_file=pairs.id,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 1, "batch_size": 4}}},
+        suffix="pairs",
+    )
+    wait_for(
+        lambda: client.fine_tuning.jobs.retrieve(job.id).status in ("succeeded", "failed", "cancelled"),
+        timeout=300,
+        what="the DPO job",
+    )
+    job = client.fine_tuning.jobs.retrieve(job.id)
+    assert job.status == "succeeded", job.error
+    assert job.method is not None and job.method.type == "dpo"
+    assert job.method.dpo is not None and job.method.dpo.hyperparameters is not None
+    assert job.method.dpo.hyperparameters.beta == pytest.approx(0.2)
+    assert job.fine_tuned_model is not None and job.fine_tuned_model.startswith("ft:tiny:refinery:pairs:")
+
+
+def test_pause_and_resume_through_the_openai_client(live: dict[str, Any]) -> None:
+    client = openai.OpenAI(base_url=f"{live['base']}/v1", api_key=live["key"], max_retries=0)
+    training = client.files.create(file=("long.jsonl", records(24)), purpose="fine-tune")
+    client.files.wait_for_processing(training.id, poll_interval=0.5, max_wait_seconds=120)
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, hyperparameters={"n_epochs": 100})
+
+    def trained() -> int:
+        events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
+        return max((int(e.data["step"]) for e in events if e.type == "metrics"), default=0)
+
+    wait_for(lambda: trained() >= 2, timeout=120, what="the job's first steps")
+    paused = client.fine_tuning.jobs.pause(job.id)
+    assert paused.status in ("running", "paused")
+    wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).status == "paused", timeout=120, what="the pause")
+    saved = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert saved, "a paused job keeps the checkpoint it stopped at"
+    step = saved[0].step_number
+    resumed = client.fine_tuning.jobs.resume(job.id)
+    assert resumed.status in ("queued", "running")
+    wait_for(lambda: trained() > step, timeout=120, what="steps after the resume")
+    client.fine_tuning.jobs.cancel(job.id)
+    wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).status == "cancelled", timeout=120, what="the cancel")
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data]
+    assert any(m.startswith("Paused.") for m in messages) and "Resumed: queued again." in messages

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Enum, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import false as sa_false
 
 from app.db.base import Base, IdMixin, TimestampMixin, UTCDateTime
 
@@ -23,6 +24,7 @@ class RunStatus(enum.StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    paused = "paused"  # stopped at a checkpoint on request; no worker holds it until it is resumed
 
     @property
     def is_final(self) -> bool:
@@ -69,6 +71,8 @@ class Run(IdMixin, TimestampMixin, Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(default=False, nullable=False)
+    # the worker stops the child at its next checkpoint and leaves the run paused
+    pause_requested: Mapped[bool] = mapped_column(default=False, server_default=sa_false(), nullable=False)
     error_kind: Mapped[str | None] = mapped_column(String(20), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
