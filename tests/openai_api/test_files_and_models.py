@@ -52,6 +52,16 @@ def test_models_and_files_through_the_openai_package(client: Any, setup: dict[st
     # the upload is a dataset in the UI as well
     assert "train.jsonl" in client.get("/datasets").text
 
+    # OpenAI's tool-calling lines (current and legacy shapes) upload and validate as they are
+    from tests.datasets.test_openai_files import LEGACY_FUNCTIONS, TOOLS, WEIGHTED
+
+    tool_lines = "".join(json.dumps(r) + "\n" for r in (TOOLS, LEGACY_FUNCTIONS, WEIGHTED)).encode()
+    tools_file = ai.files.create(file=("tools.jsonl", tool_lines), purpose="fine-tune")
+    validate(client, tools_file.id)
+    assert ai.files.retrieve(tools_file.id).status == "processed"
+    assert ai.files.content(tools_file.id).read() == tool_lines  # the upload is kept as it came
+    ai.files.delete(tools_file.id)
+
     bad = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ho"}]}\n{oops\n'
     broken = ai.files.create(file=("broken.jsonl", bad), purpose="fine-tune")
     validate(client, broken.id)
