@@ -215,6 +215,12 @@ def is_live(run: Run) -> bool:
     return run.status in (RunStatus.queued, RunStatus.running)
 
 
+def has_metrics(job: TrainingJob) -> bool:
+    """Whether the job logged anything (without reading the log)."""
+    path = artifact_path(f"{job.storage_key}/metrics.jsonl")
+    return path.is_file() and path.stat().st_size > 0
+
+
 def metrics(job: TrainingJob, *, after_step: int = -1) -> list[dict[str, Any]]:
     """Logged rows after a step (step 0 holds the evaluation before training); a resumed attempt re-logs
     steps after its checkpoint, so the last row wins."""

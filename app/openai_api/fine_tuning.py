@@ -165,7 +165,7 @@ def _version_file(session: Session, version_id: uuid.UUID | None) -> str | None:
     return file_id(dataset) if dataset else None
 
 
-def to_job(session: Session, job: TrainingJob) -> dict[str, Any]:
+def to_job(session: Session, job: TrainingJob, bases: dict[uuid.UUID, str] | None = None) -> dict[str, Any]:
     run = jobs.job_run(session, job)
     spec = job.spec
     method = "dpo" if spec.get("method") == Method.dpo.value else "supervised"
@@ -184,7 +184,7 @@ def to_job(session: Session, job: TrainingJob) -> dict[str, Any]:
             "param": None,
         }
     result = run.result or {}
-    bases = base_ids(session)
+    bases = bases if bases is not None else base_ids(session)
     estimated = None
     if run.status == RunStatus.running and run.eta_seconds:
         estimated = int(time.time() + run.eta_seconds)
@@ -198,7 +198,7 @@ def to_job(session: Session, job: TrainingJob) -> dict[str, Any]:
         "hyperparameters": {k: v for k, v in hyper.items() if k != "beta"},
         "model": bases.get(job.base_model_id, f"base-{job.base_model_id}"),
         "organization_id": "org-refinery",
-        "result_files": [result_file_id(job)] if run.status.is_final and jobs.metrics(job) else [],
+        "result_files": [result_file_id(job)] if run.status.is_final and jobs.has_metrics(job) else [],
         "seed": spec.get("seed", 42),
         "status": STATUSES.get(jobs.job_status(run), jobs.job_status(run)),
         "trained_tokens": result.get("tokens_seen") if run.status == RunStatus.succeeded else None,
@@ -322,7 +322,11 @@ def list_ft_jobs(
             for j in jobs.list_jobs(session, user=user)
             if j.origin == "trained" and all((j.job_metadata or {}).get(k) == v for k, v in wanted.items())
         ]
-        return _page([to_job(session, j) for j in found], after, limit)
+        ids = [job_id(j) for j in found]
+        start = (ids.index(after) + 1 if after in ids else len(ids)) if after else 0
+        bases = base_ids(session)
+        data = [to_job(session, j, bases) for j in found[start : start + limit]]
+        return {"object": "list", "data": data, "has_more": len(found) > start + limit}
     cursor = None
     if after:
         try:
@@ -330,7 +334,8 @@ def list_ft_jobs(
         except ValueError:
             return {"object": "list", "data": [], "has_more": False}
     page, more = jobs.page_jobs(session, user=user, origin="trained", after=cursor, limit=limit)
-    return {"object": "list", "data": [to_job(session, j) for j in page], "has_more": more}
+    bases = base_ids(session)
+    return {"object": "list", "data": [to_job(session, j, bases) for j in page], "has_more": more}
 
 
 @router.get("/jobs/{job_id}", response_model=FineTuningJob, summary="A fine-tuning job")

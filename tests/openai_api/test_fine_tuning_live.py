@@ -278,6 +278,11 @@ def test_pause_and_resume_through_the_openai_client(live: dict[str, Any]) -> Non
         return max((int(e.data["step"]) for e in events if e.type == "metrics"), default=0)
 
     wait_for(lambda: trained() >= 2, timeout=120, what="the job's first steps")
+    # once the rate is measured a running job says when it should finish
+    finish = wait_for(
+        lambda: client.fine_tuning.jobs.retrieve(job.id).estimated_finish, timeout=120, what="estimated_finish"
+    )
+    assert finish > time.time() - 5
     paused = client.fine_tuning.jobs.pause(job.id)
     assert paused.status in ("running", "paused")
     wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).status == "paused", timeout=120, what="the pause")
