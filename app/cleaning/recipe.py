@@ -33,7 +33,13 @@ class _Params(BaseModel):
 
 
 class NormalizeParams(_Params):
-    nfkc: bool = True
+    nfkc: bool = Field(
+        True, description=N_("Fold compatibility forms (full-width letters and digits, ligatures) with NFKC.")
+    )
+    keep_cjk_punctuation: bool = Field(
+        True,
+        description=N_("Keep Chinese and Japanese full-width punctuation (，。？！：；（）…) as written under NFKC."),
+    )
     whitespace: bool = Field(True, description=N_("Collapse runs of spaces and tabs; trim each line's end."))
     control: bool = Field(True, description=N_("Remove control characters other than newline and tab."))
 

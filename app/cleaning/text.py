@@ -63,9 +63,22 @@ CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u
 SPACES = re.compile(r"[ \t\u00a0\u3000]+")
 
 
+# Full-width punctuation and the ellipsis are how Chinese and Japanese are written: NFKC would fold them to
+# ASCII (？ → ?, ， → ",", … → ...), which changes the text a model learns to write. Full-width letters and
+# digits (Ａ, １) are compatibility forms and are still folded.
+CJK_PUNCTUATION = "\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff60\u2026\u2025"
+FOLDABLE = re.compile(f"[^{CJK_PUNCTUATION}]+")
+
+
+def nfkc(text: str, *, keep_cjk_punctuation: bool) -> str:
+    if not keep_cjk_punctuation:
+        return unicodedata.normalize("NFKC", text)
+    return FOLDABLE.sub(lambda run: unicodedata.normalize("NFKC", run.group()), text)
+
+
 def normalize_text(text: str, params: NormalizeParams) -> str:
     if params.nfkc:
-        text = unicodedata.normalize("NFKC", text)
+        text = nfkc(text, keep_cjk_punctuation=params.keep_cjk_punctuation)
     if params.control:
         text = CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
     if params.whitespace:

@@ -341,6 +341,18 @@ def test_rules_quality_and_normalisation() -> None:
     assert normalised.decisions[0].action == "modify"
 
 
+def test_normalize_keeps_chinese_punctuation_and_folds_full_width_letters() -> None:
+    def chat(question: str, answer: str) -> dict[str, Any]:
+        return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+
+    text = "你好？是的，好：（一）……ＡＢＣ１２３ ﬁne"
+    [normalised] = _run([{"op": "normalize"}], [chat(text, "好的。")]).values()
+    assert normalised.data["messages"][0]["content"] == "你好？是的，好：（一）……ABC123 fine"  # type: ignore[index]
+    # the option off: NFKC folds the punctuation too, as the Unicode standard does
+    [folded] = _run([{"op": "normalize", "params": {"keep_cjk_punctuation": False}}], [chat(text, "好的。")]).values()
+    assert folded.data["messages"][0]["content"] == "你好?是的,好:(一)......ABC123 fine"  # type: ignore[index]
+
+
 def test_recipes_are_validated_with_the_step_and_field() -> None:
     with pytest.raises(InvalidInput) as bad:
         validate_steps([{"op": "normalize"}, {"op": "near_dedup", "params": {"threshold": 2}}])

@@ -123,6 +123,7 @@ def test_build_run_review_override_commit_in_pages(client: Any, setup: dict[str,
     )
     assert restored.status_code == 200 and 'data-override="keep"' in restored.text
     assert 'hx-swap-oob="true"' in restored.text and "1 restored" in restored.text
+    assert "0 changes undone." in restored.text
     # undo the e-mail's redaction without htmx
     plain = client.post(
         f"/cleanings/{cleaning_id}/override",
@@ -138,6 +139,7 @@ def test_build_run_review_override_commit_in_pages(client: Any, setup: dict[str,
     )
     assert bulk.status_code == 303 and "step=4" in bulk.headers["location"]
     assert client.get(f"/api/v1/cleanings/{cleaning_id}").json()["overrides"] == {"keep": 1, "drop": 2, "original": 1}
+    assert "1 change undone." in client.get(review_url).text  # one change: the singular
 
     committed = client.post(f"/cleanings/{cleaning_id}/commit", data={"csrf_token": token}, follow_redirects=False)
     assert committed.status_code == 303 and committed.headers["location"] == f"/cleanings/{cleaning_id}#commit-card"

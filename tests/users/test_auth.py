@@ -158,3 +158,13 @@ def test_language_follows_accept_language_then_the_users_choice(client: Any) -> 
     client.post("/locale", data={"locale": "zh_Hans", "csrf_token": token})
     assert "基础模型" in client.get("/models", headers={"Accept-Language": "en"}).text
     assert client.get("/api/v1/me").json()["locale"] == "zh_Hans"
+
+
+def test_the_api_key_help_shows_the_header_with_its_placeholder_in_both_languages(client: Any) -> None:
+    make_admin(client)
+    english = client.get("/settings/keys", headers={"Accept-Language": "en"}).text
+    assert "Authorization: Bearer &lt;key&gt;" in english  # escaped text, not a vanished tag
+    token = csrf_of(client, "/models")
+    client.post("/locale", data={"locale": "zh_Hans", "csrf_token": token})
+    chinese = client.get("/settings/keys").text
+    assert "Authorization: Bearer &lt;key&gt;" in chinese and "<key>" not in chinese
