@@ -116,27 +116,27 @@ def validate_items(
         yield Accepted(entry.line, records)
 
 
-# Column pairs that name the same thing in many published data sets, and the record fields they fill
+# Record field -> column, for column pairs that name the same thing in many published data sets
 # (instruction/output, prompt/completion, chosen/rejected and text are recognised as they are).
-COMMON_PAIRS: tuple[tuple[tuple[str, str], dict[str, str]], ...] = (
-    (("question", "answer"), {"prompt": "question", "completion": "answer"}),
-    (("question", "response"), {"prompt": "question", "completion": "response"}),
-    (("prompt", "response"), {"prompt": "prompt", "completion": "response"}),
-    (("prompt", "answer"), {"prompt": "prompt", "completion": "answer"}),
-    (("query", "response"), {"prompt": "query", "completion": "response"}),
-    (("query", "answer"), {"prompt": "query", "completion": "answer"}),
-    (("input", "output"), {"prompt": "input", "completion": "output"}),
-    (("instruction", "response"), {"instruction": "instruction", "output": "response"}),
-    (("instruction", "answer"), {"instruction": "instruction", "output": "answer"}),
-    (("content", "summary"), {"prompt": "content", "completion": "summary"}),
+COMMON_MAPPINGS: tuple[dict[str, str], ...] = (
+    {"prompt": "question", "completion": "answer"},
+    {"prompt": "question", "completion": "response"},
+    {"prompt": "prompt", "completion": "response"},
+    {"prompt": "prompt", "completion": "answer"},
+    {"prompt": "query", "completion": "response"},
+    {"prompt": "query", "completion": "answer"},
+    {"prompt": "input", "completion": "output"},
+    {"instruction": "instruction", "output": "response"},
+    {"instruction": "instruction", "output": "answer"},
+    {"prompt": "content", "completion": "summary"},
 )
 
 
 def common_columns(columns: list[str]) -> dict[str, str] | None:
     """A mapping from common column names (any case), or None when none applies."""
     by_lower = {str(c).strip().lower(): str(c) for c in columns}
-    for (first, second), mapping in COMMON_PAIRS:
-        if first in by_lower and second in by_lower:
+    for mapping in COMMON_MAPPINGS:
+        if all(source in by_lower for source in mapping.values()):
             return {target: by_lower[source] for target, source in mapping.items()}
     return None
 

@@ -158,11 +158,6 @@ def resolve_model(session: Session, user: User, name: str) -> str:
     return find(session, user, name).target
 
 
-def public_id(session: Session, user: User, target: str) -> str:
-    """The readable id of an inference name (the name itself when the caller cannot see it)."""
-    return next((e.id for e in catalogue(session, user) if e.target == target), target)
-
-
 def _object(entry: Entry) -> ModelObject:
     return ModelObject(id=entry.id, created=entry.created, owned_by=entry.owned_by)
 

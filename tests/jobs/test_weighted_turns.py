@@ -10,17 +10,8 @@ import pytest
 
 from app.datasets.formats import canonicalize
 from app.datasets.template import renderer_for
+from tests.datasets.test_openai_files import WEIGHTED
 from worker.training.data import sft_rows
-
-CONVERSATION = {
-    "messages": [
-        {"role": "system", "content": "Marv is a factual chatbot that is also sarcastic."},
-        {"role": "user", "content": "What's the capital of France?"},
-        {"role": "assistant", "content": "Paris", "weight": 0},
-        {"role": "user", "content": "Can you be more sarcastic?"},
-        {"role": "assistant", "content": "Paris, as if everyone doesn't know that already.", "weight": 1},
-    ]
-}
 
 
 @pytest.mark.timeout(300)
@@ -32,7 +23,7 @@ def test_a_weight_zero_turn_gets_no_label_and_no_gradient(tiny_model_dir: Path, 
 
     renderer = renderer_for(tiny_model_dir, (tiny_model_dir / "chat_template.jinja").read_text())
     assert renderer is not None
-    record = canonicalize(CONVERSATION, "openai_chat")[0]
+    record = canonicalize(WEIGHTED, "openai_chat")[0]
     rows = sft_rows([{"kind": record.kind, **record.data}], renderer, max_length=512, assistant_only=True)
     text, _spans = renderer.trained_spans(record.data["messages"])
     ids = rows[0]["input_ids"]
