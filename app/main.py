@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import errno
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
@@ -18,7 +17,6 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from app.core import i18n
 from app.core.config import get_settings
-from app.core.deps import end_transactions_in_handlers
 from app.core.errors import InsufficientStorage, InvalidInput, RefineryError
 from app.core.i18n import _
 from app.core.limits import BodyLimitMiddleware
@@ -234,14 +232,4 @@ def create_app() -> FastAPI:
     ):
         app.include_router(module.router)
     app.include_router(jobs_api.preset_router)
-    end_transactions_in_handlers(_api_routes(app.router.routes))
     return app
-
-
-def _api_routes(routes: list[Any]) -> Iterator[Any]:
-    """Every route, through the routers included in others."""
-    for route in routes:
-        if hasattr(route, "original_router"):
-            yield from _api_routes(route.original_router.routes)
-        else:
-            yield route

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
@@ -152,8 +152,8 @@ class AdapterUploadRead(BaseModel):
     openapi_extra=ADAPTER_UPLOAD_BODY,
     summary="Upload an existing PEFT adapter (safetensors only); a background run checks it loads",
 )
-async def upload_adapter(request: Request, session: SessionDep, user: CurrentUser) -> AdapterUploadRead:
-    job = await upload.upload_from_request(request, session, user=user)
+def upload_adapter(session: SessionDep, user: CurrentUser, form: upload.AdapterForm) -> AdapterUploadRead:
+    job = upload.upload_from_form(form, session, user=user)
     run = session.get(Run, job.run_id)
     return AdapterUploadRead(job_id=job.id, name=job.name, run=RunRead.model_validate(run))
 

@@ -11,6 +11,7 @@ from app.adapters import service, upload
 from app.basemodels import service as models
 from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import InvalidInput, RefineryError
+from app.core.forms import FormDep
 from app.core.i18n import _
 from app.core.templating import render, render_live
 from app.db.models import ModelStatus
@@ -39,9 +40,9 @@ def index(request: Request, session: SessionDep, user: PageUser) -> Response:
 
 
 @router.post("/adapters/upload")
-async def upload_adapter(request: Request, session: SessionDep, user: PageUser) -> Response:
+def upload_adapter(request: Request, session: SessionDep, user: PageUser, form: upload.AdapterForm) -> Response:
     try:
-        await upload.upload_from_request(request, session, user=user)
+        upload.upload_from_form(form, session, user=user)
     except RefineryError as exc:
         session.rollback()
         context = {**_index_context(session, user), "upload_error": exc.message}
@@ -101,9 +102,8 @@ def merged_zip(request: Request, session: SessionDep, user: PageUser, job_id: uu
 
 
 @router.post("/adapters/{job_id}/delete")
-async def delete(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID) -> Response:
+def delete(request: Request, session: SessionDep, user: PageUser, form: FormDep, job_id: uuid.UUID) -> Response:
     row = service.get_adapter(session, job_id, user=user)
-    form = await request.form(max_files=0, max_fields=3)
     if form.get("confirm") != "yes":
         raise InvalidInput(_("Tick the box to confirm the deletion."), field="confirm")
     service.delete_adapter(session, row, user=user)
@@ -111,8 +111,7 @@ async def delete(request: Request, session: SessionDep, user: PageUser, job_id: 
 
 
 @router.post("/adapters/{job_id}/tags")
-async def tags(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID) -> Response:
+def tags(request: Request, session: SessionDep, user: PageUser, form: FormDep, job_id: uuid.UUID) -> Response:
     row = service.get_adapter(session, job_id, user=user)
-    form = await request.form(max_files=0, max_fields=3)
     service.set_tags(row.job, str(form.get("tags", "")))
     return RedirectResponse(f"/adapters/{job_id}", status_code=303)

@@ -13,22 +13,20 @@ import json
 import shutil
 import uuid
 import zipfile
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, BinaryIO
+from typing import IO, Annotated, Any, BinaryIO
 
-from fastapi import Request
+from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from app.basemodels import service as models
 from app.core.config import get_settings
 from app.core.errors import InvalidInput, TooLarge, UnsupportedMedia
 from app.core.i18n import _
-from app.core.limits import close_form
 from app.datasets.storage import artifact_path
 from app.db.models import ModelStatus, Run, RunStatus, TrainingJob, User
 from app.jobs.spec import Adapter, Method, TrainingSpec
@@ -321,31 +319,37 @@ def import_adapter(
     return job
 
 
-async def upload_from_request(request: Request, session: Session, *, user: User) -> TrainingJob:
+async def read_adapter_form(request: Request) -> AsyncIterator[FormData]:
     """The multipart form of the page and the API: model_id, name, and the adapter's files (field 'files')."""
     form = await request.form(max_files=4, max_fields=6)
     try:
-        raw_model = str(form.get("model_id") or "")
-        try:
-            model_id = uuid.UUID(raw_model)
-        except ValueError:
-            raise InvalidInput(_("Choose the base model the adapter was trained on."), field="model_id") from None
-        files = [
-            (item.filename or "upload", item.file)
-            for item in form.getlist("files")
-            if isinstance(item, UploadFile) and item.filename
-        ]
-        return await run_in_threadpool(
-            import_adapter,
-            session,
-            user=user,
-            name=str(form.get("name") or ""),
-            model_id=model_id,
-            files=files,
-            limit=get_settings().max_upload_bytes,
-        )
+        yield form
     finally:
-        close_form(form)
+        await form.close()
+
+
+AdapterForm = Annotated[FormData, Depends(read_adapter_form, scope="function")]
+
+
+def upload_from_form(form: FormData, session: Session, *, user: User) -> TrainingJob:
+    raw_model = str(form.get("model_id") or "")
+    try:
+        model_id = uuid.UUID(raw_model)
+    except ValueError:
+        raise InvalidInput(_("Choose the base model the adapter was trained on."), field="model_id") from None
+    files = [
+        (item.filename or "upload", item.file)
+        for item in form.getlist("files")
+        if isinstance(item, UploadFile) and item.filename
+    ]
+    return import_adapter(
+        session,
+        user=user,
+        name=str(form.get("name") or ""),
+        model_id=model_id,
+        files=files,
+        limit=get_settings().max_upload_bytes,
+    )
 
 
 def pending_uploads(session: Session, *, user: User) -> list[tuple[TrainingJob, Run]]:

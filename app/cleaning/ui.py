@@ -21,6 +21,7 @@ from app.cleaning.labels import CRITERIA_LABELS, OPTION_LABELS, PARAM_LABELS, RE
 from app.cleaning.recipe import DEFAULT_RECIPE, OP_LABELS, PARAMS
 from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import Conflict, NotFound, RefineryError
+from app.core.forms import FormDep
 from app.core.i18n import _
 from app.core.templating import render, render_live
 from app.datasets import service as datasets
@@ -162,10 +163,11 @@ def builder_page(request: Request, session: SessionDep, user: PageUser, dataset_
 
 
 @router.post("/datasets/{dataset_id}/clean")
-async def builder_action(request: Request, session: SessionDep, user: PageUser, dataset_id: uuid.UUID) -> Response:
+def builder_action(
+    request: Request, session: SessionDep, user: PageUser, form: FormDep, dataset_id: uuid.UUID
+) -> Response:
     """Add, move or remove a step, save the recipe, or run it; the form carries the whole recipe."""
     dataset = datasets.get_dataset(session, dataset_id, user=user)
-    form = await request.form(max_files=0, max_fields=2000)
     version = _version(session, dataset, str(form.get("version_id", "")))
     steps = _steps_from_form(form)
     action = str(form.get("action", ""))
@@ -317,10 +319,11 @@ def review_status(request: Request, session: SessionDep, user: PageUser, cleanin
 
 
 @router.post("/cleanings/{cleaning_id}/override")
-async def override_one(request: Request, session: SessionDep, user: PageUser, cleaning_id: uuid.UUID) -> Response:
+def override_one(
+    request: Request, session: SessionDep, user: PageUser, form: FormDep, cleaning_id: uuid.UUID
+) -> Response:
     """One record's verdict; htmx gets the decision back redrawn, a plain form the page."""
     cleaning = service.get_cleaning(session, cleaning_id, user=user)
-    form = await request.form(max_files=0, max_fields=10)
     record_id, action = str(form.get("record_id", ""))[:64], str(form.get("to", ""))
     service.set_overrides(session, cleaning, user=user, items=[(record_id, action)])
     if request.headers.get("hx-request") != "true":
@@ -333,10 +336,11 @@ async def override_one(request: Request, session: SessionDep, user: PageUser, cl
 
 
 @router.post("/cleanings/{cleaning_id}/override-filter")
-async def override_filter(request: Request, session: SessionDep, user: PageUser, cleaning_id: uuid.UUID) -> Response:
+def override_filter(
+    request: Request, session: SessionDep, user: PageUser, form: FormDep, cleaning_id: uuid.UUID
+) -> Response:
     """One verdict for every decision the filter shows."""
     cleaning = service.get_cleaning(session, cleaning_id, user=user)
-    form = await request.form(max_files=0, max_fields=10)
     filters = _filters(form)
     service.override_filter(session, cleaning, user=user, to=str(form.get("to", "")), **filters)
     return RedirectResponse(f"/cleanings/{cleaning.id}?{_query(filters)}#decisions", status_code=303)

@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
-from collections.abc import Callable, Iterable, Iterator
-from typing import Annotated, Any
+from collections.abc import Iterator
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
@@ -25,7 +23,13 @@ log = logging.getLogger(__name__)
 
 
 def get_db() -> Iterator[Session]:
-    """The request owns the transaction: commit when the handler succeeds, roll back otherwise."""
+    """The request owns the transaction: commit when the handler succeeds, roll back otherwise.
+
+    The dependency's scope is the handler ("function"): the commit happens as the handler returns and before
+    the response is sent, so a client never sees an answer whose writes could still fail, and it runs in a
+    worker thread like the handler itself. Every route that uses a session is a plain ``def``: no database
+    call blocks the event loop, and nothing is awaited while a transaction is open (a form or an upload is
+    read by an async dependency declared before the session, see app/core/forms.py)."""
     session = get_sessionmaker()()
     try:
         yield session
@@ -41,64 +45,13 @@ def get_db() -> Iterator[Session]:
         session.close()
 
 
-SessionDep = Annotated[Session, Depends(get_db)]
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 
 
-def end_transactions_in_handlers(routes: Iterable[Any]) -> None:
-    """Commit (or roll back) a request's transaction as its handler returns (or raises), in the handler's
-    own thread, instead of in get_db's teardown.
-
-    FastAPI runs a sync handler in a worker thread and get_db's teardown later, scheduled through the event
-    loop. On SQLite (one writer at a time) an async handler that waits for the write lock blocks the loop,
-    so the request holding the lock could never reach its commit: both waited out the busy timeout and
-    answered "database is locked". Ending the transaction where the handler ran frees the lock without the
-    loop. get_db's own commit then finds nothing to do."""
-    for route in routes:
-        endpoint = getattr(route, "endpoint", None)
-        dependant = getattr(route, "dependant", None)
-        if endpoint is None or dependant is None or "session" not in inspect.signature(endpoint).parameters:
-            continue
-        if getattr(endpoint, "ends_transaction", False):
-            continue  # the routers are module-level: a second create_app() finds them wrapped already
-        # included routers build their effective routes from the endpoint at the first request
-        route.endpoint = dependant.call = _ending_transaction(endpoint)
-
-
-def _end(session: Session, ok: bool) -> None:
-    if ok:
-        session.commit()
-    else:
-        session.rollback()
-
-
-def _ending_transaction(call: Callable[..., Any]) -> Callable[..., Any]:
-    if inspect.iscoroutinefunction(call):
-
-        @functools.wraps(call)
-        async def run_async(**values: Any) -> Any:
-            try:
-                result = await call(**values)
-            except BaseException:
-                _end(values["session"], ok=False)
-                raise
-            _end(values["session"], ok=True)
-            return result
-
-        run_async.ends_transaction = True  # type: ignore[attr-defined]
-        return run_async
-
-    @functools.wraps(call)
-    def run(**values: Any) -> Any:
-        try:
-            result = call(**values)
-        except BaseException:
-            _end(values["session"], ok=False)
-            raise
-        _end(values["session"], ok=True)
-        return result
-
-    run.ends_transaction = True  # type: ignore[attr-defined]
-    return run
+def end_reads(session: Session) -> None:
+    """End the reads done so far, before something is awaited (a body arriving, a streamed answer). The
+    objects read stay usable (expire_on_commit is off); the next query begins a new transaction."""
+    session.commit()
 
 
 def bearer_token(request: Request) -> str | None:

@@ -96,13 +96,3 @@ async def _too_large(send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-def close_form(form: Any) -> None:
-    """Close a parsed form's files without awaiting. ``await form.close()`` hands disk-backed files to a
-    thread and lets the event loop run another request, which must not happen while this request holds
-    a database transaction (on SQLite the other request would wait for the write lock on the loop)."""
-    for _name, value in form.multi_items():
-        closer = getattr(getattr(value, "file", None), "close", None)
-        if callable(closer):
-            closer()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
@@ -21,7 +21,7 @@ from app.datasets.schemas import (
     RecordRead,
     ValidationOptions,
 )
-from app.datasets.upload import parse_options, upload_form
+from app.datasets.upload import ReceivedUpload, parse_options
 from app.db.models import Dataset
 from app.runs.schemas import RunRead
 from app.users.deps import CurrentUser
@@ -65,18 +65,17 @@ def to_read(session: Session, dataset: Dataset) -> DatasetRead:
     openapi_extra=UPLOAD_BODY,
     summary="Upload a file; validation runs in the background",
 )
-async def upload_dataset(request: Request, session: SessionDep, user: CurrentUser) -> DatasetRead:
-    async with upload_form(request) as received:
-        options = parse_options(received.fields)
-        dataset = service.create_dataset(
-            session,
-            user=user,
-            stored=received.stored,
-            filename=received.filename,
-            split_files=received.split_files,
-            **options,
-        )
-        return to_read(session, dataset)
+def upload_dataset(session: SessionDep, user: CurrentUser, received: ReceivedUpload) -> DatasetRead:
+    options = parse_options(received.fields)
+    dataset = service.create_dataset(
+        session,
+        user=user,
+        stored=received.stored,
+        filename=received.filename,
+        split_files=received.split_files,
+        **options,
+    )
+    return to_read(session, dataset)
 
 
 @router.get("", response_model=list[DatasetRead], summary="Your datasets")
@@ -144,11 +143,10 @@ def revalidate(dataset_id: uuid.UUID, body: ValidationOptions, session: SessionD
     openapi_extra=UPLOAD_BODY,
     summary="Fix and re-upload: validate a corrected file for this dataset",
 )
-async def reupload(dataset_id: uuid.UUID, request: Request, session: SessionDep, user: CurrentUser) -> DatasetRead:
+def reupload(dataset_id: uuid.UUID, session: SessionDep, user: CurrentUser, received: ReceivedUpload) -> DatasetRead:
     dataset = service.get_dataset(session, dataset_id, user=user)
-    async with upload_form(request) as received:
-        service.replace_upload(session, dataset, user=user, stored=received.stored, filename=received.filename)
-        return to_read(session, dataset)
+    service.replace_upload(session, dataset, user=user, stored=received.stored, filename=received.filename)
+    return to_read(session, dataset)
 
 
 @router.get(

@@ -14,6 +14,7 @@ from app.basemodels import service as models
 from app.cleaning import service as cleaning
 from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import NotFound, RefineryError
+from app.core.forms import FormDep, text_fields
 from app.core.i18n import _
 from app.core.templating import render, render_live
 from app.datasets import records, service
@@ -21,7 +22,7 @@ from app.datasets.formats import FORMATS
 from app.datasets.reading import FILE_TYPES
 from app.datasets.storage import artifact_path
 from app.datasets.template import TemplateRenderError, record_text, renderer_for
-from app.datasets.upload import parse_options, upload_form
+from app.datasets.upload import ReceivedUpload, parse_options
 from app.db.models import Dataset, DatasetStatus, ModelStatus, User
 from app.users.deps import PageUser
 
@@ -129,10 +130,9 @@ def import_valid(request: Request, session: SessionDep, user: PageUser, dataset_
 
 
 @router.post("/datasets/{dataset_id}/validate")
-async def revalidate(request: Request, session: SessionDep, user: PageUser, dataset_id: uuid.UUID) -> Response:
+def revalidate(request: Request, session: SessionDep, user: PageUser, sent: FormDep, dataset_id: uuid.UUID) -> Response:
     dataset = service.get_dataset(session, dataset_id, user=user)
-    form = await request.form(max_files=0, max_fields=40)
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    fields = text_fields(sent)
     try:
         options = parse_options(fields)
         service.revalidate(
@@ -154,10 +154,11 @@ async def revalidate(request: Request, session: SessionDep, user: PageUser, data
 
 
 @router.post("/datasets/{dataset_id}/upload")
-async def reupload(request: Request, session: SessionDep, user: PageUser, dataset_id: uuid.UUID) -> Response:
+def reupload(
+    request: Request, session: SessionDep, user: PageUser, received: ReceivedUpload, dataset_id: uuid.UUID
+) -> Response:
     dataset = service.get_dataset(session, dataset_id, user=user)
-    async with upload_form(request) as received:
-        service.replace_upload(session, dataset, user=user, stored=received.stored, filename=received.filename)
+    service.replace_upload(session, dataset, user=user, stored=received.stored, filename=received.filename)
     return RedirectResponse(f"/datasets/{dataset.id}", status_code=303)
 
 

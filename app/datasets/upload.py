@@ -7,9 +7,9 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -59,13 +59,22 @@ async def upload_form(request: Request) -> AsyncIterator[ReceivedForm]:
         raise
     finally:
         await form.close()
-    # Nothing is awaited from here on: the block writes to the database, and on SQLite a transaction
-    # must not be left open while another request runs on the event loop (it would wait for the lock).
     try:
         yield received
     except BaseException:
         discard(*kept)
         raise
+
+
+async def received_upload(request: Request) -> AsyncIterator[ReceivedForm]:
+    """The upload as a dependency: stored before the (plain ``def``) handler runs, removed again if the
+    handler fails. Declared after the user, whose lookup has ended its transaction (no transaction is open
+    while the file arrives)."""
+    async with upload_form(request) as received:
+        yield received
+
+
+ReceivedUpload = Annotated[ReceivedForm, Depends(received_upload, scope="function")]
 
 
 def parse_options(fields: dict[str, str]) -> dict[str, Any]:

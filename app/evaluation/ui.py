@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.basemodels import service as models
 from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import InvalidInput, NotFound, RefineryError
+from app.core.forms import FormDep, text_fields
 from app.core.i18n import _
 from app.core.templating import render, render_live
 from app.core.validation import describe_error, ticked_ids
@@ -76,10 +77,9 @@ def _context(session: Session, evaluation: Evaluation, sort: str) -> dict[str, A
 
 
 @router.post("/jobs/{job_id}/evaluations")
-async def start(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID) -> Response:
+def start(request: Request, session: SessionDep, user: PageUser, sent: FormDep, job_id: uuid.UUID) -> Response:
     job = jobs.get_job(session, job_id, user=user)
-    form = await request.form(max_files=0, max_fields=20)
-    values = {k: v for k, v in form.items() if isinstance(v, str) and v != ""}
+    values = {k: v for k, v in text_fields(sent).items() if v != ""}
     try:
         version_id = uuid.UUID(values.pop("dataset_version_id", str(job.dataset_version_id or "")))
     except ValueError as exc:
@@ -139,11 +139,10 @@ def judging_live(request: Request, session: SessionDep, user: PageUser, evaluati
 
 
 @router.post("/evaluations/{evaluation_id}/judgements")
-async def judge(request: Request, session: SessionDep, user: PageUser, evaluation_id: uuid.UUID) -> Response:
+def judge(request: Request, session: SessionDep, user: PageUser, sent: FormDep, evaluation_id: uuid.UUID) -> Response:
     evaluation = service.get_evaluation(session, evaluation_id, user=user)
-    form = await request.form(max_files=0, max_fields=5)
     try:
-        judge_id = uuid.UUID(str(form.get("judge_id", "")))
+        judge_id = uuid.UUID(str(sent.get("judge_id", "")))
     except ValueError as exc:
         raise InvalidInput(_("Pick a judge."), field="judge_id") from exc
     judges.start_judgement(session, user=user, evaluation=evaluation, judge=judges.get_judge(session, judge_id))
@@ -151,11 +150,10 @@ async def judge(request: Request, session: SessionDep, user: PageUser, evaluatio
 
 
 @router.post("/evaluations/{evaluation_id}/labels")
-async def label(request: Request, session: SessionDep, user: PageUser, evaluation_id: uuid.UUID) -> Response:
+def label(request: Request, session: SessionDep, user: PageUser, sent: FormDep, evaluation_id: uuid.UUID) -> Response:
     """Your pick for one sample; htmx swaps the sample's label buttons, a plain form goes back to the page."""
     evaluation = service.get_evaluation(session, evaluation_id, user=user)
-    form = await request.form(max_files=0, max_fields=5)
-    sample_id, choice = str(form.get("sample_id", "")), str(form.get("choice", ""))
+    sample_id, choice = str(sent.get("sample_id", "")), str(sent.get("choice", ""))
     judges.set_label(session, user=user, evaluation=evaluation, sample_id=sample_id, choice=choice)
     if request.headers.get("hx-request") != "true":
         return RedirectResponse(f"/evaluations/{evaluation.id}#sample-{sample_id}", status_code=303)
@@ -177,9 +175,8 @@ def judges_page(request: Request, session: SessionDep, user: PageUser) -> Respon
 
 
 @router.post("/settings/judges")
-async def judges_create(request: Request, session: SessionDep, user: PageUser) -> Response:
-    form = await request.form(max_files=0, max_fields=10)
-    values = {k: v for k, v in form.items() if isinstance(v, str) and v.strip() and k != "csrf_token"}
+def judges_create(request: Request, session: SessionDep, user: PageUser, sent: FormDep) -> Response:
+    values = {k: v for k, v in text_fields(sent).items() if v.strip() and k != "csrf_token"}
     try:
         body = judges.JudgeCreate.model_validate(values)
         judges.create_judge(session, user=user, body=body)

@@ -14,6 +14,7 @@ from starlette.datastructures import UploadFile
 from app.basemodels import service as models
 from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import InvalidInput, NotFound, RefineryError
+from app.core.forms import FormDep, text_fields
 from app.core.i18n import _
 from app.core.templating import render, render_live
 from app.core.validation import ticked_ids
@@ -114,9 +115,9 @@ def _form_again(
 
 
 @router.post("/jobs/presets")
-async def save_preset(request: Request, session: SessionDep, user: PageUser) -> Response:
+def save_preset(request: Request, session: SessionDep, user: PageUser, sent: FormDep) -> Response:
     """'Save as preset' on the job form: the spec fields of the form, under a name."""
-    form = await _form(request)
+    form = text_fields(sent)
     try:
         spec = service.parse_spec(spec_from_form(form))
         preset = presets.save_preset(session, user=user, name=form.get("preset_name", ""), spec=spec)
@@ -147,23 +148,20 @@ def compare_page(request: Request, session: SessionDep, user: PageUser) -> Respo
 
 
 @router.post("/jobs/new/import")
-async def import_spec(request: Request, session: SessionDep, user: PageUser) -> Response:
+def import_spec(request: Request, session: SessionDep, user: PageUser, sent: FormDep) -> Response:
     """Fill the form from an exported YAML spec (nothing is launched)."""
-    form = await request.form(max_files=1, max_fields=5)
-    upload = form.get("spec_file")
+    upload = sent.get("spec_file")
     error = None
     values = None
     try:
         if not isinstance(upload, UploadFile):
             raise InvalidInput(_("Choose a YAML file exported from a job."), field="spec_file")
-        raw = await upload.read(64 * 1024 + 1)
+        raw = upload.file.read(64 * 1024 + 1)
         if len(raw) > 64 * 1024:
             raise InvalidInput(_("A spec file is at most 64 KB."), field="spec_file")
         values = spec_from_yaml(raw)
     except RefineryError as exc:
         error = exc.message
-    finally:
-        await form.close()
     return render(
         request,
         "jobs/new.html",
@@ -182,11 +180,6 @@ def export_spec(request: Request, session: SessionDep, user: PageUser, job_id: u
     )
 
 
-async def _form(request: Request) -> dict[str, str]:
-    form = await request.form(max_files=0, max_fields=100)
-    return {k: v for k, v in form.items() if isinstance(v, str)}
-
-
 def _parse(session: Session, user: User, form: dict[str, str]) -> tuple[TrainingSpec, Any, Any]:
     spec = service.parse_spec(spec_from_form(form))
     model = models.get_model(session, uuid.UUID(form.get("model_id") or str(uuid.UUID(int=0))), user=user)
@@ -197,8 +190,8 @@ def _parse(session: Session, user: User, form: dict[str, str]) -> tuple[Training
 
 
 @router.post("/jobs/estimate")
-async def estimate(request: Request, session: SessionDep, user: PageUser) -> Response:
-    form = await _form(request)
+def estimate(request: Request, session: SessionDep, user: PageUser, sent: FormDep) -> Response:
+    form = text_fields(sent)
     try:
         spec, model, version = _parse(session, user, form)
         gpu = float(form.get("gpu_gib") or 24)
@@ -210,8 +203,8 @@ async def estimate(request: Request, session: SessionDep, user: PageUser) -> Res
 
 
 @router.post("/jobs")
-async def create_job(request: Request, session: SessionDep, user: PageUser) -> Response:
-    form = await _form(request)
+def create_job(request: Request, session: SessionDep, user: PageUser, sent: FormDep) -> Response:
+    form = text_fields(sent)
     try:
         spec, model, version = _parse(session, user, form)
         general = form.get("general_version_id")

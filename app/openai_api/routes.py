@@ -15,7 +15,7 @@ import csv
 import io
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -25,13 +25,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from app.core.config import get_settings
-from app.core.deps import SessionDep, csrf_protect
+from app.core.deps import SessionDep, csrf_protect, end_reads
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.i18n import _
 from app.core.openapi import BINARY, multipart_body
 from app.datasets import records
 from app.datasets import service as datasets
-from app.datasets.storage import artifact_path, discard, save_stream
+from app.datasets.storage import StoredFile, artifact_path, discard, save_stream
 from app.db.models import Dataset, DatasetStatus, TrainingJob, User
 from app.inference.client import stream_chat, until_disconnected
 from app.inference.shapes import DONE, Completion, error_event
@@ -87,7 +87,13 @@ def _text(content: str | list[dict[str, Any]]) -> str:
 async def chat_completions(
     request: Request, body: ChatCompletionRequest, session: SessionDep, user: CurrentUser
 ) -> Response:
-    model = await run_in_threadpool(resolve_model, session, user, body.model)
+    def resolve() -> Any:
+        try:
+            return resolve_model(session, user, body.model)
+        finally:
+            end_reads(session)  # nothing is awaited below with a transaction open
+
+    model = await run_in_threadpool(resolve)
     messages = [
         {"role": "system" if m.role == "developer" else m.role, "content": _text(m.content)[:100_000]}
         for m in body.messages
@@ -264,8 +270,8 @@ FILE_BODY = multipart_body(
 )
 
 
-@router.post("/files", response_model=FileObject, openapi_extra=FILE_BODY, summary="Upload a file (fine-tune)")
-async def create_file(request: Request, session: SessionDep, user: CurrentUser) -> FileObject:
+async def received_file(request: Request) -> AsyncIterator[tuple[StoredFile, str]]:
+    """The uploaded file, stored before the handler runs and removed again if the handler fails."""
     form = await request.form(max_files=1, max_fields=5)
     try:
         purpose, upload = form.get("purpose"), form.get("file")
@@ -277,16 +283,24 @@ async def create_file(request: Request, session: SessionDep, user: CurrentUser) 
         filename = upload.filename or "upload.jsonl"
     finally:
         await form.close()
-    # OpenAI trains on every record of a training file (a validation file is a file of its own)
-    whole = {"train": 1.0, "validation": 0.0, "test": 0.0}
     try:
-        dataset = datasets.create_dataset(
-            session, user=user, stored=stored, filename=filename, name=filename, ratios=whole
-        )
-        session.flush()
+        yield stored, filename
     except BaseException:
         discard(stored)
         raise
+
+
+@router.post("/files", response_model=FileObject, openapi_extra=FILE_BODY, summary="Upload a file (fine-tune)")
+def create_file(
+    session: SessionDep,
+    user: CurrentUser,
+    received: Annotated[tuple[StoredFile, str], Depends(received_file, scope="function")],
+) -> FileObject:
+    stored, filename = received
+    # OpenAI trains on every record of a training file (a validation file is a file of its own)
+    whole = {"train": 1.0, "validation": 0.0, "test": 0.0}
+    dataset = datasets.create_dataset(session, user=user, stored=stored, filename=filename, name=filename, ratios=whole)
+    session.flush()
     return to_file(session, dataset)
 
 

@@ -9,9 +9,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
-from app.core.deps import SessionDep, csrf_protect
-from app.core.errors import InvalidInput
+from app.core.deps import SessionDep, csrf_protect, end_reads
+from app.core.forms import FormDep, JsonObject
 from app.core.i18n import _
 from app.core.templating import render
 from app.inference.client import stream_chat
@@ -19,16 +20,6 @@ from app.playground import service
 from app.users.deps import PageUser
 
 router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False)
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body())
-    except ValueError as exc:
-        raise InvalidInput(_("The request body must be JSON.")) from exc
-    if not isinstance(body, dict):
-        raise InvalidInput(_("The request body must be a JSON object."))
-    return body
 
 
 @router.get("/playground")
@@ -57,13 +48,21 @@ def page(request: Request, session: SessionDep, user: PageUser) -> Response:
 
 
 @router.post("/playground/stream")
-async def stream(request: Request, session: SessionDep, user: PageUser) -> Response:
-    """The answer as plain text, piece by piece as the model writes it."""
-    model, messages, params = service.chat_request(session, await _json(request), user=user)
+async def stream(session: SessionDep, user: PageUser, body: JsonObject) -> Response:
+    """The answer as plain text, piece by piece as the model writes it. The one handler of the pages that
+    awaits (the stream): its reads run in a worker thread and end before the first await."""
+
+    def resolve() -> tuple[Any, Any, Any]:
+        try:
+            return service.chat_request(session, body, user=user)
+        finally:
+            end_reads(session)
+
+    model, messages, params = await run_in_threadpool(resolve)
     pieces = stream_chat(model, messages, **params, user=str(user.id))
     first = await anext(pieces, "")  # errors before the first token become a clean error response
 
-    async def body() -> AsyncIterator[bytes]:
+    async def answer() -> AsyncIterator[bytes]:
         yield first.encode()
         try:
             async for piece in pieces:
@@ -74,19 +73,20 @@ async def stream(request: Request, session: SessionDep, user: PageUser) -> Respo
             await pieces.aclose()  # a closed tab stops the generation too
 
     return StreamingResponse(
-        body(), media_type="text/plain; charset=utf-8", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        answer(),
+        media_type="text/plain; charset=utf-8",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
 @router.post("/playground/feedback")
-async def feedback(request: Request, session: SessionDep, user: PageUser) -> Response:
-    saved = service.save_feedback(session, await _json(request), user=user)
+def feedback(session: SessionDep, user: PageUser, body: JsonObject) -> Response:
+    saved = service.save_feedback(session, body, user=user)
     return JSONResponse({"id": str(saved.id), "counts": service.feedback_counts(session, user=user)}, status_code=201)
 
 
 @router.post("/playground/preferences")
-async def make_dataset(request: Request, session: SessionDep, user: PageUser) -> Response:
-    form = await request.form(max_files=0, max_fields=5)
+def make_dataset(session: SessionDep, user: PageUser, form: FormDep) -> Response:
     name = form.get("name")
     dataset = service.make_preference_dataset(session, user=user, name=name if isinstance(name, str) else "")
     return RedirectResponse(f"/datasets/{dataset.id}", status_code=303)

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.orm import Session
 
-from app.core.deps import SessionDep, bearer_token
+from app.core.deps import SessionDep, bearer_token, end_reads
 from app.core.errors import NotFound, Unauthorized
 from app.core.i18n import _
 from app.db.models import User
@@ -28,6 +29,14 @@ def login_session_id(request: Request) -> uuid.UUID | None:
 
 
 def optional_user(request: Request, session: SessionDep) -> User | None:
+    """Who is asking; the lookup's transaction ends here, so a body read after it (app/core/forms.py) never
+    arrives while a transaction is open."""
+    user = _who(request, session)
+    end_reads(session)
+    return user
+
+
+def _who(request: Request, session: Session) -> User | None:
     token = bearer_token(request)
     if token is not None:
         user = users.user_for_api_key(session, token)
