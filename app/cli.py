@@ -92,7 +92,7 @@ def cmd_adapters_export(args: argparse.Namespace) -> int:
     from app.core.errors import RefineryError
     from app.db.models import TrainingJob, User
     from app.db.session import session_scope
-    from app.jobs import service as jobs
+    from app.jobs import files as job_files
     from app.jobs.card import model_card
 
     out = Path(args.out)
@@ -117,7 +117,7 @@ def cmd_adapters_export(args: argparse.Namespace) -> int:
         with session_scope() as session:
             job = session.get(TrainingJob, job_id)
             assert job is not None
-            source = adapters.merged_dir(job) if args.merged else jobs.final_dir(job)
+            source = adapters.merged_dir(job) if args.merged else job_files.final_dir(job)
             if args.merged and not adapters.merged_ready(job):
                 print("The merge did not finish; see the run's error on the adapter's page.", file=sys.stderr)
                 return 1

@@ -56,7 +56,7 @@ def to_read(row: service.AdapterRow) -> AdapterRead:
         model=row.name,
         name=job.name,
         base_model_id=job.base_model_id,
-        base_model=row.model.name if row.model else None,
+        base_model=row.model.name,
         method=str(job.spec.get("method")),
         adapter=str(job.spec.get("adapter")),
         dataset_id=row.dataset.id if row.dataset else None,

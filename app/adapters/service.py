@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.i18n import _
+from app.core.ownership import referenced
 from app.datasets.storage import artifact_path, remove_tree
 from app.db.models import (
     BaseModelRecord,
@@ -29,6 +30,7 @@ from app.db.models import (
     Upload,
     User,
 )
+from app.jobs import files as job_files
 from app.jobs import service as jobs
 from app.jobs.card import model_card
 from app.jobs.checkpoints import COMPLETE_MARKER, complete_checkpoints
@@ -43,7 +45,7 @@ MAX_TAGS = 12
 class AdapterRow:
     job: TrainingJob
     run: Run
-    model: BaseModelRecord | None
+    model: BaseModelRecord
     dataset: Dataset | None
     version: DatasetVersion | None
     evaluation: Evaluation | None  # the latest finished one
@@ -61,50 +63,53 @@ def _size(path: Any) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
 
 
-def _row(session: Session, job: TrainingJob, run: Run) -> AdapterRow:
-    version = session.get(DatasetVersion, job.dataset_version_id) if job.dataset_version_id else None
-    finished = [
-        e
-        for e in session.scalars(
-            select(Evaluation).where(Evaluation.job_id == job.id).order_by(Evaluation.created_at.desc())
-        )
-        if e.summary
-    ]
-    owner = session.get(User, job.owner_id)
+def _latest_evaluations(session: Session, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, Evaluation]:
+    """Each job's newest finished evaluation, for many jobs in one query."""
+    latest: dict[uuid.UUID, Evaluation] = {}
+    stmt = select(Evaluation).where(Evaluation.job_id.in_(job_ids)).order_by(Evaluation.created_at.desc())
+    for evaluation in session.scalars(stmt) if job_ids else []:
+        if evaluation.summary:  # finished (a JSON column's null is not SQL's NULL everywhere)
+            latest.setdefault(evaluation.job_id, evaluation)
+    return latest
+
+
+def _row(session: Session, job: TrainingJob, run: Run, evaluation: Evaluation | None) -> AdapterRow:
+    version = referenced(session, DatasetVersion, job.dataset_version_id) if job.dataset_version_id else None
     result = run.result or {}
     return AdapterRow(
         job=job,
         run=run,
-        model=session.get(BaseModelRecord, job.base_model_id),
-        dataset=session.get(Dataset, version.dataset_id) if version else None,
+        model=referenced(session, BaseModelRecord, job.base_model_id),
+        dataset=referenced(session, Dataset, version.dataset_id) if version else None,
         version=version,
-        evaluation=finished[0] if finished else None,
+        evaluation=evaluation,
         checkpoints=len(complete_checkpoints(artifact_path(f"{job.storage_key}/checkpoints"))),
-        size_bytes=int(result.get("size_bytes") or _size(jobs.final_dir(job))),
-        owner=owner.email if owner else "?",
+        size_bytes=int(result.get("size_bytes") or _size(job_files.final_dir(job))),
+        owner=referenced(session, User, job.owner_id).email,
         metrics={k: result.get(k) for k in ("train_loss", "eval_loss", "base_eval_loss", "steps", "tokens_seen")},
     )
 
 
 def list_adapters(session: Session, *, user: User, tag: str = "") -> list[AdapterRow]:
-    rows = []
-    for job in jobs.list_jobs(session, user=user):
+    found = []
+    for job in jobs.list_jobs(session, user=user):  # runs, models and dataset versions preloaded
         run = jobs.job_run(session, job)
-        if run.status != RunStatus.succeeded or not jobs.final_dir(job).is_dir():
+        if run.status != RunStatus.succeeded or not job_files.final_dir(job).is_dir():
             continue
         if tag and tag not in (job.tags or []):
             continue
-        rows.append(_row(session, job, run))
-    return rows
+        found.append((job, run))
+    evaluations = _latest_evaluations(session, [job.id for job, _run in found])
+    return [_row(session, job, run, evaluations.get(job.id)) for job, run in found]
 
 
 def get_adapter(session: Session, job_id: uuid.UUID, *, user: User) -> AdapterRow:
     """A succeeded job's adapter; 404 for another user's job, one still running, or one that failed."""
     job = jobs.get_job(session, job_id, user=user)
     run = jobs.job_run(session, job)
-    if run.status != RunStatus.succeeded or not jobs.final_dir(job).is_dir():
+    if run.status != RunStatus.succeeded or not job_files.final_dir(job).is_dir():
         raise NotFound(_("No such adapter: the job has not succeeded."))
-    return _row(session, job, run)
+    return _row(session, job, run, _latest_evaluations(session, [job.id]).get(job.id))
 
 
 def all_tags(session: Session, *, user: User) -> list[str]:
@@ -236,7 +241,7 @@ def merged_ready(job: TrainingJob) -> bool:
 
 
 def merge_run(session: Session, job: TrainingJob) -> Run | None:
-    return session.get(Run, job.merge_run_id) if job.merge_run_id else None
+    return runs.optional_run(session, job.merge_run_id)
 
 
 def start_merge(session: Session, *, user: User, row: AdapterRow) -> Run:
@@ -264,7 +269,7 @@ def start_merge(session: Session, *, user: User, row: AdapterRow) -> Run:
 def merged_zip(session: Session, row: AdapterRow) -> Iterator[bytes]:
     if not merged_ready(row.job):
         raise Conflict(_("Merge the adapter into its base first; the download is ready when the merge has finished."))
-    return jobs.directory_zip(merged_dir(row.job), model_card(session, row.job, merged=True))
+    return job_files.directory_zip(merged_dir(row.job), model_card(session, row.job, merged=True))
 
 
 def dependents(session: Session, row: AdapterRow, *, user: User) -> dict[str, Any]:

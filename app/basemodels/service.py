@@ -16,7 +16,7 @@ from app.core.errors import Conflict, Forbidden, InvalidInput
 from app.core.i18n import _
 from app.core.ownership import get_owned
 from app.db.models import BaseModelRecord, ModelStatus, Run, User
-from app.runs.service import create_run, on_run_failure
+from app.runs.service import create_run, on_run_failure, optional_run
 
 IMPORT_KIND = "model_import"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
@@ -42,7 +42,7 @@ def get_model_unchecked(session: Session, model_id: uuid.UUID) -> BaseModelRecor
 
 
 def import_run(session: Session, model: BaseModelRecord) -> Run | None:
-    return session.get(Run, model.import_run_id) if model.import_run_id else None
+    return optional_run(session, model.import_run_id)
 
 
 def _start_import(session: Session, model: BaseModelRecord, owner: User | None) -> BaseModelRecord:

@@ -213,10 +213,7 @@ def dataset_cleanings(session: Session, dataset: Dataset, *, user: User) -> list
 
 
 def cleaning_run(session: Session, cleaning: Cleaning) -> Run:
-    run = session.get(Run, cleaning.run_id) if cleaning.run_id else None
-    if run is None:
-        raise NotFound(_("No such cleaning run."))
-    return run
+    return runs.required_run(session, cleaning.run_id)
 
 
 def apply_result(session: Session, run_id: uuid.UUID, result: dict[str, Any]) -> None:
@@ -399,7 +396,7 @@ def override_filter(
 
 
 def commit_run(session: Session, cleaning: Cleaning) -> Run | None:
-    return session.get(Run, cleaning.commit_run_id) if cleaning.commit_run_id else None
+    return runs.optional_run(session, cleaning.commit_run_id)
 
 
 def committing(session: Session, cleaning: Cleaning) -> bool:

@@ -23,6 +23,7 @@ from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import Conflict, NotFound, RefineryError
 from app.core.forms import FormDep
 from app.core.i18n import _
+from app.core.ownership import referenced
 from app.core.templating import render, render_live
 from app.datasets import service as datasets
 from app.db.models import Cleaning, Dataset, DatasetVersion, RunStatus, User
@@ -285,7 +286,7 @@ def _decision_context(session: Session, cleaning: Cleaning, filters: dict[str, A
 
 def _review_context(request: Request, session: Session, cleaning: Cleaning) -> dict[str, Any]:
     run = service.cleaning_run(session, cleaning)
-    version = session.get(DatasetVersion, cleaning.version_id)
+    version = referenced(session, DatasetVersion, cleaning.version_id)
     filters = _filters(request.query_params)
     page = max(1, _int(request.query_params.get("page"), 1))
     rows: list[service.DecisionRow] = []
@@ -295,7 +296,7 @@ def _review_context(request: Request, session: Session, cleaning: Cleaning) -> d
     return _decision_context(session, cleaning, filters) | {
         "run": run,
         "version": version,
-        "dataset": session.get(Dataset, version.dataset_id) if version else None,
+        "dataset": referenced(session, Dataset, version.dataset_id),
         "summary": cleaning.summary,
         "rows": rows,
         "total": total,

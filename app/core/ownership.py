@@ -15,6 +15,7 @@ class Owned(Protocol):
 
 
 T = TypeVar("T", bound=Owned)
+R = TypeVar("R")
 
 
 def get_owned(
@@ -28,3 +29,12 @@ def get_owned(
     if found.owner_id == user.id or (shared_ok and found.owner_id is None):
         return found
     raise NotFound(message)
+
+
+def referenced(session: Session, model: type[R], object_id: Any) -> R:
+    """An object another one refers to by a key the database keeps valid (RESTRICT or CASCADE): it exists.
+    Answers from the session's identity map when a list's query loaded it already (selectinload)."""
+    found = session.get(model, object_id)
+    if found is None:  # only a broken database gets here
+        raise NotFound(f"{model.__name__} {object_id} is missing")
+    return found

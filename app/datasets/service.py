@@ -18,7 +18,7 @@ from app.datasets.reading import FILE_TYPES, TEXT_SPLITS
 from app.datasets.splits import DEFAULT_RATIOS, SPLITS, normalize_ratios
 from app.datasets.storage import StoredFile, artifact_path, remove_tree
 from app.db.models import Dataset, DatasetStatus, DatasetVersion, ModelStatus, Run, Upload, User
-from app.runs.service import create_run, on_run_failure
+from app.runs.service import create_run, on_run_failure, optional_run
 
 VALIDATE_KIND = "dataset_validate"
 MAPPABLE_FIELDS = (
@@ -67,7 +67,7 @@ def get_version(session: Session, dataset: Dataset, version_id: uuid.UUID) -> Da
 
 
 def validation_run(session: Session, dataset: Dataset) -> Run | None:
-    return session.get(Run, dataset.validation_run_id) if dataset.validation_run_id else None
+    return optional_run(session, dataset.validation_run_id)
 
 
 def _options(

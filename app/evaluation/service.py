@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from app.core.config import get_settings
 from app.core.errors import InvalidInput
@@ -119,15 +119,21 @@ def for_job(session: Session, job: TrainingJob) -> list[tuple[Evaluation, Run | 
     return [(e, r) for e, r in session.execute(stmt).tuples()]
 
 
+# what the list shows beside each evaluation: its run, job and dataset version (one query each)
+LIST_LOADS = (
+    selectinload(Evaluation.run),
+    selectinload(Evaluation.job),
+    selectinload(Evaluation.dataset_version).selectinload(DatasetVersion.dataset),
+)
+
+
 def list_evaluations(session: Session, *, user: User) -> list[Evaluation]:
     stmt = select(Evaluation).where(Evaluation.owner_id == user.id).order_by(Evaluation.created_at.desc())
-    return list(session.scalars(stmt))
+    return list(session.scalars(stmt.options(*LIST_LOADS)))
 
 
 def evaluation_run(session: Session, evaluation: Evaluation) -> Run:
-    run = session.get(Run, evaluation.run_id) if evaluation.run_id else None
-    assert run is not None
-    return run
+    return runs.required_run(session, evaluation.run_id)
 
 
 def samples(evaluation: Evaluation, *, sort: str = "diff") -> list[dict[str, Any]]:

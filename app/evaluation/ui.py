@@ -15,9 +15,10 @@ from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import InvalidInput, NotFound, RefineryError
 from app.core.forms import FormDep, text_fields
 from app.core.i18n import _
+from app.core.ownership import referenced
 from app.core.templating import render, render_live
 from app.core.validation import describe_error, ticked_ids
-from app.db.models import Dataset, DatasetVersion, Evaluation, ModelStatus, Run, TrainingJob, User
+from app.db.models import DatasetVersion, Evaluation, ModelStatus, Run, TrainingJob, User
 from app.evaluation import judges, service
 from app.jobs import service as jobs
 from app.users.deps import PageUser
@@ -27,10 +28,12 @@ VARIANT_COLOURS = {"base": "#8a94a6", "few_shot": "#d9822b", "tuned": "#2f6fde"}
 
 
 def _names(session: Session, evaluation: Evaluation) -> dict[str, Any]:
-    job = session.get(TrainingJob, evaluation.job_id)
-    version = session.get(DatasetVersion, evaluation.dataset_version_id)
-    dataset = session.get(Dataset, version.dataset_id) if version else None
-    return {"job": job, "version_label": f"{dataset.name if dataset else '?'} v{version.number if version else '?'}"}
+    """The evaluated job and data (their keys keep them there; lists preload them: service.LIST_LOADS)."""
+    version = referenced(session, DatasetVersion, evaluation.dataset_version_id)
+    return {
+        "job": referenced(session, TrainingJob, evaluation.job_id),
+        "version_label": jobs.version_label(session, version),
+    }
 
 
 def _judging(session: Session, evaluation: Evaluation) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from app.core.errors import InvalidInput
 from app.core.i18n import _, gettext
 from app.core.validation import AfterSequence, ticked_ids
 from app.db.models import RunStatus, TrainingJob
-from app.jobs import presets, service
+from app.jobs import compare as comparing
+from app.jobs import files, presets, service, sizing
 from app.jobs.schemas import (
     CheckpointRead,
     ComparisonRead,
@@ -49,7 +50,7 @@ def to_read(session: Session, job: TrainingJob) -> JobRead:
         created_at=job.created_at,
         status=service.job_status(run),
         run=RunRead.model_validate(run),
-        adapter_available=run.status == RunStatus.succeeded and service.final_dir(job).is_dir(),
+        adapter_available=run.status == RunStatus.succeeded and files.final_dir(job).is_dir(),
         cloned_from_id=job.cloned_from_id,
         resume_checkpoint=job.resume_checkpoint,
     )
@@ -78,22 +79,22 @@ def list_jobs(session: SessionDep, user: CurrentUser) -> list[JobRead]:
 def estimate(body: EstimateRequest, session: SessionDep, user: CurrentUser) -> EstimateRead:
     model = models.get_model(session, body.model_id, user=user)
     _dataset, version = service.owned_version(session, body.dataset_version_id, user=user)
-    result = service.estimate(session, body.spec, model=model, version=version, gpu_gib=body.gpu_gib, user=user)
-    return EstimateRead.model_validate({**result, "problems": [p.model_dump() for p in result["problems"]]})
+    result = sizing.estimate(session, body.spec, model=model, version=version, gpu_gib=body.gpu_gib, user=user)
+    return EstimateRead.model_validate({**vars(result), "problems": [p.model_dump() for p in result.problems]})
 
 
 @router.get("/compare", response_model=ComparisonRead, summary="Two to six jobs side by side: ?id=A&id=B")
 def compare(session: SessionDep, user: CurrentUser, id: list[str] = Query(default=[])) -> ComparisonRead:
     ids = ticked_ids(id, most=6, unknown=_("No such training job."), count=_("Name two to six jobs to compare."))
-    found = service.compare(session, [service.get_job(session, job_id, user=user) for job_id in ids])
+    found = comparing.compare(session, [service.get_job(session, job_id, user=user) for job_id in ids])
     return ComparisonRead(
-        jobs=[job.id for job in found["jobs"]],
-        statuses=[service.job_status(run) for run in found["runs"]],
-        models=found["models"],
-        datasets=found["datasets"],
-        differing=dict(found["differing"]),
-        results=dict(found["results"]),
-        curves=found["curves"],
+        jobs=[job.id for job in found.jobs],
+        statuses=[service.job_status(run) for run in found.runs],
+        models=found.models,
+        datasets=found.datasets,
+        differing=dict(found.differing),
+        results=dict(found.results),
+        curves=[vars(curve) for curve in found.curves],
     )
 
 
@@ -107,7 +108,7 @@ def job_metrics(
     job_id: uuid.UUID, session: SessionDep, user: CurrentUser, after: AfterSequence = -1
 ) -> list[MetricRow]:
     job = service.get_job(session, job_id, user=user)
-    return [MetricRow.model_validate(row) for row in service.metrics(job, after_step=after)]
+    return [MetricRow.model_validate(row) for row in files.metrics(job, after_step=after)]
 
 
 @router.get("/{job_id}/events", response_model=list[RunEventRead], summary="The job's event log")
@@ -158,7 +159,7 @@ def adapter(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Stream
 @router.get("/{job_id}/checkpoints", response_model=list[CheckpointRead], summary="The job's complete checkpoints")
 def job_checkpoints(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> list[CheckpointRead]:
     job = service.get_job(session, job_id, user=user)
-    return [CheckpointRead.model_validate(c) for c in service.checkpoints(job)]
+    return [CheckpointRead.model_validate(vars(c)) for c in files.checkpoints(job)]
 
 
 @router.post(

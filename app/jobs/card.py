@@ -9,8 +9,10 @@ from functools import lru_cache
 import jinja2
 from sqlalchemy.orm import Session
 
-from app.db.models import BaseModelRecord, Dataset, DatasetVersion, Run, TrainingJob
+from app.core.ownership import referenced
+from app.db.models import BaseModelRecord, Dataset, DatasetVersion, TrainingJob
 from app.jobs.spec import TrainingSpec
+from app.runs.service import required_run
 
 CARD_METRICS = (
     "train_loss",
@@ -38,11 +40,11 @@ def _template() -> jinja2.Template:
 
 
 def model_card(session: Session, job: TrainingJob, *, merged: bool = False) -> str:
-    model = session.get(BaseModelRecord, job.base_model_id)
-    version = session.get(DatasetVersion, job.dataset_version_id) if job.dataset_version_id else None
-    dataset = session.get(Dataset, version.dataset_id) if version else None
-    run = session.get(Run, job.run_id) if job.run_id else None
-    assert run is not None  # every job has its run (an uploaded adapter's is a succeeded one)
+    model = referenced(session, BaseModelRecord, job.base_model_id)
+    # an adapter uploaded rather than trained here has no dataset (the card says so)
+    version = referenced(session, DatasetVersion, job.dataset_version_id) if job.dataset_version_id else None
+    dataset = referenced(session, Dataset, version.dataset_id) if version else None
+    run = required_run(session, job.run_id)  # every job has its run (an uploaded adapter's is a succeeded one)
     result = run.result or {}
     return _template().render(
         job=job,

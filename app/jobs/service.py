@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import uuid
-import zipfile
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from app.basemodels import service as models
 from app.core.config import get_settings
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.i18n import _
-from app.core.ownership import get_owned
+from app.core.ownership import get_owned, referenced
 from app.core.validation import describe_error
 from app.datasets import service as datasets
-from app.datasets.storage import artifact_path
 from app.db.models import BaseModelRecord, Dataset, DatasetVersion, ModelStatus, Run, RunStatus, TrainingJob, User
 from app.jobs.card import model_card
-from app.jobs.checkpoints import COMPLETE_MARKER
+from app.jobs.files import checkpoints, directory_zip, final_dir
 from app.jobs.spec import Method, Problem, TrainingSpec, check_compatibility
 from app.runs import service as runs
 
@@ -141,21 +138,29 @@ def create_job(
     return job
 
 
+# what lists of jobs show beside each job: its run, base model and dataset version (one query each)
+LIST_LOADS = (
+    selectinload(TrainingJob.run),
+    selectinload(TrainingJob.base_model),
+    selectinload(TrainingJob.dataset_version).selectinload(DatasetVersion.dataset),
+)
+
+
 def list_jobs(session: Session, *, user: User) -> list[TrainingJob]:
     stmt = select(TrainingJob).where(TrainingJob.owner_id == user.id).order_by(TrainingJob.created_at.desc())
-    return list(session.scalars(stmt))
+    return list(session.scalars(stmt.options(*LIST_LOADS)))
 
 
 def page_jobs(
     session: Session, *, user: User, origin: str, after: uuid.UUID | None, limit: int
 ) -> tuple[list[TrainingJob], bool]:
     """A page of the user's jobs of one origin, newest first, after the job ``after`` (a cursor): paged in SQL,
-    with each job's run loaded in the same query. (jobs, whether more follow)."""
+    with what each job shows beside it preloaded (LIST_LOADS). (jobs, whether more follow)."""
     stmt = (
-        select(TrainingJob, Run)
-        .outerjoin(Run, Run.id == TrainingJob.run_id)
+        select(TrainingJob)
         .where(TrainingJob.owner_id == user.id, TrainingJob.origin == origin)
         .order_by(TrainingJob.created_at.desc(), TrainingJob.id.desc())
+        .options(*LIST_LOADS)
     )
     if after is not None:
         cursor = session.execute(
@@ -171,8 +176,8 @@ def page_jobs(
                 and_(TrainingJob.created_at == cursor.created_at, TrainingJob.id < cursor.id),
             )
         )
-    rows = session.execute(stmt.limit(limit + 1)).all()
-    return [job for job, _run in rows[:limit]], len(rows) > limit
+    rows = list(session.scalars(stmt.limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
 
 
 def get_job(session: Session, job_id: uuid.UUID, *, user: User) -> TrainingJob:
@@ -180,9 +185,7 @@ def get_job(session: Session, job_id: uuid.UUID, *, user: User) -> TrainingJob:
 
 
 def job_run(session: Session, job: TrainingJob) -> Run:
-    run = session.get(Run, job.run_id) if job.run_id else None
-    assert run is not None
-    return run
+    return runs.required_run(session, job.run_id)
 
 
 def job_status(run: Run) -> str:
@@ -215,56 +218,10 @@ def is_live(run: Run) -> bool:
     return run.status in (RunStatus.queued, RunStatus.running)
 
 
-def has_metrics(job: TrainingJob) -> bool:
-    """Whether the job logged anything (without reading the log)."""
-    path = artifact_path(f"{job.storage_key}/metrics.jsonl")
-    return path.is_file() and path.stat().st_size > 0
-
-
-def metrics(job: TrainingJob, *, after_step: int = -1) -> list[dict[str, Any]]:
-    """Logged rows after a step (step 0 holds the evaluation before training); a resumed attempt re-logs
-    steps after its checkpoint, so the last row wins."""
-    path = artifact_path(f"{job.storage_key}/metrics.jsonl")
-    if not path.is_file():
-        return []
-    by_step: dict[tuple[int, bool], dict[str, Any]] = {}
-    with path.open() as handle:
-        for line in handle:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue  # a line being written right now
-            if isinstance(row, dict) and row.get("step", 0) > after_step:
-                by_step[(row["step"], "eval_loss" in row)] = row
-    return [by_step[key] for key in sorted(by_step)]
-
-
-def checkpoints(job: TrainingJob) -> list[dict[str, Any]]:
-    """The job's complete checkpoints (a checkpoint being written, or cut off by a kill, is not listed),
-    each with the metrics logged at its step."""
-    from app.jobs.checkpoints import complete_checkpoints
-
-    logged = metrics(job)
-    rows = {row["step"]: row for row in logged if "loss" in row}
-    evals = {row["step"]: row["eval_loss"] for row in logged if "eval_loss" in row}
-    found = []
-    for step, path in complete_checkpoints(artifact_path(f"{job.storage_key}/checkpoints")):
-        found.append(
-            {
-                "name": path.name,
-                "step": step,
-                "loss": rows.get(step, {}).get("loss"),
-                "eval_loss": evals.get(step),
-                "size_bytes": sum(p.stat().st_size for p in path.rglob("*") if p.is_file()),
-            }
-        )
-    return found
-
-
 def _check_resumable(
     session: Session, source: TrainingJob | None, name: str, *, model_id: uuid.UUID, spec: TrainingSpec
 ) -> None:
-    if source is None or name not in {c["name"] for c in checkpoints(source)}:
+    if source is None or name not in {c.name for c in checkpoints(source)}:
         raise InvalidInput(_("That checkpoint does not exist or is not complete; pick one from the job's page."))
     if not job_run(session, source).status.is_final:
         raise InvalidInput(_("Resume from a checkpoint once its job has stopped, or cancel the job first."))
@@ -279,10 +236,6 @@ def _check_resumable(
         )
 
 
-def final_dir(job: TrainingJob) -> Path:
-    return artifact_path(f"{job.storage_key}/final")
-
-
 def adapter_zip(session: Session, job: TrainingJob) -> Iterator[bytes]:
     """Checks first (so a refusal is a clean error), then streams the zip from a temporary file: full
     fine-tuning weights can be gigabytes."""
@@ -294,140 +247,22 @@ def adapter_zip(session: Session, job: TrainingJob) -> Iterator[bytes]:
     return directory_zip(directory, model_card(session, job))
 
 
-def directory_zip(directory: Path, card: str) -> Iterator[bytes]:
-    """A directory's safetensors and configuration (never pickle files) and the model card, as a zip streamed
-    from a temporary file."""
-    import tempfile
+@dataclass(frozen=True)
+class JobLabel:
+    """What a job was trained from, as lists and the comparison show it."""
 
-    files = [
-        p
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-        and p.name not in ("README.md", COMPLETE_MARKER)
-        and p.suffix not in (".bin", ".pt", ".pth", ".pkl")
-    ]
-
-    def chunks() -> Iterator[bytes]:
-        with tempfile.TemporaryFile() as spool:
-            with zipfile.ZipFile(spool, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                for path in files:
-                    archive.write(path, path.relative_to(directory).as_posix())
-                archive.writestr("README.md", card)
-            spool.seek(0)
-            while block := spool.read(1024 * 1024):
-                yield block
-
-    return chunks()
+    model: str
+    dataset: str  # "name vN"; for an adapter uploaded rather than trained here, says so
 
 
-def model_shape(model: BaseModelRecord) -> Any:
-    from app.jobs.estimate import ModelShape
-
-    config_path = artifact_path(f"{model.storage_key}/config.json") if model.storage_key else None
-    config = json.loads(config_path.read_text()) if config_path and config_path.is_file() else {}
-    return ModelShape(
-        parameters=model.num_parameters or 0,
-        hidden_size=int(config.get("hidden_size", 768)),
-        layers=int(config.get("num_hidden_layers", 12)),
-        vocab_size=int(config.get("vocab_size", 32000)),
-        intermediate_size=config.get("intermediate_size"),
-    )
+def job_label(session: Session, job: TrainingJob) -> JobLabel:
+    """Its keys restrict deletion, so the model and data are there; lists preload them (LIST_LOADS)."""
+    model = referenced(session, BaseModelRecord, job.base_model_id)
+    if job.dataset_version_id is None:
+        return JobLabel(model.name, _("uploaded adapter"))
+    version = referenced(session, DatasetVersion, job.dataset_version_id)
+    return JobLabel(model.name, version_label(session, version))
 
 
-def measured_tokens_per_second(session: Session, model: BaseModelRecord) -> float | None:
-    """Throughput of this user's earlier finished jobs on the same model (the basis of the time estimate)."""
-    stmt = (
-        select(Run.result)
-        .join(TrainingJob, TrainingJob.run_id == Run.id)
-        .where(TrainingJob.base_model_id == model.id, Run.status == RunStatus.succeeded)
-    )
-    rates = [
-        r["tokens_seen"] / r["seconds"]
-        for r in session.scalars(stmt)
-        if r and r.get("tokens_seen") and r.get("seconds")
-    ]
-    return sum(rates) / len(rates) if rates else None
-
-
-def estimate(
-    session: Session,
-    spec: TrainingSpec,
-    *,
-    model: BaseModelRecord,
-    version: DatasetVersion,
-    gpu_gib: float,
-    user: User,
-) -> dict[str, Any]:
-    from app.jobs.estimate import GIB, estimate_memory, smaller_configuration
-
-    shape = model_shape(model)
-    memory = estimate_memory(spec, shape, gpu=True)
-    budget = gpu_gib * GIB
-    suggestion = None
-    if memory.total > budget:
-        smaller = smaller_configuration(spec, shape, budget)
-        if smaller is not None:
-            changed = {k: v for k, v in smaller.model_dump(mode="json").items() if v != spec.model_dump(mode="json")[k]}
-            suggestion = {"changes": changed, "total": round(estimate_memory(smaller, shape).total / GIB, 2)}
-    mean_tokens = ((version.stats or {}).get("tokens") or {}).get("mean") or 0
-    train_records = version.split_counts.get("train", 0)
-    tokens = int(mean_tokens * train_records)
-    if spec.max_steps:
-        tokens = min(tokens, int(spec.max_steps * spec.effective_batch * (mean_tokens or spec.max_seq_length)))
-        epochs = 1.0
-    else:
-        epochs = spec.num_epochs
-    rate = measured_tokens_per_second(session, model)
-    return {
-        "memory": memory.as_gib(),
-        "trainable": memory.trainable_parameters,
-        "fits": memory.total <= budget,
-        "gpu_gib": gpu_gib,
-        # what a CPU worker's RAM must hold, shown while no GPU workers are configured
-        "cpu_memory_gib": None
-        if get_settings().gpu_workers
-        else round(estimate_memory(spec, shape, gpu=False).total / GIB, 1),
-        "suggestion": suggestion,
-        "tokens": int(tokens * epochs),
-        "rate": rate,
-        "seconds": (tokens * epochs / rate) if rate else None,
-        "problems": problems_for(session, spec, model=model, version=version, user=user),
-    }
-
-
-COMPARED_RESULTS = ("train_loss", "eval_loss", "steps", "epochs", "tokens_seen", "seconds", "trainable_parameters")
-
-
-def compare(session: Session, jobs: list[TrainingJob]) -> dict[str, Any]:
-    """Several runs side by side: their loss curves, the spec fields that differ, the final metrics."""
-    specs = [TrainingSpec.model_validate(job.spec).model_dump(mode="json") for job in jobs]
-    differing = [name for name in TrainingSpec.model_fields if len({json.dumps(s[name]) for s in specs}) > 1]
-    context: dict[str, list[str]] = {"models": [], "datasets": []}
-    for job in jobs:
-        model = session.get(BaseModelRecord, job.base_model_id)
-        version = session.get(DatasetVersion, job.dataset_version_id) if job.dataset_version_id else None
-        dataset = session.get(Dataset, version.dataset_id) if version else None
-        context["models"].append(model.name if model else "?")
-        context["datasets"].append(f"{dataset.name if dataset else '?'} v{version.number if version else '?'}")
-    curves = []
-    for job in jobs:
-        rows = metrics(job)
-        curves.append(
-            {
-                "name": job.name,
-                "loss": [[r["step"], r["loss"]] for r in rows if "loss" in r],
-                "eval_loss": [[r["step"], r["eval_loss"]] for r in rows if "eval_loss" in r],
-            }
-        )
-    results = [job_run(session, job).result or {} for job in jobs]
-    return {
-        "jobs": jobs,
-        "runs": [job_run(session, job) for job in jobs],
-        "differing": [(name, [s[name] for s in specs]) for name in differing],
-        "same_model": len(set(context["models"])) == 1,
-        "same_dataset": len(set(context["datasets"])) == 1,
-        "models": context["models"],
-        "datasets": context["datasets"],
-        "results": [(key, [r.get(key) for r in results]) for key in COMPARED_RESULTS],
-        "curves": curves,
-    }
+def version_label(session: Session, version: DatasetVersion) -> str:
+    return f"{referenced(session, Dataset, version.dataset_id).name} v{version.number}"

@@ -21,7 +21,8 @@ from app.core.validation import ticked_ids
 from app.db.models import ModelStatus, RunStatus, TrainingJob, User
 from app.evaluation import judges
 from app.evaluation import service as evaluations
-from app.jobs import presets, service
+from app.jobs import compare as comparing
+from app.jobs import files, presets, service, sizing
 from app.jobs.forms import form_fields, spec_from_form, spec_from_yaml, spec_to_yaml
 from app.jobs.spec import TrainingSpec
 from app.runs.service import list_events
@@ -79,7 +80,7 @@ def new_job_page(request: Request, session: SessionDep, user: PageUser) -> Respo
             form["general_version_id"] = str(job.general_version_id)
         checkpoint = query.get("checkpoint", "")
         if checkpoint:
-            if checkpoint not in {c["name"] for c in service.checkpoints(job)}:
+            if checkpoint not in {c.name for c in files.checkpoints(job)}:
                 raise NotFound(_("No such checkpoint."))
             form.update(resume_checkpoint=checkpoint, name=f"{job.name} ({checkpoint})")
     return render(
@@ -142,9 +143,15 @@ def compare_page(request: Request, session: SessionDep, user: PageUser) -> Respo
         count=_("Tick two to six jobs to compare."),
     )
     jobs = [service.get_job(session, job_id, user=user) for job_id in ids]
-    comparison = service.compare(session, jobs)
-    chart = {"curves": comparison["curves"], "labels": _chart_labels()}
-    return render(request, "jobs/compare.html", {**comparison, "chart": json.dumps(chart)})
+    comparison = comparing.compare(session, jobs)
+    chart = {"curves": [vars(curve) for curve in comparison.curves], "labels": _chart_labels()}
+    context = {
+        **vars(comparison),
+        "same_model": comparison.same_model,
+        "same_dataset": comparison.same_dataset,
+        "chart": json.dumps(chart),
+    }
+    return render(request, "jobs/compare.html", context)
 
 
 @router.post("/jobs/new/import")
@@ -195,7 +202,7 @@ def estimate(request: Request, session: SessionDep, user: PageUser, sent: FormDe
     try:
         spec, model, version = _parse(session, user, form)
         gpu = float(form.get("gpu_gib") or 24)
-        result = service.estimate(session, spec, model=model, version=version, gpu_gib=gpu, user=user)
+        result = sizing.estimate(session, spec, model=model, version=version, gpu_gib=gpu, user=user)
     except (RefineryError, ValueError) as exc:
         message = exc.message if isinstance(exc, RefineryError) else str(exc)
         return render(request, "jobs/_estimate.html", {"error": message})
@@ -235,12 +242,12 @@ def _job_context(session: Session, job: TrainingJob, user: User) -> dict[str, An
         "run": run,
         "events": list_events(session, run.id),
         "live": service.is_live(run),
-        "adapter_ready": run.status == RunStatus.succeeded and service.final_dir(job).is_dir(),
+        "adapter_ready": run.status == RunStatus.succeeded and files.final_dir(job).is_dir(),
         "status": service.job_status(run),
         "evaluations": evaluations.for_job(session, job),
         "eval_versions": service.usable_versions(session, user=user),
         "judges": judges.list_judges(session),
-        "checkpoints": service.checkpoints(job),
+        "checkpoints": files.checkpoints(job),
         "spec": job.spec,
         "chart_labels": json.dumps(_chart_labels()),
     }
@@ -287,7 +294,7 @@ def job_metrics(request: Request, session: SessionDep, user: PageUser, job_id: u
     except ValueError:
         after = -1
     return JSONResponse(
-        {"rows": service.metrics(job, after_step=after), "live": service.is_live(service.job_run(session, job))}
+        {"rows": files.metrics(job, after_step=after), "live": service.is_live(service.job_run(session, job))}
     )
 
 

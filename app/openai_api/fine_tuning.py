@@ -28,6 +28,7 @@ from app.core.i18n import _
 from app.datasets import service as datasets
 from app.db.models import Dataset, DatasetStatus, DatasetVersion, Run, RunStatus, TrainingJob, User
 from app.db.session import session_scope
+from app.jobs import files as job_files
 from app.jobs import service as jobs
 from app.jobs.spec import Method
 from app.openai_api.models import base_ids, fine_tuned_id, resolve_model
@@ -198,7 +199,7 @@ def to_job(session: Session, job: TrainingJob, bases: dict[uuid.UUID, str] | Non
         "hyperparameters": {k: v for k, v in hyper.items() if k != "beta"},
         "model": bases.get(job.base_model_id, f"base-{job.base_model_id}"),
         "organization_id": "org-refinery",
-        "result_files": [result_file_id(job)] if run.status.is_final and jobs.has_metrics(job) else [],
+        "result_files": [result_file_id(job)] if run.status.is_final and job_files.has_metrics(job) else [],
         "seed": spec.get("seed", 42),
         "status": STATUSES.get(jobs.job_status(run), jobs.job_status(run)),
         "trained_tokens": result.get("tokens_seen") if run.status == RunStatus.succeeded else None,
@@ -387,7 +388,7 @@ def _events(session: Session, job: TrainingJob, run: Run) -> list[dict[str, Any]
         for event in runs.list_events(session, run.id)
     ]
     total = (run.progress_params or {}).get("total") or job.spec.get("max_steps") or None
-    for row in jobs.metrics(job):
+    for row in job_files.metrics(job):
         if "loss" not in row:
             continue
         of = f"/{total}" if total else ""
@@ -428,15 +429,15 @@ def list_ft_checkpoints(
     model = fine_tuned_id(job, base_ids(session))
     items = [
         {
-            "id": f"ftckpt-{job.id.hex[:12]}-{c['step']}",
+            "id": f"ftckpt-{job.id.hex[:12]}-{c.step}",
             "object": "fine_tuning.job.checkpoint",
             "created_at": _epoch(job.created_at),
-            "fine_tuned_model_checkpoint": f"{model}:ckpt-step-{c['step']}",
+            "fine_tuned_model_checkpoint": f"{model}:ckpt-step-{c.step}",
             "fine_tuning_job_id": job_id,
-            "metrics": {"step": c["step"], "train_loss": c["loss"], "valid_loss": c["eval_loss"]},
-            "step_number": c["step"],
+            "metrics": {"step": c.step, "train_loss": c.loss, "valid_loss": c.eval_loss},
+            "step_number": c.step,
         }
-        for c in reversed(jobs.checkpoints(job))
+        for c in reversed(job_files.checkpoints(job))
     ]
     page = _page(items, after, limit)
     page["first_id"] = page["data"][0]["id"] if page["data"] else None

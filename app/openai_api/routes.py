@@ -35,6 +35,7 @@ from app.datasets.storage import StoredFile, artifact_path, discard, save_stream
 from app.db.models import Dataset, DatasetStatus, TrainingJob, User
 from app.inference.client import stream_chat, until_disconnected
 from app.inference.shapes import DONE, Completion, error_event
+from app.jobs import files as job_files
 from app.jobs import service as jobs
 from app.openai_api.models import resolve_model
 from app.users.deps import CurrentUser
@@ -189,7 +190,7 @@ def _result_job(session: Session, user: User, ident: str) -> TrainingJob:
 def result_csv(job: TrainingJob) -> bytes:
     """OpenAI's result file: one row per logged step, training and validation loss and token accuracy."""
     rows: dict[int, dict[str, Any]] = {}
-    for logged in jobs.metrics(job):
+    for logged in job_files.metrics(job):
         row = rows.setdefault(int(logged["step"]), {"step": int(logged["step"])})
         if "loss" in logged:
             row["train_loss"] = logged["loss"]

@@ -17,6 +17,7 @@ from app.core.i18n import _
 from app.datasets import service as datasets
 from app.datasets.storage import artifact_path, save_stream
 from app.db.models import Dataset, Feedback, ModelStatus, RunStatus, User
+from app.jobs import files as job_files
 from app.jobs import service as jobs
 from app.jobs.checkpoints import complete_checkpoints
 from app.jobs.spec import Method
@@ -42,9 +43,9 @@ def chat_models(session: Session, *, user: User) -> list[ChatModel]:
     for job in jobs.list_jobs(session, user=user):
         if job.spec.get("method") == Method.reward.value:
             continue
-        if jobs.job_run(session, job).status == RunStatus.succeeded and jobs.final_dir(job).is_dir():
+        if jobs.job_run(session, job).status == RunStatus.succeeded and job_files.final_dir(job).is_dir():
             found.append(ChatModel(f"job-{job.id}", job.name, "adapter"))
-        # names only: the listing with losses and sizes (jobs.checkpoints) reads far more than this needs
+        # names only: the listing with losses and sizes (job_files.checkpoints) reads far more than this needs
         for _step, path in complete_checkpoints(artifact_path(f"{job.storage_key}/checkpoints")):
             found.append(ChatModel(f"job-{job.id}@{path.name}", f"{job.name} · {path.name}", "checkpoint"))
     return found

@@ -98,6 +98,20 @@ def create_run(session: Session, *, kind: str, owner: User | None, params: dict[
     return run
 
 
+def required_run(session: Session, run_id: uuid.UUID | None) -> Run:
+    """The run behind a training job, an evaluation or a cleaning: created with it and never deleted, so a
+    missing one is answered like a missing object. The identity map answers when a list preloaded it."""
+    run = session.get(Run, run_id) if run_id else None
+    if run is None:
+        raise NotFound(_("No such run."))
+    return run
+
+
+def optional_run(session: Session, run_id: uuid.UUID | None) -> Run | None:
+    """A run that may not exist yet: a dataset's validation, a model's import, a commit, a merge."""
+    return session.get(Run, run_id) if run_id else None
+
+
 def get_run(session: Session, run_id: uuid.UUID, *, user: User | None = None) -> Run:
     if user is None:  # the worker's own access
         run = session.get(Run, run_id)

@@ -147,3 +147,130 @@ def logged_in_page(browser: Any, live_server: str, *, locale: str = "en") -> Any
             page.select_option("#locale-select", locale)
     page.wait_for_selector("tr[data-model='SmolLM2-135M-Instruct'][data-status=ready]", timeout=300_000)
     return page
+
+
+# ---- what a test needs, made when no earlier test left it behind ------------------------------------------
+# Each browser test sets up what it uses: in file order the walkthrough's own steps leave these behind and
+# the helpers below only find them; a test run alone (or in another order) makes them here first.
+
+ALPACA = "Alpaca 5000"
+QUICK_JOB = "SmolLM2 quick LoRA"
+
+
+def _api(page: Any) -> tuple[Any, dict[str, str]]:
+    token = str(page.locator("input[name=csrf_token]").first.get_attribute("value"))
+    return page.request, {"X-CSRF-Token": token}
+
+
+def _settled(read: Any, timeout: float, what: str) -> Any:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = read()
+        if value:
+            return value
+        time.sleep(2)
+    raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
+
+
+def ensure_alpaca(browser: Any, live_server: str) -> str:
+    """The id of an imported version of the Alpaca 5000 upload (test_02_datasets uploads it in the browser)."""
+    page = logged_in_page(browser, live_server)
+    try:
+        api, headers = _api(page)
+
+        def imported() -> str | None:
+            for dataset in api.get(f"{live_server}/api/v1/datasets").json():
+                if dataset["name"] == ALPACA and dataset["versions"]:
+                    return str(dataset["versions"][-1]["id"])
+            return None
+
+        found = imported()
+        if found:
+            return found
+        from tests.conftest import SHARED_DATASETS
+
+        path = SHARED_DATASETS / "alpaca_5000.json"
+        made = api.post(
+            f"{live_server}/api/v1/datasets",
+            multipart={
+                "file": {"name": path.name, "mimeType": "application/json", "buffer": path.read_bytes()},
+                "name": ALPACA,
+            },
+            headers=headers,
+        )
+        assert made.ok, made.text()
+        dataset_id = made.json()["id"]
+
+        def validated() -> bool:
+            status = api.get(f"{live_server}/api/v1/datasets/{dataset_id}").json()["status"]
+            assert status != "failed", status
+            return status != "validating"
+
+        _settled(validated, 180, "validating Alpaca 5000")
+        if api.get(f"{live_server}/api/v1/datasets/{dataset_id}").json()["status"] == "needs_review":
+            assert api.post(f"{live_server}/api/v1/datasets/{dataset_id}/import", headers=headers).ok
+        return str(_settled(imported, 60, "importing Alpaca 5000"))
+    finally:
+        page.context.close()
+
+
+def launch_quick_job(page: Any, live_server: str) -> None:
+    """The walkthrough's short job from the job form (the CPU quick-LoRA preset, 4 steps), up to its page."""
+    page.goto(live_server + "/jobs/new?preset=cpu-quick-lora")
+    option = page.locator("select[name=dataset_version_id] option", has_text=ALPACA).first
+    page.select_option("select[name=dataset_version_id]", value=option.get_attribute("value"))
+    assert page.input_value("input[name=max_steps]") == "30"  # the preset filled the form
+    page.fill("input[name=name]", QUICK_JOB)
+    page.fill("input[name=max_steps]", "4")
+    page.fill("input[name=batch_size]", "2")
+    page.fill("input[name=max_seq_length]", "128")
+    page.click("summary:has-text('Advanced')")
+    page.fill("input[name=eval_steps]", "4")
+    page.fill("input[name=save_steps]", "2")
+    page.fill("input[name=max_eval_records]", "24")
+    page.click("button:has-text('Launch')")
+    page.wait_for_url("**/jobs/*")
+
+
+def _quick_jobs(api: Any, live_server: str) -> list[dict[str, Any]]:
+    return [j for j in api.get(f"{live_server}/api/v1/jobs").json() if j["name"] == QUICK_JOB]
+
+
+def ensure_quick_adapter(browser: Any, live_server: str) -> str:
+    """The id of the walkthrough's short job once it has succeeded (test_03_training launches it)."""
+    ensure_alpaca(browser, live_server)
+    page = logged_in_page(browser, live_server)
+    try:
+        api, _headers = _api(page)
+        if not _quick_jobs(api, live_server):
+            launch_quick_job(page, live_server)
+
+        def succeeded() -> str | None:
+            for job in _quick_jobs(api, live_server):
+                status = job["run"]["status"] if job.get("run") else None
+                assert status not in ("failed", "cancelled"), job
+                if status == "succeeded":
+                    return str(job["id"])
+            return None
+
+        return str(_settled(succeeded, 900, "the short job succeeding"))
+    finally:
+        page.context.close()
+
+
+def ensure_evaluation(browser: Any, live_server: str) -> str:
+    """The id of a finished evaluation (the short job's own, started when it succeeded)."""
+    ensure_quick_adapter(browser, live_server)
+    page = logged_in_page(browser, live_server)
+    try:
+        api, _headers = _api(page)
+
+        def finished() -> str | None:
+            done = [e for e in api.get(f"{live_server}/api/v1/evaluations").json() if e["summary"]]
+            return str(done[0]["id"]) if done else None
+
+        return str(_settled(finished, 900, "the short job's evaluation finishing"))
+    finally:
+        page.context.close()

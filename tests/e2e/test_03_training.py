@@ -9,13 +9,22 @@ import httpx
 import pytest
 
 from tests.conftest import wait_for
-from tests.e2e.conftest import LIVE, english_only_messages, logged_in_page, shot, untranslated
+from tests.e2e.conftest import (
+    LIVE,
+    english_only_messages,
+    ensure_alpaca,
+    launch_quick_job,
+    logged_in_page,
+    shot,
+    untranslated,
+)
 
 pytestmark = pytest.mark.e2e
 
 
 def test_launch_watch_and_cancel(browser: Any, live_server: str) -> None:
-    page = logged_in_page(browser, live_server)  # the Alpaca 5000 dataset exists from tests/e2e/test_02_datasets.py
+    ensure_alpaca(browser, live_server)
+    page = logged_in_page(browser, live_server)
     page.goto(live_server + "/jobs/new")
     option = page.locator("select[name=dataset_version_id] option", has_text="Alpaca 5000").first
     page.select_option("select[name=dataset_version_id]", value=option.get_attribute("value"))
@@ -70,21 +79,9 @@ def test_a_short_job_succeeds_and_its_adapter_loads_with_peft(browser: Any, live
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    ensure_alpaca(browser, live_server)
     page = logged_in_page(browser, live_server)
-    page.goto(live_server + "/jobs/new?preset=cpu-quick-lora")
-    option = page.locator("select[name=dataset_version_id] option", has_text="Alpaca 5000").first
-    page.select_option("select[name=dataset_version_id]", value=option.get_attribute("value"))
-    assert page.input_value("input[name=max_steps]") == "30"  # the preset filled the form
-    page.fill("input[name=name]", "SmolLM2 quick LoRA")
-    page.fill("input[name=max_steps]", "4")
-    page.fill("input[name=batch_size]", "2")
-    page.fill("input[name=max_seq_length]", "128")
-    page.click("summary:has-text('Advanced')")
-    page.fill("input[name=eval_steps]", "4")
-    page.fill("input[name=save_steps]", "2")
-    page.fill("input[name=max_eval_records]", "24")
-    page.click("button:has-text('Launch')")
-    page.wait_for_url("**/jobs/*")
+    launch_quick_job(page, live_server)
     page.wait_for_selector("[data-status=succeeded]", timeout=600_000)
     page.wait_for_selector("#checkpoints [data-checkpoint=checkpoint-2]")
     assert page.locator("[data-result=base_eval_loss]").count() == 1

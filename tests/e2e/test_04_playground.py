@@ -1,6 +1,6 @@
 """The playground in the browser.
 
-1. On the real SmolLM2 through our inference process: the adapter trained in test_03 answers beside the base
+1. On the real SmolLM2 through our inference process: the walkthrough's short job (test_03) answers beside the base
    model, streamed; a side-by-side pick is saved for the preference dataset.
 2. Against an external OpenAI-compatible server (as vLLM would be, set by REFINERY_INFERENCE_URL) whose model
    answers with HTML and script: the page shows it as text and runs none of it."""
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port, refinery_command, service_process
-from tests.e2e.conftest import LIVE, logged_in_page, shot
+from tests.e2e.conftest import LIVE, QUICK_JOB, ensure_quick_adapter, logged_in_page, shot
 
 pytestmark = pytest.mark.e2e
 HOSTILE = ['<img src=x onerror="window.pwned=1">', " and ", "<script>window.pwned=2</script>", " done"]
@@ -33,9 +33,10 @@ def wait_for_answers(page: Any) -> None:
 
 
 def test_side_by_side_chat_and_a_pick(browser: Any, live_server: str) -> None:
+    ensure_quick_adapter(browser, live_server)  # the short job of test_03_training, made here when run alone
     page = logged_in_page(browser, live_server)
     page.goto(live_server + "/playground")
-    adapter = page.locator("#model-a option", has_text="SmolLM2 quick LoRA").first
+    adapter = page.locator("#model-a option", has_text=QUICK_JOB).first
     page.select_option("#model-a", value=adapter.get_attribute("value"))
     base = page.locator("#model-b option", has_text="SmolLM2").first
     page.select_option("#model-b", value=base.get_attribute("value"))

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import logged_in_page
+from tests.e2e.conftest import ensure_evaluation, logged_in_page
 
 pytestmark = pytest.mark.e2e
 
@@ -168,7 +168,7 @@ def test_a_cross_site_form_from_another_loopback_origin_is_refused(
 
 def test_a_judges_verdicts_and_name_stay_text(browser: Any, live_server: str) -> None:
     """A judge is a model we do not own: its reasons (and the name an administrator gave it) are shown on the
-    evaluation report as text. Grades the evaluation test_03 made with a judge that answers with markup."""
+    evaluation report as text. Grades the short job's evaluation with a judge that answers with markup."""
     from tests.evaluation.fake_judge import FakeJudge
 
     page = logged_in_page(browser, live_server)
@@ -177,9 +177,7 @@ def test_a_judges_verdicts_and_name_stay_text(browser: Any, live_server: str) ->
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     api = page.request
     headers = {"X-CSRF-Token": _token(page), "Content-Type": "application/json"}
-    evaluated = [e for e in api.get(f"{live_server}/api/v1/evaluations").json() if e["summary"]]
-    assert evaluated, "test_03 leaves a finished evaluation behind"
-    evaluation = evaluated[0]["id"]
+    evaluation = ensure_evaluation(browser, live_server)  # the short job's, made here when run alone
     reason = PAYLOADS[0] + PAYLOADS[3]
     with FakeJudge(reason=reason) as fake:
         body = {"name": NAME, "kind": "endpoint", "url": fake.url, "model": "judge"}

@@ -194,3 +194,33 @@ def test_a_job_reads_validating_while_its_data_is_checked() -> None:
     assert job_status(Run(status=RunStatus.running, progress_code="tokenising")) == "validating"
     assert job_status(Run(status=RunStatus.running, progress_code="step_loss")) == "running"
     assert job_status(Run(status=RunStatus.queued)) == "queued"
+
+
+def test_job_lists_cost_the_same_queries_for_one_job_as_for_five(client: Any, setup: dict[str, Any]) -> None:
+    """Lists load what they show beside each job (run, model, dataset version) in the list's own queries;
+    the relationships refuse to load one row at a time (lazy='raise'), so a list that forgot would fail."""
+    from sqlalchemy import event
+
+    from app.db.session import get_engine
+
+    base = {"model_id": setup["model"], "dataset_version_id": setup["version"], "spec": {"max_steps": 2}}
+
+    def queries(path: str) -> int:
+        seen: list[str] = []
+
+        def count(*_args: Any) -> None:
+            seen.append("q")
+
+        event.listen(get_engine(), "before_cursor_execute", count)
+        try:
+            assert client.get(path).status_code == 200
+        finally:
+            event.remove(get_engine(), "before_cursor_execute", count)
+        return len(seen)
+
+    client.post("/api/v1/jobs", json=base)
+    one = {path: queries(path) for path in ("/jobs", "/api/v1/jobs", "/v1/fine_tuning/jobs")}
+    for _ in range(4):
+        client.post("/api/v1/jobs", json=base)
+    five = {path: queries(path) for path in one}
+    assert five == one

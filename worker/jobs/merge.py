@@ -15,7 +15,7 @@ from app.adapters.service import MERGE_KIND, merged_dir
 from app.datasets.storage import artifact_path
 from app.db.models import BaseModelRecord, TrainingJob
 from app.db.session import session_scope
-from app.jobs import service as jobs
+from app.jobs import files as job_files
 from app.jobs.card import model_card
 
 KIND = MERGE_KIND
@@ -30,7 +30,7 @@ class MergeHandler:
                 raise ValueError("The training job or its base model has been deleted.")
             spec = {
                 "model_dir": str(artifact_path(model.storage_key)),
-                "adapter_dir": str(jobs.final_dir(job)),
+                "adapter_dir": str(job_files.final_dir(job)),
                 "chat_template": model.chat_template,
                 "output_dir": str(merged_dir(job)),
             }

@@ -4,12 +4,16 @@ store), the user's overrides of those decisions, and the version committed from 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, IdMixin, TimestampMixin
+
+if TYPE_CHECKING:
+    from app.db.models.dataset import DatasetVersion
+    from app.db.models.run import Run
 
 
 class CleaningRecipe(IdMixin, TimestampMixin, Base):
@@ -41,6 +45,9 @@ class Cleaning(IdMixin, TimestampMixin, Base):
     )
     # the background run writing the committed version (the latest try)
     commit_run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), nullable=True)
+
+    version: Mapped[DatasetVersion] = relationship(foreign_keys=[version_id], lazy="raise")
+    run: Mapped[Run | None] = relationship(foreign_keys=[run_id], lazy="raise")
 
 
 class CleaningOverride(IdMixin, TimestampMixin, Base):

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import enum
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, BigInteger, Enum, ForeignKey, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, IdMixin, TimestampMixin
+
+if TYPE_CHECKING:
+    from app.db.models.run import Run
 
 
 class Upload(IdMixin, TimestampMixin, Base):
@@ -60,6 +63,8 @@ class Dataset(IdMixin, TimestampMixin, Base):
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
 
+    validation_run: Mapped[Run | None] = relationship(foreign_keys=[validation_run_id], lazy="raise")
+
 
 class DatasetVersion(IdMixin, TimestampMixin, Base):
     """Immutable: a Parquet file of canonical records (with their split) and what made it."""
@@ -81,3 +86,5 @@ class DatasetVersion(IdMixin, TimestampMixin, Base):
     upload_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("uploads.id", ondelete="SET NULL"), nullable=True)
     run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), nullable=True)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+
+    dataset: Mapped[Dataset] = relationship(lazy="raise")

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, IdMixin, TimestampMixin
+
+if TYPE_CHECKING:
+    from app.db.models.dataset import DatasetVersion
+    from app.db.models.job import TrainingJob
+    from app.db.models.run import Run
 
 
 class Evaluation(IdMixin, TimestampMixin, Base):
@@ -24,6 +29,10 @@ class Evaluation(IdMixin, TimestampMixin, Base):
     storage_key: Mapped[str] = mapped_column(String(200), nullable=False)
     # the report's headline numbers, copied here when the run succeeds (for lists and comparisons)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+    job: Mapped[TrainingJob] = relationship(lazy="raise")
+    dataset_version: Mapped[DatasetVersion] = relationship(lazy="raise")
+    run: Mapped[Run | None] = relationship(lazy="raise")
 
 
 class Judge(IdMixin, TimestampMixin, Base):

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, IdMixin, TimestampMixin
+
+if TYPE_CHECKING:
+    from app.db.models.base_model import BaseModelRecord
+    from app.db.models.dataset import DatasetVersion
+    from app.db.models.run import Run
 
 
 class TrainingJob(IdMixin, TimestampMixin, Base):
@@ -45,6 +50,12 @@ class TrainingJob(IdMixin, TimestampMixin, Base):
     )
     # resumed from a complete checkpoint ("checkpoint-N") of the job it was cloned from
     resume_checkpoint: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+    # Relationships never load by themselves (lazy="raise"): a list or page that shows them says so in its
+    # query (selectinload), so a list costs a fixed number of queries whatever its length.
+    base_model: Mapped[BaseModelRecord] = relationship(lazy="raise")
+    dataset_version: Mapped[DatasetVersion | None] = relationship(foreign_keys=[dataset_version_id], lazy="raise")
+    run: Mapped[Run | None] = relationship(foreign_keys=[run_id], lazy="raise")
 
 
 class TrainingPreset(IdMixin, TimestampMixin, Base):
