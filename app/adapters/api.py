@@ -83,13 +83,13 @@ def _ids(items: list[Any]) -> list[str]:
 def lineage_read(session: Session, row: service.AdapterRow, user: User) -> dict[str, Any]:
     found = service.lineage(session, row, user=user)
 
-    def trail(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    def trail(value: service.DatasetTrail | None) -> dict[str, Any] | None:
         if value is None:
             return None
-        dataset = value["dataset"]
+        dataset = value.dataset
         return {
-            "dataset_id": str(dataset.id) if dataset else None,
-            "dataset_name": dataset.name if dataset else None,
+            "dataset_id": str(dataset.id),
+            "dataset_name": dataset.name,
             "versions": [
                 {
                     "id": str(v.id),
@@ -98,29 +98,29 @@ def lineage_read(session: Session, row: service.AdapterRow, user: User) -> dict[
                     "records": v.record_count,
                     "skipped": v.skipped_count,
                 }
-                for v in value["versions"]
+                for v in value.versions
             ],
             "uploads": [
                 {"id": str(u.id), "filename": u.filename, "size_bytes": u.size_bytes, "sha256": u.sha256}
-                for u in value["uploads"]
+                for u in value.uploads
             ],
-            "validation": value["report"],
+            "validation": value.report,
         }
 
     return {
         "adapter": to_read(row).model_dump(mode="json"),
-        "training_data": trail(found["training"]),
-        "general_data": trail(found["general"]),
-        "validation_data": trail(found["held_out"]),
-        "reward_model_job_id": str(found["reward_model"].id) if found["reward_model"] else None,
-        "resumed_from_job_id": str(found["cloned_from"].id) if found["cloned_from"] else None,
-        "evaluations": _ids(found["evaluations"]),
-        "judgements": _ids(found["judgements"]),
-        "feedback": found["feedback"],
+        "training_data": trail(found.training),
+        "general_data": trail(found.general),
+        "validation_data": trail(found.held_out),
+        "reward_model_job_id": str(found.reward_model.id) if found.reward_model else None,
+        "resumed_from_job_id": str(found.cloned_from.id) if found.cloned_from else None,
+        "evaluations": _ids(found.evaluations),
+        "judgements": _ids(found.judgements),
+        "feedback": found.feedback,
         "preference_datasets": [
-            {"dataset_id": str(p["dataset"].id), "trained_jobs": _ids(p["jobs"])} for p in found["preference_datasets"]
+            {"dataset_id": str(p.dataset.id), "trained_jobs": _ids(p.jobs)} for p in found.preference_datasets
         ],
-        "continued_by": _ids(found["continued_by"]),
+        "continued_by": _ids(found.continued_by),
     }
 
 
@@ -193,13 +193,13 @@ def merged_zip(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Str
 def get_dependents(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     found = service.dependents(session, service.get_adapter(session, job_id, user=user), user=user)
     return {
-        "evaluations": _ids(found["evaluations"]),
-        "judgements": _ids(found["judgements"]),
-        "merged": found["merged"],
-        "resumed_by": _ids(found["resumed_by"]),
-        "reward_for": _ids(found["reward_for"]),
-        "preference_datasets": found["preference_datasets"],
-        "running": _ids(found["running"]),
+        "evaluations": _ids(found.evaluations),
+        "judgements": _ids(found.judgements),
+        "merged": found.merged,
+        "resumed_by": _ids(found.resumed_by),
+        "reward_for": _ids(found.reward_for),
+        "preference_datasets": found.preference_datasets,
+        "running": _ids(found.running),
     }
 
 

@@ -138,25 +138,36 @@ def _version_chain(session: Session, version: DatasetVersion | None) -> list[Dat
     return chain
 
 
-def _dataset_trail(session: Session, version: DatasetVersion | None) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class DatasetTrail:
+    """Back from a version to the files it came from: its dataset, the versions it was made through (cleanings
+    and commits), the uploads, and what validation said of them."""
+
+    dataset: Dataset
+    versions: list[DatasetVersion]
+    uploads: list[Upload]
+    report: dict[str, Any]  # valid_lines, invalid_lines, by_code, record_format
+
+
+def _dataset_trail(session: Session, version: DatasetVersion | None) -> DatasetTrail | None:
     if version is None:
         return None
-    dataset = session.get(Dataset, version.dataset_id)
+    dataset = referenced(session, Dataset, version.dataset_id)
     chain = _version_chain(session, version)
-    upload_ids = {v.upload_id for v in chain if v.upload_id} | ({dataset.upload_id} if dataset else set())
+    upload_ids = {v.upload_id for v in chain if v.upload_id} | {dataset.upload_id}
     uploads = [u for u in (session.get(Upload, i) for i in upload_ids) if u is not None]
-    report = (dataset.report if dataset else None) or {}
-    return {
-        "dataset": dataset,
-        "versions": chain,
-        "uploads": sorted(uploads, key=lambda u: u.created_at),
-        "report": {
+    report = dataset.report or {}
+    return DatasetTrail(
+        dataset=dataset,
+        versions=chain,
+        uploads=sorted(uploads, key=lambda u: u.created_at),
+        report={
             "valid_lines": report.get("valid_lines"),
             "invalid_lines": report.get("invalid_lines", 0),
             "by_code": report.get("by_code", {}),
             "record_format": report.get("record_format"),
         },
-    }
+    )
 
 
 def _feedback_on(session: Session, row: AdapterRow, user: User) -> list[Feedback]:
@@ -170,7 +181,29 @@ def _feedback_on(session: Session, row: AdapterRow, user: User) -> list[Feedback
     return list(session.scalars(stmt))
 
 
-def lineage(session: Session, row: AdapterRow, *, user: User) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PreferenceTrail:
+    dataset: Dataset  # made from playground feedback on the adapter's answers
+    jobs: list[TrainingJob]  # trained on it
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Back from the adapter to the uploads, and forward to what was made from it."""
+
+    training: DatasetTrail | None  # None for an adapter uploaded rather than trained here
+    general: DatasetTrail | None
+    held_out: DatasetTrail | None
+    reward_model: TrainingJob | None
+    cloned_from: TrainingJob | None
+    evaluations: list[Evaluation]
+    judgements: list[Judgement]
+    feedback: dict[str, int]  # count, used
+    preference_datasets: list[PreferenceTrail]
+    continued_by: list[TrainingJob]
+
+
+def lineage(session: Session, row: AdapterRow, *, user: User) -> Lineage:
     """Back from the adapter to the upload, and forward to what was made from it."""
     job = row.job
     feedback = _feedback_on(session, row, user)
@@ -186,7 +219,7 @@ def lineage(session: Session, row: AdapterRow, *, user: User) -> dict[str, Any]:
             if version_ids
             else []
         )
-        made_from_sets.append({"dataset": dataset, "jobs": trained})
+        made_from_sets.append(PreferenceTrail(dataset, trained))
     evaluations = list(
         session.scalars(select(Evaluation).where(Evaluation.job_id == job.id).order_by(Evaluation.created_at))
     )
@@ -210,22 +243,20 @@ def lineage(session: Session, row: AdapterRow, *, user: User) -> dict[str, Any]:
             reward = None
     continued = list(session.scalars(select(TrainingJob).where(TrainingJob.cloned_from_id == job.id)))
     cloned_from = session.get(TrainingJob, job.cloned_from_id) if job.cloned_from_id else None
-    return {
-        "training": _dataset_trail(session, row.version),
-        "general": _dataset_trail(
-            session, session.get(DatasetVersion, job.general_version_id) if job.general_version_id else None
-        ),
-        "held_out": _dataset_trail(
-            session, session.get(DatasetVersion, job.validation_version_id) if job.validation_version_id else None
-        ),
-        "reward_model": reward,
-        "cloned_from": cloned_from if cloned_from and cloned_from.owner_id == user.id else None,
-        "evaluations": evaluations,
-        "judgements": judgements,
-        "feedback": {"count": len(feedback), "used": sum(1 for f in feedback if f.dataset_id)},
-        "preference_datasets": made_from_sets,
-        "continued_by": [j for j in continued if j.owner_id == user.id],
-    }
+    general = referenced(session, DatasetVersion, job.general_version_id) if job.general_version_id else None
+    held_out = referenced(session, DatasetVersion, job.validation_version_id) if job.validation_version_id else None
+    return Lineage(
+        training=_dataset_trail(session, row.version),
+        general=_dataset_trail(session, general),
+        held_out=_dataset_trail(session, held_out),
+        reward_model=reward,
+        cloned_from=cloned_from if cloned_from and cloned_from.owner_id == user.id else None,
+        evaluations=evaluations,
+        judgements=judgements,
+        feedback={"count": len(feedback), "used": sum(1 for f in feedback if f.dataset_id)},
+        preference_datasets=made_from_sets,
+        continued_by=[j for j in continued if j.owner_id == user.id],
+    )
 
 
 MERGE_KIND = "merge"
@@ -272,7 +303,20 @@ def merged_zip(session: Session, row: AdapterRow) -> Iterator[bytes]:
     return job_files.directory_zip(merged_dir(row.job), model_card(session, row.job, merged=True))
 
 
-def dependents(session: Session, row: AdapterRow, *, user: User) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Dependents:
+    """What deleting an adapter takes with it, and what refers to it and stays."""
+
+    evaluations: list[Evaluation]
+    judgements: list[Judgement]
+    merged: bool
+    resumed_by: list[TrainingJob]
+    reward_for: list[TrainingJob]
+    preference_datasets: list[str]  # ids of datasets made from feedback on its answers
+    running: list[TrainingJob]  # of resumed_by and reward_for: these block the deletion
+
+
+def dependents(session: Session, row: AdapterRow, *, user: User) -> Dependents:
     """What deleting the adapter would take with it (its evaluations and their judgements, its merged model)
     and what refers to it and stays (jobs resumed from it or scored by it as a reward model, preference
     datasets made from feedback on its answers)."""
@@ -287,33 +331,33 @@ def dependents(session: Session, row: AdapterRow, *, user: User) -> dict[str, An
     resumed_by = [j for j in mine if j.cloned_from_id == job.id]
     reward_for = [j for j in mine if j.spec.get("reward_job_id") == str(job.id)]
     feedback = _feedback_on(session, row, user)
-    return {
-        "evaluations": evaluations,
-        "judgements": judgements,
-        "merged": merged_ready(job),
-        "resumed_by": resumed_by,
-        "reward_for": reward_for,
-        "preference_datasets": sorted({str(f.dataset_id) for f in feedback if f.dataset_id}),
-        "running": [j for j in resumed_by + reward_for if not jobs.job_run(session, j).status.is_final],
-    }
+    return Dependents(
+        evaluations=evaluations,
+        judgements=judgements,
+        merged=merged_ready(job),
+        resumed_by=resumed_by,
+        reward_for=reward_for,
+        preference_datasets=sorted({str(f.dataset_id) for f in feedback if f.dataset_id}),
+        running=[j for j in resumed_by + reward_for if not jobs.job_run(session, j).status.is_final],
+    )
 
 
 def delete_adapter(session: Session, row: AdapterRow, *, user: User) -> None:
     """Delete the job's adapter, checkpoints and merged model, its evaluations and their judgements. Jobs
     still running from it (resumed, or scored by it) must finish or be cancelled first."""
     found = dependents(session, row, user=user)
-    if found["running"]:
-        names = ", ".join(j.name for j in found["running"])
+    if found.running:
+        names = ", ".join(j.name for j in found.running)
         raise Conflict(_("Jobs that use this adapter are still running (%(names)s); cancel them first.", names=names))
     merge = merge_run(session, row.job)
     if merge is not None and not merge.status.is_final:
         raise Conflict(_("A merge of this adapter is running; wait for it to finish."))
-    keys = [e.storage_key for e in found["evaluations"] if e.storage_key]
-    keys += [j.storage_key for j in found["judgements"] if j.storage_key]
+    keys = [e.storage_key for e in found.evaluations if e.storage_key]
+    keys += [j.storage_key for j in found.judgements if j.storage_key]
     keys.append(row.job.storage_key)
-    for judgement in found["judgements"]:
+    for judgement in found.judgements:
         session.delete(judgement)
-    for evaluation in found["evaluations"]:
+    for evaluation in found.evaluations:
         session.delete(evaluation)
     session.delete(row.job)
     session.flush()
