@@ -8,6 +8,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy.orm import Session
 
 from app.core.errors import NotFound
+from app.core.i18n import _
 
 
 class Owned(Protocol):
@@ -36,5 +37,5 @@ def referenced(session: Session, model: type[R], object_id: Any) -> R:
     Answers from the session's identity map when a list's query loaded it already (selectinload)."""
     found = session.get(model, object_id)
     if found is None:  # only a broken database gets here
-        raise NotFound(f"{model.__name__} {object_id} is missing")
+        raise NotFound(_("The %(kind)s this refers to is missing.", kind=model.__name__))
     return found
