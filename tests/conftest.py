@@ -107,6 +107,31 @@ def postgres_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# Tests that share a module- or session-scoped set-up (a running `refinery up`, a trained reward model) run on
+# one worker of the parallel run (pytest-xdist's --dist loadgroup), in their order.
+SHARED_SETUP_GROUPS = {
+    "tests/e2e/": "browser",
+    "tests/openai_api/test_fine_tuning_live.py": "openai-live",
+    "tests/jobs/test_training_methods.py": "training-methods",
+    "tests/datasets/test_upload_streaming.py": "upload-streaming",
+    "tests/adapters/test_upload.py": "adapter-upload",
+    "tests/cleaning/test_ner.py": "ner",
+}
+
+
+# The longest units start first, so that neither worker is left with one of them at the end (order within a
+# unit is kept: the browser walkthrough builds on its own earlier steps when run in file order).
+LONGEST_FIRST = ("tests/e2e/", "tests/slow/", "tests/openai_api/test_fine_tuning_live.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for prefix, group in SHARED_SETUP_GROUPS.items():
+            if item.nodeid.startswith(prefix):
+                item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A test on the database runs on SQLite; one that touches SQL dialects, locking or the schema
     (``@pytest.mark.postgres_too``, or its module's ``pytestmark``) runs on PostgreSQL as well. A test that

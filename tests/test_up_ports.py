@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import free_port, refinery_command, service_process, wait_for
 
+pytestmark = pytest.mark.serial  # measures time or latency, or kills services: runs alone
+
 
 @contextmanager
 def occupied(port: int) -> Iterator[bool]:

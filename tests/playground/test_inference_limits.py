@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import inference_process
 
+pytestmark = pytest.mark.serial  # measures time or latency, or kills services: runs alone
+
 
 @pytest.fixture
 def inference(configure: Any, env: Any, tmp_path: Any) -> Iterator[dict[str, Any]]:

@@ -10,6 +10,8 @@ import pytest
 
 from bench import load
 
+pytestmark = pytest.mark.serial  # measures time or latency, or kills services: runs alone
+
 
 @pytest.mark.timeout(900)
 def test_fifty_chart_viewers_twenty_uploads_and_twenty_users_on_sqlite(tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ import pytest
 
 from bench.stack import stack
 
+pytestmark = pytest.mark.serial  # measures time or latency, or kills services: runs alone
+
 
 def _wrong_login(base: str, i: int) -> int:
     with httpx.Client(base_url=base, timeout=30) as client:

@@ -15,6 +15,8 @@ from app.core.queue import send_run
 from tests.conftest import REDIS_URL, need_service, stop_process, wait_for
 from tests.runs.test_queue_workers import _start_worker
 
+pytestmark = pytest.mark.serial  # measures time or latency, or kills services: runs alone
+
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_job_longer_than_the_visibility_timeout_runs_once(

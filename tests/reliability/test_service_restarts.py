@@ -25,6 +25,8 @@ import pytest
 
 from tests.conftest import REQUIRE_SERVICES, free_port, stop_process, wait_for
 
+pytestmark = pytest.mark.serial  # measures time or latency, or kills services: runs alone
+
 
 class Server:
     """A server process we start, kill and start again on the same port."""

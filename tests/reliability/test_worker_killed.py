@@ -18,6 +18,8 @@ import pytest
 from tests.conftest import stop_process, wait_for
 from tests.runs.test_queue_workers import _start_worker
 
+pytestmark = pytest.mark.serial  # measures time or latency, or kills services: runs alone
+
 
 def _training_children(data_dir: Path) -> list[int]:
     """Pids of training children (or spares) started for this data directory."""

@@ -120,6 +120,7 @@ def test_an_address_that_guesses_many_accounts_is_slowed_down(client: Any, confi
     assert statuses[:21] == [401] * 21 and statuses[21] == 429, statuses
 
 
+@pytest.mark.serial  # compares timings
 def test_an_unknown_email_takes_as_long_as_a_known_one(client: Any) -> None:
     make_admin(client)
     client.post("/logout", data={"csrf_token": csrf_of(client, "/models")})
