@@ -124,6 +124,7 @@ SHARED_SETUP_GROUPS = {
 LONGEST_FIRST = ("tests/e2e/", "tests/slow/", "tests/openai_api/test_fine_tuning_live.py")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         for prefix, group in SHARED_SETUP_GROUPS.items():
