@@ -108,7 +108,8 @@ def postgres_url() -> Iterator[str]:
 
 
 # Tests that share a module- or session-scoped set-up (a running `refinery up`, a trained reward model) run on
-# one worker of the parallel run (pytest-xdist's --dist loadgroup), in their order.
+# one worker of the parallel run, in their order: the scheduler below keeps each group one unit of work.
+# (xdist's own --dist loadgroup cannot: it renames node ids, which pytest 9 no longer reads.)
 SHARED_SETUP_GROUPS = {
     "tests/e2e/": "browser",
     "tests/openai_api/test_fine_tuning_live.py": "openai-live",
@@ -117,20 +118,28 @@ SHARED_SETUP_GROUPS = {
     "tests/adapters/test_upload.py": "adapter-upload",
     "tests/cleaning/test_ner.py": "ner",
 }
-
-
 # The longest units start first, so that neither worker is left with one of them at the end (order within a
 # unit is kept: the browser walkthrough builds on its own earlier steps when run in file order).
 LONGEST_FIRST = ("tests/e2e/", "tests/slow/", "tests/openai_api/test_fine_tuning_live.py")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the node ids
+def shared_setup_group(nodeid: str) -> str:
+    """The unit of work a test belongs to: its group, or the test alone."""
+    return next((group for prefix, group in SHARED_SETUP_GROUPS.items() if nodeid.startswith(prefix)), nodeid)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        for prefix, group in SHARED_SETUP_GROUPS.items():
-            if item.nodeid.startswith(prefix):
-                item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedSetupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return shared_setup_group(nodeid)
+
+    return SharedSetupScheduling(config, log)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
