@@ -197,6 +197,7 @@ def create_app() -> FastAPI:
     from app.jobs import api as jobs_api
     from app.jobs import ui as jobs_ui
     from app.openai_api import fine_tuning as openai_fine_tuning
+    from app.openai_api import graders as openai_graders
     from app.openai_api import models as openai_models
     from app.openai_api import routes as openai_api
     from app.playground import api as playground_api
@@ -227,6 +228,7 @@ def create_app() -> FastAPI:
         openai_api,
         openai_models,
         openai_fine_tuning,
+        openai_graders,
         adapters_ui,
         adapters_api,
     ):

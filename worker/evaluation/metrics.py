@@ -63,7 +63,7 @@ _ROUGE: Any = None
 def rouge_l(prediction: str, reference: str) -> float:
     global _ROUGE
     if _ROUGE is None:
-        from rouge_score import rouge_scorer  # type: ignore[import-untyped]
+        from rouge_score import rouge_scorer
 
         _ROUGE = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Tokenizer())
     return float(_ROUGE.score(reference, prediction)["rougeL"].fmeasure)

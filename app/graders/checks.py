@@ -1,0 +1,53 @@
+"""Checking a grader before anything runs (``/validate``, and when one is saved): templates name only
+``item``/``sample``, a formula is arithmetic over its graders' names, a python grader's source parses and
+defines ``grade(sample, item)``, and the metric is one this installation computes."""
+
+from __future__ import annotations
+
+import ast
+
+from app.graders.formula import FormulaError, parse
+from app.graders.similarity import MetricUnavailable
+from app.graders.specs import Grader, MultiGrader, PythonGrader, StringCheckGrader, TextSimilarityGrader
+from app.graders.template import TemplateError, check
+
+
+class GraderInvalid(ValueError):
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def validate(grader: Grader, prefix: str = "grader") -> None:
+    if isinstance(grader, MultiGrader):
+        try:
+            parse(grader.calculate_output, set(grader.graders))
+        except FormulaError as exc:
+            raise GraderInvalid(str(exc), f"{prefix}.calculate_output") from None
+        for name, inner in grader.graders.items():
+            validate(inner, f"{prefix}.graders.{name}")
+        return
+    if isinstance(grader, PythonGrader):
+        try:
+            tree = ast.parse(grader.source)
+        except SyntaxError as exc:
+            raise GraderInvalid(
+                f"The source does not parse: {exc.msg} (line {exc.lineno}).", f"{prefix}.source"
+            ) from None
+        defined = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+        if "grade" not in defined or len(defined["grade"].args.args) != 2:
+            raise GraderInvalid("The source must define grade(sample, item) at its top level.", f"{prefix}.source")
+        return
+    assert isinstance(grader, (StringCheckGrader, TextSimilarityGrader))
+    for name in ("input", "reference"):
+        try:
+            check(getattr(grader, name))
+        except TemplateError as exc:
+            raise GraderInvalid(str(exc), f"{prefix}.{name}") from None
+    if isinstance(grader, TextSimilarityGrader) and grader.evaluation_metric == "cosine":
+        from app.graders.similarity import similarity
+
+        try:
+            similarity("cosine", "", "")
+        except MetricUnavailable as exc:
+            raise GraderInvalid(str(exc), f"{prefix}.evaluation_metric") from None

@@ -1,0 +1,56 @@
+"""text_similarity's metrics, each in [0, 1], from the libraries the field uses (no hand-written metric):
+
+* fuzzy_match: rapidfuzz's normalised Indel similarity (``fuzz.ratio`` / 100);
+* bleu: sacrebleu's sentence BLEU (with its default exponential smoothing) / 100;
+* gleu: NLTK's sentence GLEU (Google-BLEU, n-grams 1 to 4) on whitespace tokens;
+* meteor: NLTK's METEOR on lower-cased whitespace tokens, with exact and Porter-stem matching — its WordNet
+  synonym stage is off, as WordNet is not shipped (nothing is downloaded at run time);
+* rouge_1 … rouge_5, rouge_l: Google's rouge-score F-measure, with its stemmer off.
+
+``cosine`` needs a sentence-embedding model, which the web process does not load: it is refused here with a
+message saying so."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MetricUnavailable(ValueError):
+    """A metric this process cannot compute."""
+
+
+class _NoWordNet:
+    """Stands in for WordNet in NLTK's METEOR: no synonyms, so only exact and stem matches count."""
+
+    def synsets(self, *_args: Any, **_kwargs: Any) -> list[Any]:
+        return []
+
+
+def similarity(metric: str, text: str, reference: str) -> float:
+    if metric == "fuzzy_match":
+        from rapidfuzz import fuzz
+
+        return float(fuzz.ratio(text, reference)) / 100
+    if metric == "bleu":
+        import sacrebleu
+
+        return min(1.0, float(sacrebleu.sentence_bleu(text, [reference]).score) / 100)
+    if metric == "gleu":
+        from nltk.translate.gleu_score import sentence_gleu
+
+        return float(sentence_gleu([reference.split()], text.split()))
+    if metric == "meteor":
+        from nltk.translate.meteor_score import meteor_score
+
+        return float(meteor_score([reference.lower().split()], text.lower().split(), wordnet=_NoWordNet()))
+    if metric.startswith("rouge_"):
+        from rouge_score import rouge_scorer
+
+        kind = "rougeL" if metric == "rouge_l" else f"rouge{metric.removeprefix('rouge_')}"
+        return float(rouge_scorer.RougeScorer([kind]).score(reference, text)[kind].fmeasure)
+    if metric == "cosine":
+        raise MetricUnavailable(
+            "evaluation_metric 'cosine' needs a sentence-embedding model, which graders do not load yet; use "
+            "fuzzy_match, bleu, gleu, meteor or a rouge metric"
+        )
+    raise MetricUnavailable(f"Unknown evaluation_metric '{metric}'.")

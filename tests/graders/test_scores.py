@@ -1,0 +1,180 @@
+"""Every grader type against scores computed by hand."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import TypeAdapter
+
+from app.graders.checks import GraderInvalid, validate
+from app.graders.grade import grade
+from app.graders.specs import Grader
+
+GRADER: TypeAdapter[Any] = TypeAdapter(Grader)
+
+
+def score(spec: dict[str, Any], output: str, item: dict[str, Any] | None = None) -> float:
+    return grade(GRADER.validate_python(spec), output_text=output, item=item or {}).score
+
+
+@pytest.mark.parametrize(
+    ("operation", "output", "reference", "expected"),
+    [
+        ("eq", "Paris", "Paris", 1.0),
+        ("eq", "paris", "Paris", 0.0),
+        ("ne", "Lyon", "Paris", 1.0),
+        ("like", "The capital is Paris.", "Paris", 1.0),
+        ("like", "The capital is PARIS.", "Paris", 0.0),
+        ("ilike", "The capital is PARIS.", "Paris", 1.0),
+    ],
+)
+def test_string_check(operation: str, output: str, reference: str, expected: float) -> None:
+    spec = {
+        "type": "string_check",
+        "name": "capital",
+        "input": "{{ sample.output_text }}",
+        "reference": "{{ item.answer }}",
+        "operation": operation,
+    }
+    assert score(spec, output, {"answer": reference}) == expected
+
+
+def test_templates_read_the_items_fields_and_the_answers_json() -> None:
+    spec = {
+        "type": "string_check",
+        "name": "city",
+        "input": "{{ sample.output_json.city }}",
+        "reference": "{{ item.expected.city }}",
+        "operation": "eq",
+    }
+    item = {"expected": {"city": "Paris"}}
+    assert score(spec, json.dumps({"city": "Paris", "country": "FR"}), item) == 1.0
+    assert score(spec, json.dumps({"city": "Lyon"}), item) == 0.0
+    missing = grade(GRADER.validate_python(spec), output_text="not json", item=item)
+    assert missing.score == 0.0 and missing.errors["invalid_variable_error"]
+    assert "sample has no 'city'" in missing.details["invalid_variable_error"]
+
+
+# The figures are worked out by hand in the comments (the libraries must agree with them).
+@pytest.mark.parametrize(
+    ("metric", "output", "reference", "expected"),
+    [
+        # LCS(kitten, sitting) = 'ittn' (4): Indel distance 6 + 7 - 2*4 = 5, similarity 1 - 5/13
+        ("fuzzy_match", "kitten", "sitting", 1 - 5 / 13),
+        ("bleu", "the cat sat on the mat", "the cat sat on the mat", 1.0),
+        ("bleu", "dogs bark", "the cat sat on the mat", 0.0),
+        # n-grams (1-4) of each: {the, cat, the cat} vs {the, dog, the dog}: 1 match of 3 either way
+        ("gleu", "the cat", "the dog", 1 / 3),
+        # 6 unigram matches in one chunk: Fmean 1, penalty 0.5 * (1/6)^3
+        ("meteor", "the cat sat on the mat", "the cat sat on the mat", 1 - 0.5 * (1 / 6) ** 3),
+        # unigrams: 2 of 3 match both ways
+        ("rouge_1", "the cat sat", "the cat ran", 2 / 3),
+        # bigrams {the cat, cat sat} vs {the cat, cat ran}: 1 of 2
+        ("rouge_2", "the cat sat", "the cat ran", 0.5),
+        ("rouge_3", "the cat sat", "the cat ran", 0.0),
+        # longest common subsequence 'the cat': 2 of 3
+        ("rouge_l", "the cat sat", "the cat ran", 2 / 3),
+    ],
+)
+def test_text_similarity(metric: str, output: str, reference: str, expected: float) -> None:
+    spec = {
+        "type": "text_similarity",
+        "name": metric,
+        "input": "{{ sample.output_text }}",
+        "reference": reference,
+        "evaluation_metric": metric,
+    }
+    assert score(spec, output) == pytest.approx(expected, abs=1e-6)
+
+
+def test_multi_combines_its_graders_with_the_formula() -> None:
+    spec = {
+        "type": "multi",
+        "name": "both",
+        "graders": {
+            "exact": {
+                "type": "string_check",
+                "name": "exact",
+                "input": "{{ sample.output_text }}",
+                "reference": "the cat sat",
+                "operation": "eq",
+            },
+            "overlap": {
+                "type": "text_similarity",
+                "name": "overlap",
+                "input": "{{ sample.output_text }}",
+                "reference": "the cat ran",
+                "evaluation_metric": "rouge_2",
+            },
+        },
+        "calculate_output": "0.25 * exact + 0.75 * max(overlap, 0.2)",
+    }
+    result = grade(GRADER.validate_python(spec), output_text="the cat sat", item={})
+    assert result.sub_scores == {"exact": 1.0, "overlap": 0.5}
+    assert result.score == pytest.approx(0.25 * 1 + 0.75 * 0.5)
+
+
+def test_python_grader_scores_in_its_sandbox() -> None:
+    source = (
+        "import json\n"
+        "def grade(sample, item):\n"
+        "    answer = sample['output_json'] or {}\n"
+        "    return sum(answer.get(k) == v for k, v in item['expected'].items()) / len(item['expected'])\n"
+    )
+    spec = {"type": "python", "name": "fields", "source": source}
+    item = {"expected": {"first": "give", "kind": "list"}}
+    assert score(spec, '{"first": "give", "kind": "list"}', item) == 1.0
+    assert score(spec, '{"first": "give", "kind": "ask"}', item) == 0.5
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "words"),
+    [
+        (
+            {"type": "string_check", "name": "x", "input": "{{ output }}", "reference": "a", "operation": "eq"},
+            "grader.input",
+            "item.…",
+        ),
+        (
+            {"type": "python", "name": "x", "source": "def grade(sample):\n    return 1"},
+            "grader.source",
+            "grade(sample, item)",
+        ),
+        ({"type": "python", "name": "x", "source": "def grade(:"}, "grader.source", "line 1"),
+        (
+            {
+                "type": "multi",
+                "name": "x",
+                "calculate_output": "a + b",
+                "graders": {
+                    "a": {"type": "string_check", "name": "a", "input": "x", "reference": "x", "operation": "eq"}
+                },
+            },
+            "grader.calculate_output",
+            "'b'",
+        ),
+        (
+            {
+                "type": "multi",
+                "name": "x",
+                "calculate_output": "__import__('os')",
+                "graders": {
+                    "a": {"type": "string_check", "name": "a", "input": "x", "reference": "x", "operation": "eq"}
+                },
+            },
+            "grader.calculate_output",
+            "may call min",
+        ),
+        (
+            {"type": "text_similarity", "name": "x", "input": "a", "reference": "b", "evaluation_metric": "cosine"},
+            "grader.evaluation_metric",
+            "cosine",
+        ),
+    ],
+)
+def test_a_bad_grader_is_refused_naming_the_field(spec: dict[str, Any], field: str, words: str) -> None:
+    with pytest.raises(GraderInvalid) as refused:
+        validate(GRADER.validate_python(spec))
+    assert refused.value.field == field and words in str(refused.value)
