@@ -89,5 +89,20 @@ def human_count(value: int | None) -> str:
     return str(value)
 
 
+def human_duration(seconds: float | None) -> str:
+    """A run's length as people say it: '45 s', '3 min 20 s', '2 h 05 min' ('—' when unknown)."""
+    if seconds is None or seconds < 0:
+        return "—"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return i18n.gettext("%(h)s h %(m)s min", h=hours, m=f"{minutes:02d}")
+    if minutes:
+        return i18n.gettext("%(m)s min %(s)s s", m=minutes, s=f"{secs:02d}")
+    return i18n.gettext("%(s)s s", s=secs)
+
+
 templates.env.filters["bytes"] = human_bytes
+templates.env.filters["duration"] = human_duration
 templates.env.filters["count"] = human_count

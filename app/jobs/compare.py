@@ -8,12 +8,29 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.core.i18n import N_, gettext
 from app.db.models import Run, TrainingJob
 from app.jobs.files import metrics
 from app.jobs.service import job_label, job_run
 from app.jobs.spec import TrainingSpec
 
 COMPARED_RESULTS = ("train_loss", "eval_loss", "steps", "epochs", "tokens_seen", "seconds", "trainable_parameters")
+RESULT_LABELS = {
+    "train_loss": N_("Training loss"),
+    "eval_loss": N_("Validation loss"),
+    "steps": N_("Steps"),
+    "epochs": N_("Epochs"),
+    "tokens_seen": N_("Tokens trained"),
+    "seconds": N_("Training time (s)"),
+    "trainable_parameters": N_("Trainable parameters"),
+}
+
+
+def row_labels() -> dict[str, str]:
+    """What the comparison's rows are called, in the reader's language: results, then spec fields."""
+    from app.jobs.forms import LABELS
+
+    return {key: gettext(label) for key, label in (LABELS | RESULT_LABELS).items()}
 
 
 @dataclass(frozen=True)

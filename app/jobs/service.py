@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -195,6 +196,16 @@ def job_status(run: Run) -> str:
     if run.status == RunStatus.running and run.progress_code == "tokenising":
         return "validating"
     return run.status.value
+
+
+def run_seconds(run: Run) -> float | None:
+    """How long a run has trained: until it ended, or until now while it runs (None before it starts)."""
+    if run.started_at is None:
+        return None
+    end = run.finished_at or datetime.now(UTC)
+    started = run.started_at if run.started_at.tzinfo else run.started_at.replace(tzinfo=UTC)
+    end = end if end.tzinfo else end.replace(tzinfo=UTC)
+    return max(0.0, (end - started).total_seconds())
 
 
 def cancel_job(session: Session, job: TrainingJob) -> Run:

@@ -48,10 +48,16 @@ def _choices(session: Session, user: User, values: TrainingSpec | None = None) -
 
 @router.get("/jobs")
 def jobs_page(request: Request, session: SessionDep, user: PageUser) -> Response:
-    jobs = service.list_jobs(session, user=user)
+    jobs = service.list_jobs(session, user=user)  # runs, models and dataset versions preloaded
     runs = {j.id: service.job_run(session, j) for j in jobs}
-    statuses = {job_id: service.job_status(run) for job_id, run in runs.items()}
-    return render(request, "jobs/index.html", {"jobs": jobs, "runs": runs, "statuses": statuses})
+    context = {
+        "jobs": jobs,
+        "runs": runs,
+        "statuses": {job_id: service.job_status(run) for job_id, run in runs.items()},
+        "labels": {j.id: service.job_label(session, j) for j in jobs},
+        "durations": {job_id: service.run_seconds(run) for job_id, run in runs.items()},
+    }
+    return render(request, "jobs/index.html", context)
 
 
 @router.get("/jobs/new")
@@ -149,6 +155,7 @@ def compare_page(request: Request, session: SessionDep, user: PageUser) -> Respo
         **vars(comparison),
         "same_model": comparison.same_model,
         "same_dataset": comparison.same_dataset,
+        "row_labels": comparing.row_labels(),
         "chart": json.dumps(chart),
     }
     return render(request, "jobs/compare.html", context)

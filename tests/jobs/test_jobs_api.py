@@ -40,6 +40,15 @@ def test_launch_train_watch_and_download(client: Any, setup: dict[str, Any], tin
     assert events[0] == "Queued." and events[-1] == "Succeeded."
     page = client.get(f"/jobs/{job['id']}")
     assert page.status_code == 200 and "Download adapter" in page.text
+    # the job list says what each job trained on, how it ended and how long it took
+    import re
+
+    listed = client.get("/jobs").text
+    row = listed[listed.index('data-job="tiny sft"') :].split("</tr>")[0]
+    assert re.search(r"<td data-dataset>chat\.jsonl v1</td>", row), row
+    final = f"{done['run']['result']['train_loss']:.3f}".rstrip("0").rstrip(".")
+    assert re.search(rf"data-final-loss>{re.escape(final)}", row), (final, row)
+    assert re.search(r"data-duration>(\d+ s|\d+ min \d\d s)<", row), row
 
     archive = client.get(f"/api/v1/jobs/{job['id']}/adapter")
     assert archive.status_code == 200 and "attachment" in archive.headers["content-disposition"]

@@ -124,6 +124,14 @@ def test_compare_runs(client: Any, setup: dict[str, Any]) -> None:
     assert 'data-field="lora_r"' not in page.text  # only what differs
     assert "slow lr" in page.text and "fast lr" in page.text and 'data-metric="train_loss"' in page.text
     assert "&#34;loss&#34;: [[1," in page.text  # both curves travel to the chart
+    # rows are named in words, in the reader's language, never by their field names
+    assert '<tr data-field="learning_rate"><th>Learning rate</th>' in page.text
+    assert '<tr data-metric="train_loss"><th>Training loss</th>' in page.text
+    client.post("/locale", data={"locale": "zh_Hans", "csrf_token": client.headers["X-CSRF-Token"]})
+    chinese = client.get(f"/jobs/compare?id={first['id']}&id={second['id']}").text
+    assert '<tr data-metric="train_loss"><th>训练损失</th>' in chinese
+    assert "<th>train_loss</th>" not in chinese and "<th>learning_rate</th>" not in chinese
+    client.post("/locale", data={"locale": "en", "csrf_token": client.headers["X-CSRF-Token"]})
     assert client.get(f"/jobs/compare?id={first['id']}").status_code == 422
     assert client.get("/jobs/compare?id=not-a-uuid&id=x").status_code == 404
     index = client.get("/jobs")
