@@ -82,6 +82,7 @@ def _ids(items: list[Any]) -> list[str]:
 
 def lineage_read(session: Session, row: service.AdapterRow, user: User) -> dict[str, Any]:
     found = service.lineage(session, row, user=user)
+    job = row.job
 
     def trail(value: service.DatasetTrail | None) -> dict[str, Any] | None:
         if value is None:
@@ -113,7 +114,8 @@ def lineage_read(session: Session, row: service.AdapterRow, user: User) -> dict[
         "general_data": trail(found.general),
         "validation_data": trail(found.held_out),
         "reward_model_job_id": str(found.reward_model.id) if found.reward_model else None,
-        "resumed_from_job_id": str(found.cloned_from.id) if found.cloned_from else None,
+        "resumed_from_job_id": str(found.cloned_from.id) if found.cloned_from and job.resume_checkpoint else None,
+        "cloned_from_job_id": str(found.cloned_from.id) if found.cloned_from and not job.resume_checkpoint else None,
         "evaluations": _ids(found.evaluations),
         "judgements": _ids(found.judgements),
         "feedback": found.feedback,
@@ -197,6 +199,7 @@ def get_dependents(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) ->
         "judgements": _ids(found.judgements),
         "merged": found.merged,
         "resumed_by": _ids(found.resumed_by),
+        "cloned_by": _ids(found.cloned_by),
         "reward_for": _ids(found.reward_for),
         "preference_datasets": found.preference_datasets,
         "running": _ids(found.running),

@@ -310,7 +310,8 @@ class Dependents:
     evaluations: list[Evaluation]
     judgements: list[Judgement]
     merged: bool
-    resumed_by: list[TrainingJob]
+    resumed_by: list[TrainingJob]  # jobs that continue from one of its checkpoints
+    cloned_by: list[TrainingJob]  # jobs started again from its spec ("Clone with changes"): they use no file of it
     reward_for: list[TrainingJob]
     preference_datasets: list[str]  # ids of datasets made from feedback on its answers
     running: list[TrainingJob]  # of resumed_by and reward_for: these block the deletion
@@ -328,7 +329,8 @@ def dependents(session: Session, row: AdapterRow, *, user: User) -> Dependents:
         else []
     )
     mine = jobs.list_jobs(session, user=user)
-    resumed_by = [j for j in mine if j.cloned_from_id == job.id]
+    resumed_by = [j for j in mine if j.cloned_from_id == job.id and j.resume_checkpoint]
+    cloned_by = [j for j in mine if j.cloned_from_id == job.id and not j.resume_checkpoint]
     reward_for = [j for j in mine if j.spec.get("reward_job_id") == str(job.id)]
     feedback = _feedback_on(session, row, user)
     return Dependents(
@@ -336,6 +338,7 @@ def dependents(session: Session, row: AdapterRow, *, user: User) -> Dependents:
         judgements=judgements,
         merged=merged_ready(job),
         resumed_by=resumed_by,
+        cloned_by=cloned_by,
         reward_for=reward_for,
         preference_datasets=sorted({str(f.dataset_id) for f in feedback if f.dataset_id}),
         running=[j for j in resumed_by + reward_for if not jobs.job_run(session, j).status.is_final],

@@ -66,6 +66,25 @@ def test_resume_from_a_chosen_checkpoint(client: Any, setup: dict[str, Any]) -> 
         "checkpoint-4",
     ]
     assert "Resumed from checkpoint-2" in client.get(f"/jobs/{job['id']}").text
+    # a plain "Clone with changes" is a clone, not a resumption: lineage and the delete warning say which
+    form = {
+        "name": "a clone",
+        "model_id": setup["model"],
+        "dataset_version_id": setup["version"],
+        "max_steps": "2",
+        "cloned_from": source["id"],
+        "csrf_token": client.headers["X-CSRF-Token"],
+    }
+    made = client.post("/jobs", data=form, follow_redirects=False)
+    assert made.status_code == 303, made.text
+    clone_id = made.headers["location"].rsplit("/", 1)[1]
+    clone = client.get(f"/api/v1/jobs/{clone_id}").json()
+    assert clone["cloned_from_id"] == source["id"] and clone["resume_checkpoint"] is None
+    found = client.get(f"/api/v1/adapters/{source['id']}/dependents").json()
+    assert found["resumed_by"] == [job["id"]] and found["cloned_by"] == [clone_id]
+    adapter_page = client.get(f"/adapters/{source['id']}").text
+    assert f'data-follow-up="resumed">Resumed by <a href="/jobs/{job["id"]}">' in adapter_page
+    assert f'data-follow-up="cloned">Cloned by <a href="/jobs/{clone_id}">' in adapter_page
 
 
 def test_presets_builtin_and_saved(client: Any, setup: dict[str, Any]) -> None:
