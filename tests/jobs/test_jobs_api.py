@@ -104,7 +104,10 @@ def test_new_job_form_and_estimate(client: Any, setup: dict[str, Any]) -> None:
         },
     )
     assert estimate.status_code == 200 and "Peak GPU memory" in estimate.text and 'data-fits="yes"' in estimate.text
-    assert "data-cpu-memory=" in estimate.text  # no GPU workers: the RAM a CPU worker needs is shown too
+    # no GPU workers: the panel leads with the RAM a CPU worker needs, worded as a need; the GPU figure follows
+    text = estimate.text
+    assert "data-cpu-memory=" in text and "needs about" in text
+    assert text.index("data-cpu-memory=") < text.index("Peak GPU memory") and "It would fit a " in text
     api = client.post(
         "/api/v1/jobs/estimate",
         json={"model_id": setup["model"], "dataset_version_id": setup["version"], "spec": {"batch_size": 8}},
