@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session, selectinload
 
 from app.basemodels import service as models
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.i18n import _
-from app.core.ownership import get_owned
+from app.core.ownership import get_owned, referenced
 from app.core.validation import MAX_SEED
 from app.datasets.formats import FORMATS
 from app.datasets.reading import FILE_TYPES, TEXT_SPLITS
@@ -44,14 +44,40 @@ def list_datasets(session: Session, *, user: User) -> list[Dataset]:
     return list(session.scalars(stmt))
 
 
+def page_datasets(
+    session: Session, *, user: User, after: uuid.UUID | None, limit: int, newest_first: bool = True
+) -> tuple[list[Dataset], bool]:
+    """A page of the user's datasets after the dataset ``after`` (a cursor), paged in SQL with each one's
+    upload preloaded. (datasets, whether more follow)."""
+    order = (Dataset.created_at.desc(), Dataset.id.desc()) if newest_first else (Dataset.created_at, Dataset.id)
+    stmt = select(Dataset).where(Dataset.owner_id == user.id).order_by(*order).options(selectinload(Dataset.upload))
+    if after is not None:
+        cursor = session.execute(
+            select(Dataset.created_at, Dataset.id).where(Dataset.id == after, Dataset.owner_id == user.id)
+        ).first()
+        if cursor is None:
+            return [], False
+        if newest_first:
+            later = or_(
+                Dataset.created_at < cursor.created_at,
+                and_(Dataset.created_at == cursor.created_at, Dataset.id < cursor.id),
+            )
+        else:
+            later = or_(
+                Dataset.created_at > cursor.created_at,
+                and_(Dataset.created_at == cursor.created_at, Dataset.id > cursor.id),
+            )
+        stmt = stmt.where(later)
+    rows = list(session.scalars(stmt.limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
 def get_dataset(session: Session, dataset_id: uuid.UUID, *, user: User) -> Dataset:
     return get_owned(session, Dataset, dataset_id, user=user, message=_("No such dataset."))
 
 
 def get_upload(session: Session, dataset: Dataset) -> Upload:
-    upload = session.get(Upload, dataset.upload_id)
-    assert upload is not None
-    return upload
+    return referenced(session, Upload, dataset.upload_id)  # preloaded by the lists (page_datasets)
 
 
 def versions(session: Session, dataset: Dataset) -> list[DatasetVersion]:

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
@@ -306,10 +306,25 @@ def create_file(
 
 
 @router.get("/files", response_model=FileList, summary="Your files: every dataset (OpenAI-compatible)")
-def list_files(session: SessionDep, user: CurrentUser, purpose: str | None = None) -> FileList:
+def list_files(
+    session: SessionDep,
+    user: CurrentUser,
+    purpose: str | None = None,
+    after: str | None = Query(None, max_length=100, description="A file id: the page starts after it."),
+    limit: int = Query(10_000, ge=1, le=10_000),
+    order: Literal["asc", "desc"] = "desc",
+) -> FileList:
+    """Paged in SQL (OpenAI's ``after``/``limit``/``order`` by creation time), each file's upload preloaded."""
     if purpose not in (None, "fine-tune"):
         return FileList(data=[])
-    return FileList(data=[to_file(session, d) for d in datasets.list_datasets(session, user=user)])
+    cursor = None
+    if after:
+        try:
+            cursor = uuid.UUID(hex=after.removeprefix("file-"))
+        except ValueError:
+            return FileList(data=[])
+    page, more = datasets.page_datasets(session, user=user, after=cursor, limit=limit, newest_first=order == "desc")
+    return FileList(data=[to_file(session, d) for d in page], has_more=more)
 
 
 @router.get("/files/{file_id}", response_model=FileObject, summary="One file")

@@ -9,7 +9,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.conftest import csrf_of, login
+from tests.conftest import csrf_of, login, make_admin
 from worker import lifecycle
 
 
@@ -127,3 +127,18 @@ def test_fine_tuning_jobs_are_paged_in_sql_newest_first(client: Any, setup: dict
     last = ai.fine_tuning.jobs.list(limit=2, after=f"ftjob-{made[1]}")
     assert [j.id for j in last.data] == [f"ftjob-{made[0]}"] and not last.has_more
     assert ai.fine_tuning.jobs.list(after="ftjob-not-an-id").data == []
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_files_are_paged_in_sql_both_ways(client: Any) -> None:
+    make_admin(client)
+    client.headers["X-CSRF-Token"] = csrf_of(client, "/models")
+    ai = api_client(client)
+    made = [ai.files.create(file=(f"f{i}.jsonl", b'{"text": "a b"}\n'), purpose="fine-tune").id for i in range(5)]
+    first = ai.files.list(limit=2)
+    assert [f.id for f in first.data] == [made[4], made[3]] and first.has_more
+    assert [f.id for f in ai.files.list(limit=2)] == list(reversed(made))  # the client follows the pages
+    assert [f.id for f in ai.files.list(limit=2, order="asc")] == made
+    last = ai.files.list(limit=3, after=made[2])
+    assert [f.id for f in last.data] == [made[1], made[0]] and not last.has_more
+    assert ai.files.list(after="file-not-an-id").data == []

@@ -64,6 +64,7 @@ class Dataset(IdMixin, TimestampMixin, Base):
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     validation_run: Mapped[Run | None] = relationship(foreign_keys=[validation_run_id], lazy="raise")
+    upload: Mapped[Upload] = relationship(foreign_keys=[upload_id], lazy="raise")
 
 
 class DatasetVersion(IdMixin, TimestampMixin, Base):
