@@ -54,7 +54,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFINERY_")}
     env.update({"REFINERY_DATA_DIR": str(data), "REFINERY_PORT": str(port), "REFINERY_HUB_ENDPOINT": ""})
     # the evaluation after the walkthrough's training answers 4 prompts (CPU minutes matter in CI)
-    env.update({"REFINERY_EVAL_SAMPLE_SIZE": "4", "REFINERY_EVAL_MAX_NEW_TOKENS": "48"})
+    env.update({"REFINERY_EVAL_SAMPLE_SIZE": "4", "REFINERY_EVAL_MAX_NEW_TOKENS": "24"})
     env.update({"REFINERY_EVAL_LOSS_RECORDS": "16", "REFINERY_EVAL_PROBE_SIZE": "8"})
     env["REFINERY_INFERENCE_PORT"] = str(free_port())
     env["REFINERY_OUTBOUND_ALLOW_HOSTS"] = "127.0.0.1"  # the stand-in judge of test_05 listens on loopback
