@@ -89,8 +89,10 @@ def cmd_adapters_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from app.adapters import service as adapters
+    from app.basemodels.service import public_base
     from app.core.errors import RefineryError
-    from app.db.models import TrainingJob, User
+    from app.core.ownership import referenced
+    from app.db.models import BaseModelRecord, TrainingJob, User
     from app.db.session import session_scope
     from app.jobs import files as job_files
     from app.jobs.card import model_card
@@ -122,6 +124,7 @@ def cmd_adapters_export(args: argparse.Namespace) -> int:
                 print("The merge did not finish; see the run's error on the adapter's page.", file=sys.stderr)
                 return 1
             card = model_card(session, job, merged=args.merged)
+            base = public_base(referenced(session, BaseModelRecord, job.base_model_id))
     except ValueError:
         print(f"{args.job_id} is not a job id.", file=sys.stderr)
         return 2
@@ -130,6 +133,8 @@ def cmd_adapters_export(args: argparse.Namespace) -> int:
         return 1
     shutil.copytree(source, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.bin", "*.pt", "*.pkl"))
     (out / "README.md").write_text(card)
+    if (out / "adapter_config.json").is_file():  # name the base as people know it, not this server's path
+        (out / "adapter_config.json").write_text(job_files.with_base(out / "adapter_config.json", base))
     print(out)
     return 0
 

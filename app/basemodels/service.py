@@ -10,7 +10,7 @@ import httpx
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from app.basemodels.bundled import BUNDLED_LICENSE, BUNDLED_NAME, bundled_gguf_path
+from app.basemodels.bundled import BUNDLED_HUB_ID, BUNDLED_LICENSE, BUNDLED_NAME, bundled_gguf_path
 from app.core.config import get_settings
 from app.core.errors import Conflict, Forbidden, InvalidInput
 from app.core.i18n import _
@@ -39,6 +39,17 @@ def get_model(session: Session, model_id: uuid.UUID, *, user: User) -> BaseModel
 def get_model_unchecked(session: Session, model_id: uuid.UUID) -> BaseModelRecord | None:
     """For the worker, which acts on behalf of a run whose ownership was checked when it was created."""
     return session.get(BaseModelRecord, model_id)
+
+
+def public_base(model: BaseModelRecord) -> tuple[str, str | None]:
+    """What an adapter names as its base where it travels (adapter_config.json, the model card): the hub id and
+    revision it came from, the upstream of the bundled model, or the model's name here for a local directory,
+    never a path on this server."""
+    if model.source == "hub":
+        return model.source_ref, model.revision
+    if model.source == "bundled":
+        return BUNDLED_HUB_ID, None
+    return model.name, None
 
 
 def import_run(session: Session, model: BaseModelRecord) -> Run | None:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.basemodels import service
+from app.basemodels.bundled import BUNDLED_HUB_ID
 from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import RefineryError
 from app.core.templating import render
@@ -91,4 +92,5 @@ def retry(request: Request, session: SessionDep, user: PageUser, model_id: uuid.
 @router.get("/models/{model_id}")
 def model_detail(request: Request, session: SessionDep, user: PageUser, model_id: uuid.UUID) -> Response:
     model = service.get_model(session, model_id, user=user)
-    return render(request, "models/detail.html", {"model": model, "run": service.import_run(session, model)})
+    context = {"model": model, "run": service.import_run(session, model), "bundled_id": BUNDLED_HUB_ID}
+    return render(request, "models/detail.html", context)

@@ -9,6 +9,8 @@ from functools import lru_cache
 import jinja2
 from sqlalchemy.orm import Session
 
+from app.basemodels.bundled import BUNDLED_ORIGIN
+from app.basemodels.service import public_base
 from app.core.ownership import referenced
 from app.db.models import BaseModelRecord, Dataset, DatasetVersion, TrainingJob
 from app.jobs.spec import TrainingSpec
@@ -46,9 +48,13 @@ def model_card(session: Session, job: TrainingJob, *, merged: bool = False) -> s
     dataset = referenced(session, Dataset, version.dataset_id) if version else None
     run = required_run(session, job.run_id)  # every job has its run (an uploaded adapter's is a succeeded one)
     result = run.result or {}
+    base_id, revision = public_base(model)
     return _template().render(
         job=job,
         model=model,
+        base_id=base_id,
+        revision=revision,
+        bundled_origin=BUNDLED_ORIGIN if model.source == "bundled" else None,
         version=version,
         dataset=dataset,
         run=run,

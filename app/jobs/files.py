@@ -70,9 +70,10 @@ def final_dir(job: TrainingJob) -> Path:
     return artifact_path(f"{job.storage_key}/final")
 
 
-def directory_zip(directory: Path, card: str) -> Iterator[bytes]:
+def directory_zip(directory: Path, card: str, *, base: tuple[str, str | None] | None = None) -> Iterator[bytes]:
     """A directory's safetensors and configuration (never pickle files) and the model card, as a zip streamed
-    from a temporary file: full fine-tuning weights can be gigabytes."""
+    from a temporary file: full fine-tuning weights can be gigabytes. With ``base`` (name or hub id, revision),
+    the adapter_config.json inside names that base instead of the path the trainer loaded it from."""
     import tempfile
 
     files = [
@@ -87,10 +88,23 @@ def directory_zip(directory: Path, card: str) -> Iterator[bytes]:
         with tempfile.TemporaryFile() as spool:
             with zipfile.ZipFile(spool, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 for path in files:
-                    archive.write(path, path.relative_to(directory).as_posix())
+                    name = path.relative_to(directory).as_posix()
+                    if base is not None and name == "adapter_config.json":
+                        archive.writestr(name, with_base(path, base))
+                    else:
+                        archive.write(path, name)
                 archive.writestr("README.md", card)
             spool.seek(0)
             while block := spool.read(1024 * 1024):
                 yield block
 
     return chunks()
+
+
+def with_base(config_path: Path, base: tuple[str, str | None]) -> str:
+    """An adapter_config.json naming ``base`` (name or hub id, revision) as the model it adapts."""
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"], revision = base
+    if revision:
+        config["revision"] = revision
+    return json.dumps(config, indent=2)

@@ -255,7 +255,8 @@ def adapter_zip(session: Session, job: TrainingJob) -> Iterator[bytes]:
     directory = final_dir(job)
     if run.status != RunStatus.succeeded or not directory.is_dir():
         raise Conflict(_("The adapter is available once the job has succeeded."))
-    return directory_zip(directory, model_card(session, job))
+    base = models.public_base(referenced(session, BaseModelRecord, job.base_model_id))
+    return directory_zip(directory, model_card(session, job), base=base)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ preference dataset made from that feedback and the DPO job trained on it. Tags; 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,8 @@ def test_registry_lineage_and_tags(client: Any, setup: dict[str, Any], tmp_path:
     assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= {
         p.name for p in (tmp_path / "cli-adapter").iterdir()
     }
+    exported = json.loads((tmp_path / "cli-adapter" / "adapter_config.json").read_text())
+    assert exported["base_model_name_or_path"] == "tiny"  # the base as people know it, not a server path
     assert cli(["adapters", "export", dpo["id"], str(tmp_path / "cli-merged"), "--merged"]) == 0
     assert (tmp_path / "cli-merged" / "model.safetensors").is_file()
     assert client.get(f"/api/v1/adapters/{dpo['id']}").json()["merged"] is True

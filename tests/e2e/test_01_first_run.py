@@ -55,6 +55,7 @@ def test_first_run_admin_login_and_bundled_model_ready(browser: Any, live_server
     shot(page, "03-models-ready")
     page.click("text=SmolLM2-135M-Instruct")
     assert "<|im_start|>" in page.locator("pre.code").inner_text()
+    assert "De-quantised from the 4-bit GGUF" in page.locator("#bundled-origin").inner_text()
     shot(page, "04-model-detail")
 
     page.click("nav >> text=API keys")

@@ -3,6 +3,7 @@ short job that finishes, whose adapter zip is downloaded and loads with plain pe
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -92,6 +93,9 @@ def test_a_short_job_succeeds_and_its_adapter_loads_with_peft(browser: Any, live
     download_info.value.save_as(str(archive))
     with zipfile.ZipFile(archive) as zipped:
         assert "adapter_model.safetensors" in zipped.namelist() and "README.md" in zipped.namelist()
+        config = json.loads(zipped.read("adapter_config.json"))
+        assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"  # not a server path
+        assert "de-quantised from the 4-bit GGUF" in zipped.read("README.md").decode()
         zipped.extractall(tmp_path / "adapter")
     base_dir = next((LIVE["data"] / "artifacts" / "models").glob("*/config.json")).parent
     base = AutoModelForCausalLM.from_pretrained(str(base_dir))

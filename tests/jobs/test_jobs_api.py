@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import uuid
 import zipfile
 from pathlib import Path
@@ -64,6 +65,9 @@ def test_launch_train_watch_and_download(client: Any, setup: dict[str, Any], tin
         assert not [n for n in names if n.endswith((".bin", ".pt", ".pkl"))]
         card = zipped.read("README.md").decode()
         assert "from **tiny**" in card and "chat.jsonl v1" in card and '"max_steps": 3' in card
+        # the adapter names its base as people know it, never a path on this server
+        config = json.loads(zipped.read("adapter_config.json"))
+        assert config["base_model_name_or_path"] == "tiny" and str(tiny_model_dir) not in card
         unpacked = Path(str(tiny_model_dir)).parent / f"unzipped-{job['id'][:8]}"
         zipped.extractall(unpacked)
     # the adapter loads with plain peft, outside Refinery, and reproduces the trained model's logits
