@@ -3,6 +3,7 @@ fresh data directory with an admin and an API key, on the embedded default or on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
@@ -170,6 +171,17 @@ def stack(
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
+        for proc in result.procs:  # and what each left in its group (a spare training child)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(proc.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.2)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _listener_pid(pid: int) -> int:

@@ -6,6 +6,7 @@ database and queue names, and every process a test starts is stopped by pid.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -265,7 +266,8 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 
 
 
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
-    """Stop a process we started (and its group), by pid."""
+    """Stop a process we started and its whole group, by pid: the group leader, then whatever it left (a
+    spare training child, a worker's child), so that the next test starts on a quiet machine."""
     import signal
 
     if proc.poll() is None:
@@ -278,6 +280,22 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+    wait_for_group_to_end(proc.pid)
+
+
+def wait_for_group_to_end(pgid: int, timeout: float = 15) -> None:
+    """Until no process of the group is left (signal 0 finds none), then SIGKILL what remains."""
+    import signal
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 @contextmanager

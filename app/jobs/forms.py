@@ -53,6 +53,7 @@ LABELS: dict[str, str] = {
     "seed": N_("Seed"),
     "dpo_beta": N_("Beta"),
     "cpt_general_ratio": N_("General text per domain record"),
+    "neftune_noise_alpha": N_("NEFTune noise"),
 }
 # which adapter each adapter-group field belongs to (the form shows them with that adapter)
 ADAPTER_FIELDS = {
@@ -74,6 +75,7 @@ METHOD_FIELDS = {
     "num_generations": "grpo rloo",
     "max_completion_length": "grpo rloo",
     "cpt_general_ratio": "cpt",
+    "neftune_noise_alpha": "sft cpt",
 }
 
 

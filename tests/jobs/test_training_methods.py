@@ -172,6 +172,24 @@ def test_sft_with_each_adapter(
     assert latest_complete_checkpoint(tmp_path / "checkpoints") is not None
 
 
+def test_neftune_noise_changes_what_supervised_training_learns(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The same seeded run with and without NEFTune: the noisy embeddings reach the trainer (the results
+    differ), and a method that cannot use it is refused naming the field."""
+    from app.jobs.spec import TrainingSpec, check_compatibility
+
+    records = _write(tmp_path / "v.parquet", [_chat(i) for i in range(24)])
+    for name in ("plain", "again", "noisy"):
+        (tmp_path / name).mkdir()
+    plain = _run(tmp_path / "plain", tiny_model_dir, records, {"adapter": "lora"})
+    again = _run(tmp_path / "again", tiny_model_dir, records, {"adapter": "lora"})
+    noisy = _run(tmp_path / "noisy", tiny_model_dir, records, {"adapter": "lora", "neftune_noise_alpha": 5})
+    assert plain["probe_logits"] == pytest.approx(again["probe_logits"], abs=1e-6)  # seeded: the same run
+    assert noisy["probe_logits"] != pytest.approx(plain["probe_logits"], abs=1e-6)
+    dpo = TrainingSpec.model_validate({"method": "dpo", "neftune_noise_alpha": 5})
+    problems = check_compatibility(dpo, kinds={"preference": 10}, context_length=2048, cuda=False, train_records=10)
+    assert [p.field for p in problems] == ["neftune_noise_alpha"]
+
+
 def test_continued_pretraining_mixes_general_text(
     tmp_path: Path, tiny_model_dir: Path, base_probe: list[float]
 ) -> None:

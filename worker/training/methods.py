@@ -83,6 +83,8 @@ def _sft(ctx: Context) -> Any:
     if spec.group_by_length and not spec.packing:
         # batches of similar length pad little: on alpaca-like data the padded batch is half padding otherwise
         args["train_sampling_strategy"] = "group_by_length"
+    if spec.neftune_noise_alpha > 0:  # noisy embeddings while training (transformers' NEFTune hook)
+        args["neftune_noise_alpha"] = spec.neftune_noise_alpha
     config = SFTConfig(**args, max_length=spec.max_seq_length, packing=spec.packing, dataset_num_proc=None)
     return SFTTrainer(model=ctx.model, args=config, **ctx.common)
 
