@@ -14,6 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
+COSINE_UNAVAILABLE = (
+    "evaluation_metric 'cosine' needs a sentence-embedding model, which graders do not load yet; use "
+    "fuzzy_match, bleu, gleu, meteor or a rouge metric"
+)
+
 
 class MetricUnavailable(ValueError):
     """A metric this process cannot compute."""
@@ -49,8 +54,5 @@ def similarity(metric: str, text: str, reference: str) -> float:
         kind = "rougeL" if metric == "rouge_l" else f"rouge{metric.removeprefix('rouge_')}"
         return float(rouge_scorer.RougeScorer([kind]).score(reference, text)[kind].fmeasure)
     if metric == "cosine":
-        raise MetricUnavailable(
-            "evaluation_metric 'cosine' needs a sentence-embedding model, which graders do not load yet; use "
-            "fuzzy_match, bleu, gleu, meteor or a rouge metric"
-        )
+        raise MetricUnavailable(COSINE_UNAVAILABLE)
     raise MetricUnavailable(f"Unknown evaluation_metric '{metric}'.")

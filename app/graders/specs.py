@@ -22,7 +22,7 @@ class StringCheckGrader(BaseModel):
     operation: Literal["eq", "ne", "like", "ilike"]
 
 
-SIMILARITY_METRICS = (
+SimilarityMetric = Literal[
     "fuzzy_match",
     "bleu",
     "gleu",
@@ -34,7 +34,7 @@ SIMILARITY_METRICS = (
     "rouge_4",
     "rouge_5",
     "rouge_l",
-)
+]
 
 
 class TextSimilarityGrader(BaseModel):
@@ -45,19 +45,7 @@ class TextSimilarityGrader(BaseModel):
     name: str = NAME
     input: str = TEMPLATE
     reference: str = TEMPLATE
-    evaluation_metric: Literal[
-        "fuzzy_match",
-        "bleu",
-        "gleu",
-        "meteor",
-        "cosine",
-        "rouge_1",
-        "rouge_2",
-        "rouge_3",
-        "rouge_4",
-        "rouge_5",
-        "rouge_l",
-    ]
+    evaluation_metric: SimilarityMetric
     pass_threshold: float | None = Field(default=None, ge=0, le=1, description="Used by evals: score ≥ it passes.")
 
 

@@ -202,10 +202,8 @@ def run_seconds(run: Run) -> float | None:
     """How long a run has trained: until it ended, or until now while it runs (None before it starts)."""
     if run.started_at is None:
         return None
-    end = run.finished_at or datetime.now(UTC)
-    started = run.started_at if run.started_at.tzinfo else run.started_at.replace(tzinfo=UTC)
-    end = end if end.tzinfo else end.replace(tzinfo=UTC)
-    return max(0.0, (end - started).total_seconds())
+    end = run.finished_at or datetime.now(UTC)  # both aware: UTCDateTime columns
+    return max(0.0, (end - run.started_at).total_seconds())
 
 
 def cancel_job(session: Session, job: TrainingJob) -> Run:

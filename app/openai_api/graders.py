@@ -44,13 +44,15 @@ def run_grader(body: GraderRunRequest, user: CurrentUser) -> dict[str, Any]:
     """Plain def: a python grader's sandbox child is waited for in a worker thread, never on the event loop."""
     _checked(body.grader)
     result = grade(body.grader, output_text=body.model_sample, item=body.item)
-    errors: dict[str, Any] = dict(result.errors)
-    errors["python_grader_runtime_error_details"] = result.details.get("python_grader_runtime_error")
-    errors["python_grader_server_error_type"] = None
-    errors["model_grader_server_error_details"] = None
-    scores: dict[str, Any] = dict(result.sub_scores) or {result.name: result.score}
-    for flag, detail in result.details.items():
-        scores.setdefault("errors", {})[flag] = detail
+    # OpenAI's flags, each set one with its explanation beside it as '<flag>_details'
+    errors: dict[str, Any] = {
+        **dict(result.errors),
+        "python_grader_runtime_error_details": None,
+        "python_grader_server_error_type": None,
+        "model_grader_server_error_details": None,
+        **{f"{flag}_details": detail for flag, detail in result.details.items()},
+    }
+    scores = dict(result.sub_scores) or {result.name: result.score}
     return {
         "reward": result.score,
         "metadata": {

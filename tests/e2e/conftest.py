@@ -162,18 +162,6 @@ def _api(page: Any) -> tuple[Any, dict[str, str]]:
     return page.request, {"X-CSRF-Token": token}
 
 
-def _settled(read: Any, timeout: float, what: str) -> Any:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = read()
-        if value:
-            return value
-        time.sleep(2)
-    raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
-
-
 def ensure_alpaca(browser: Any, live_server: str) -> str:
     """The id of an imported version of the Alpaca 5000 upload (test_02_datasets uploads it in the browser)."""
     page = logged_in_page(browser, live_server)
@@ -208,10 +196,10 @@ def ensure_alpaca(browser: Any, live_server: str) -> str:
             assert status != "failed", status
             return status != "validating"
 
-        _settled(validated, 180, "validating Alpaca 5000")
+        wait_for(validated, timeout=180, interval=2, what="Alpaca 5000 to validate")
         if api.get(f"{live_server}/api/v1/datasets/{dataset_id}").json()["status"] == "needs_review":
             assert api.post(f"{live_server}/api/v1/datasets/{dataset_id}/import", headers=headers).ok
-        return str(_settled(imported, 60, "importing Alpaca 5000"))
+        return str(wait_for(imported, timeout=60, interval=2, what="Alpaca 5000 to be imported"))
     finally:
         page.context.close()
 
@@ -255,7 +243,7 @@ def ensure_quick_adapter(browser: Any, live_server: str) -> str:
                     return str(job["id"])
             return None
 
-        return str(_settled(succeeded, 900, "the short job succeeding"))
+        return str(wait_for(succeeded, timeout=900, interval=2, what="the short job to succeed"))
     finally:
         page.context.close()
 
@@ -271,6 +259,6 @@ def ensure_evaluation(browser: Any, live_server: str) -> str:
             done = [e for e in api.get(f"{live_server}/api/v1/evaluations").json() if e["summary"]]
             return str(done[0]["id"]) if done else None
 
-        return str(_settled(finished, 900, "the short job's evaluation finishing"))
+        return str(wait_for(finished, timeout=900, interval=2, what="the short job's evaluation to finish"))
     finally:
         page.context.close()
