@@ -218,6 +218,7 @@ def uploads(s: Stack, count: int, megabytes: int, folder: Path) -> dict[str, Any
     done = threading.Event()
     times: list[float] = []
     statuses: list[int] = []
+    refusals: list[str] = []
 
     def sample() -> None:
         while not done.wait(0.1):
@@ -229,6 +230,8 @@ def uploads(s: Stack, count: int, megabytes: int, folder: Path) -> dict[str, Any
             answer = api.post("/api/v1/datasets", files={"file": (path.name, handle)})
             times.append(time.monotonic() - started)
             statuses.append(answer.status_code)
+            if answer.status_code != 202:
+                refusals.append(f"{answer.status_code}: {answer.text[:300]}")
 
     sampler = threading.Thread(target=sample)
     sampler.start()
@@ -244,6 +247,7 @@ def uploads(s: Stack, count: int, megabytes: int, folder: Path) -> dict[str, Any
         "uploads": count,
         "megabytes_each": megabytes,
         "statuses": sorted(set(statuses)),
+        "refusals": refusals,
         "all_stored": len(stored) == count and stored_digests == digests,
         "upload_seconds": percentiles(times),
         "throughput_mb_s": round(count * megabytes / wall, 1),

@@ -12,8 +12,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from app.adapters import service, upload
-from app.core.deps import SessionDep, csrf_protect
+from app.core.deps import SessionDep, commit_now, csrf_protect
 from app.core.openapi import BINARY, multipart_body
+from app.datasets.storage import remove_tree
 from app.db.models import Run, User
 from app.runs.schemas import RunRead
 from app.users.deps import CurrentUser
@@ -156,6 +157,7 @@ class AdapterUploadRead(BaseModel):
 )
 def upload_adapter(session: SessionDep, user: CurrentUser, form: upload.AdapterForm) -> AdapterUploadRead:
     job = upload.upload_from_form(form, session, user=user)
+    commit_now(session, undo=lambda: remove_tree(job.storage_key))
     run = session.get(Run, job.run_id)
     return AdapterUploadRead(job_id=job.id, name=job.name, run=RunRead.model_validate(run))
 

@@ -9,11 +9,12 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from app.adapters import service, upload
 from app.basemodels import service as models
-from app.core.deps import SessionDep, csrf_protect
+from app.core.deps import SessionDep, commit_now, csrf_protect
 from app.core.errors import InvalidInput, RefineryError
 from app.core.forms import FormDep
 from app.core.i18n import _
 from app.core.templating import render, render_live
+from app.datasets.storage import remove_tree
 from app.db.models import ModelStatus
 from app.evaluation.service import verdict
 from app.users.deps import PageUser
@@ -42,11 +43,12 @@ def index(request: Request, session: SessionDep, user: PageUser) -> Response:
 @router.post("/adapters/upload")
 def upload_adapter(request: Request, session: SessionDep, user: PageUser, form: upload.AdapterForm) -> Response:
     try:
-        upload.upload_from_form(form, session, user=user)
+        job = upload.upload_from_form(form, session, user=user)
     except RefineryError as exc:
         session.rollback()
         context = {**_index_context(session, user), "upload_error": exc.message}
         return render(request, "adapters/index.html", context, status_code=exc.status_code)
+    commit_now(session, undo=lambda: remove_tree(job.storage_key))
     return RedirectResponse("/adapters#uploads", status_code=303)
 
 

@@ -3,16 +3,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
+import weakref
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 from urllib.parse import urlsplit
 
+import anyio
 from fastapi import Depends, Request
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
+from app.core.config import get_settings
 from app.core.errors import Forbidden, ServiceUnavailable
 from app.core.i18n import _
 from app.core.security import tokens_match
@@ -22,30 +27,66 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 log = logging.getLogger(__name__)
 
 
-def get_db() -> Iterator[Session]:
+# How many requests hold a database session at once: one fewer than the handler threads. A handler that
+# wrote holds SQLite's one write lock until its session ends, and FastAPI ends it only after the answer is
+# serialised, on a handler thread. Were every thread taken by handlers waiting for that lock, the holder
+# would wait for a thread and they for the lock, until SQLite's busy timeout answered them all 503. With a
+# thread always left over, the holder finishes; the others wait for a session without holding a thread.
+# A limiter belongs to one event loop (a test client runs each app in a loop of its own).
+_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
+
+
+def _session_slots() -> anyio.CapacityLimiter:
+    loop = asyncio.get_running_loop()
+    slots = _SESSIONS.get(loop)
+    if slots is None:
+        slots = _SESSIONS[loop] = anyio.CapacityLimiter(max(1, get_settings().web_threads - 1))
+    return slots
+
+
+async def _end(step: Callable[[], None]) -> None:
+    with anyio.CancelScope(shield=True):
+        await run_in_threadpool(step)
+
+
+async def get_db() -> AsyncIterator[Session]:
     """The request owns the transaction: commit when the handler succeeds, roll back otherwise.
 
     The dependency's scope is the handler ("function"): the commit happens as the handler returns and before
-    the response is sent, so a client never sees an answer whose writes could still fail, and it runs in a
-    worker thread like the handler itself. Every route that uses a session is a plain ``def``: no database
-    call blocks the event loop, and nothing is awaited while a transaction is open (a form or an upload is
-    read by an async dependency declared before the session, see app/core/forms.py)."""
-    session = get_sessionmaker()()
-    try:
-        yield session
-        session.commit()
-    except (OperationalError, PoolTimeout) as exc:
-        log.warning("database error: %s", exc)
-        session.rollback()
-        raise ServiceUnavailable(_("The database is not reachable right now; try again shortly.")) from exc
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    the response is sent, so a client never sees an answer whose writes could still fail. Every route that
+    uses a session is a plain ``def`` run in a worker thread: no database call blocks the event loop, and
+    nothing is awaited while a transaction is open (a form or an upload is read by an async dependency
+    declared before the session, see app/core/forms.py). At most ``web_threads - 1`` requests hold a
+    session at once (see ``_SESSIONS``)."""
+    async with _session_slots():
+        session = get_sessionmaker()()
+        try:
+            yield session
+            await _end(session.commit)
+        except (OperationalError, PoolTimeout) as exc:
+            log.warning("database error: %s", exc)
+            await _end(session.rollback)
+            raise ServiceUnavailable(_("The database is not reachable right now; try again shortly.")) from exc
+        except BaseException:
+            await _end(session.rollback)
+            raise
+        finally:
+            await _end(session.close)
 
 
 SessionDep = Annotated[Session, Depends(get_db, scope="function")]
+
+
+def commit_now(session: Session, *, undo: Callable[[], None] | None = None) -> None:
+    """Commit in the handler's thread, for a handler that stored files beside its rows (an upload, an
+    adapter). The session's own commit comes after the upload dependency has let go of its file; a commit
+    that fails here still reaches that clean-up, and ``undo`` removes what the handler itself wrote."""
+    try:
+        session.commit()
+    except BaseException:
+        if undo is not None:
+            undo()
+        raise
 
 
 def end_reads(session: Session) -> None:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from app.core.deps import SessionDep, csrf_protect
+from app.core.deps import SessionDep, commit_now, csrf_protect
 from app.core.openapi import BINARY, multipart_body
 from app.core.validation import MAX_SEED, PageNumber
 from app.datasets import records, service
@@ -75,6 +75,7 @@ def upload_dataset(session: SessionDep, user: CurrentUser, received: ReceivedUpl
         split_files=received.split_files,
         **options,
     )
+    commit_now(session)
     return to_read(session, dataset)
 
 
@@ -146,6 +147,7 @@ def revalidate(dataset_id: uuid.UUID, body: ValidationOptions, session: SessionD
 def reupload(dataset_id: uuid.UUID, session: SessionDep, user: CurrentUser, received: ReceivedUpload) -> DatasetRead:
     dataset = service.get_dataset(session, dataset_id, user=user)
     service.replace_upload(session, dataset, user=user, stored=received.stored, filename=received.filename)
+    commit_now(session)
     return to_read(session, dataset)
 
 

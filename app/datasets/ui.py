@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.basemodels import service as models
 from app.cleaning import service as cleaning
-from app.core.deps import SessionDep, csrf_protect
+from app.core.deps import SessionDep, commit_now, csrf_protect
 from app.core.errors import NotFound, RefineryError
 from app.core.forms import FormDep, text_fields
 from app.core.i18n import _
@@ -159,6 +159,7 @@ def reupload(
 ) -> Response:
     dataset = service.get_dataset(session, dataset_id, user=user)
     service.replace_upload(session, dataset, user=user, stored=received.stored, filename=received.filename)
+    commit_now(session)
     return RedirectResponse(f"/datasets/{dataset.id}", status_code=303)
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.core.chat import ChatClient, ChatError
 from app.core.config import get_settings
 from app.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from app.core.i18n import _
@@ -194,3 +195,59 @@ def agreement(found: dict[str, dict[str, Any]], labels: dict[str, str]) -> dict[
         "agreed": agreed,
         "rate": agreed / compared if compared else None,
     }
+
+
+def find_judge(session: Session, name: str) -> Judge | None:
+    """The judge a model grader names: by the judge's name, else by the model name it serves."""
+    return session.scalar(select(Judge).where(Judge.name == name)) or session.scalar(
+        select(Judge).where(Judge.model == name).order_by(Judge.name).limit(1)
+    )
+
+
+def check_grader_models(session: Session, grader: Any, prefix: str = "grader") -> None:
+    """Every model grader in ``grader`` (a multi's too) names a judge set up here."""
+    inner = getattr(grader, "graders", None)
+    if isinstance(inner, dict):
+        for name, sub in inner.items():
+            check_grader_models(session, sub, f"{prefix}.graders.{name}")
+        return
+    model = getattr(grader, "model", None)
+    if grader.type in ("score_model", "label_model") and find_judge(session, str(model)) is None:
+        names = ", ".join(j.name for j in list_judges(session)) or _("none yet")
+        raise InvalidInput(
+            _(
+                "No judge is called '%(model)s'. A model grader's model names a judge an administrator set up "
+                "(Settings → Judges); the judges here: %(names)s.",
+                model=model,
+                names=names,
+            ),
+            field=f"{prefix}.model",
+        )
+
+
+class GraderJudges:
+    """Asks the judges a grader names (app/graders/grade.AskModel), one client per judge, reading the judges
+    once: nothing touches the database while an answer is awaited."""
+
+    def __init__(self, session: Session) -> None:
+        settings = get_settings()
+        self.endpoints: dict[str, tuple[str, str, str | None, float]] = {}
+        for judge in list_judges(session):
+            url, model = endpoint(judge)
+            key = settings.inference_key() if judge.kind == "local" else judge.api_key
+            entry = (url, model, key, float(judge.timeout_s or 60))
+            self.endpoints.setdefault(judge.name, entry)
+            self.endpoints.setdefault(judge.model or judge.name, entry)
+        self.clients: dict[str, ChatClient] = {}
+
+    def __call__(self, name: str, messages: list[dict[str, str]], sampling: dict[str, Any]) -> str:
+        if name not in self.endpoints:
+            raise ChatError("refused", f"no judge is called {name!r}")
+        if name not in self.clients:
+            url, model, key, timeout_s = self.endpoints[name]
+            self.clients[name] = ChatClient(url, model, key, timeout_s)
+        return self.clients[name].ask(messages, **sampling)
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()

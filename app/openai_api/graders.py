@@ -8,8 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from app.core.deps import csrf_protect
+from app.core.deps import SessionDep, csrf_protect, end_reads
 from app.core.errors import InvalidInput
+from app.evaluation.judges import GraderJudges, check_grader_models
 from app.graders.checks import GraderInvalid, validate
 from app.graders.grade import grade
 from app.graders.specs import Grader
@@ -32,18 +33,25 @@ class GraderValidateRequest(BaseModel):
     grader: Grader
 
 
-def _checked(grader: Any) -> None:
+def _checked(grader: Any, session: Any) -> None:
     try:
         validate(grader)
     except GraderInvalid as exc:
         raise InvalidInput(str(exc), field=exc.field) from None
+    check_grader_models(session, grader)
 
 
-@router.post("/run", summary="Run a grader on one model sample (string_check, text_similarity, python, multi)")
-def run_grader(body: GraderRunRequest, user: CurrentUser) -> dict[str, Any]:
-    """Plain def: a python grader's sandbox child is waited for in a worker thread, never on the event loop."""
-    _checked(body.grader)
-    result = grade(body.grader, output_text=body.model_sample, item=body.item)
+@router.post("/run", summary="Run a grader on one model sample (every grader type; model graders ask a judge)")
+def run_grader(body: GraderRunRequest, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    """Plain def: a python grader's sandbox child, or a judge's answer, is waited for in a worker thread, never on
+    the event loop, and with no transaction open (the judges are read first)."""
+    _checked(body.grader, session)
+    judges = GraderJudges(session)
+    end_reads(session)
+    try:
+        result = grade(body.grader, output_text=body.model_sample, item=body.item, ask=judges)
+    finally:
+        judges.close()
     # OpenAI's flags, each set one with its explanation beside it as '<flag>_details'
     errors: dict[str, Any] = {
         **dict(result.errors),
@@ -62,7 +70,7 @@ def run_grader(body: GraderRunRequest, user: CurrentUser) -> dict[str, Any]:
             "execution_time": result.seconds,
             "scores": scores,
             "token_usage": None,
-            "sampled_model_name": None,
+            "sampled_model_name": result.sampled_model,
         },
         "sub_rewards": dict(result.sub_scores),
         "model_grader_token_usage_per_model": {},
@@ -70,6 +78,6 @@ def run_grader(body: GraderRunRequest, user: CurrentUser) -> dict[str, Any]:
 
 
 @router.post("/validate", summary="Check a grader (templates, formula, python source) without running it")
-def validate_grader(body: GraderValidateRequest, user: CurrentUser) -> dict[str, Any]:
-    _checked(body.grader)
+def validate_grader(body: GraderValidateRequest, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    _checked(body.grader, session)
     return {"grader": body.grader.model_dump(mode="json", exclude_none=True)}

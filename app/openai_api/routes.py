@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from app.core.config import get_settings
-from app.core.deps import SessionDep, csrf_protect, end_reads
+from app.core.deps import SessionDep, commit_now, csrf_protect, end_reads
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.i18n import _
 from app.core.openapi import BINARY, multipart_body
@@ -301,7 +301,7 @@ def create_file(
     # OpenAI trains on every record of a training file (a validation file is a file of its own)
     whole = {"train": 1.0, "validation": 0.0, "test": 0.0}
     dataset = datasets.create_dataset(session, user=user, stored=stored, filename=filename, name=filename, ratios=whole)
-    session.flush()
+    commit_now(session)
     return to_file(session, dataset)
 
 

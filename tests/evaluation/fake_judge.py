@@ -8,6 +8,9 @@ Its behaviour is decided by the request's text, so each test knows the verdicts 
   server prefers the answer that sorts first (``prefer="sorted"``) or always the first one (``"first"``,
   a position-biased judge); the rubric gives 5 to an answer containing ``GOOD``, else 2.
 
+A model grader's prompt (its last message asks for {"result": ...} or {"label": ...}) is answered by
+``grader_reply``.
+
 Every request's Authorization header is kept in ``seen_keys``. ``reason``, when given, replaces the text of
 every verdict's reasons (a hostile judge's words, for the browser tests).
 """
@@ -42,7 +45,12 @@ class FakeJudge:
                 if not self.path.endswith("/chat/completions"):
                     self._send(404, {"error": "not found"})
                     return
-                content = judge.verdict(body["messages"][-1]["content"])
+                messages = body["messages"]
+                last = messages[-1]["content"]
+                if '{"result"' in last or '{"label"' in last:  # a model grader's prompt (app/graders/grade.py)
+                    content = judge.grader_reply("\n".join(m["content"] for m in messages[:-1]), last)
+                else:
+                    content = judge.verdict(last)
                 self._send(200, {"choices": [{"message": {"role": "assistant", "content": content}}]})
 
             def _send(self, status: int, payload: dict[str, Any]) -> None:
@@ -95,6 +103,18 @@ class FakeJudge:
                 "reasons": self.reason or "Checked.",
             }
         )
+
+    def grader_reply(self, text: str, instruction: str) -> str:
+        """A score_model prompt gets 8 when its text holds GOOD, else 2; a label_model prompt gets the first
+        label offered when the text holds GOOD, else the second."""
+        if "SLOW" in text:
+            time.sleep(self.slow_s)
+        if "MALFORMED" in text:
+            return "It is a fine answer."
+        if '{"result"' in instruction:
+            return json.dumps({"result": 8 if "GOOD" in text else 2, "reason": "Checked."})
+        offered = instruction.split("one of: ", 1)[1].split(">", 1)[0].split(", ")
+        return json.dumps({"label": offered[0] if "GOOD" in text else offered[1], "reason": "Checked."})
 
     def __enter__(self) -> FakeJudge:
         self.thread.start()

@@ -89,3 +89,55 @@ def test_graders_need_an_api_key(client: Any) -> None:
         anonymous.fine_tuning.alpha.graders.validate(
             grader={"type": "string_check", "name": "x", "input": "a", "reference": "a", "operation": "eq"}
         )
+
+
+def test_model_graders_ask_a_judge_set_up_here(api: openai.OpenAI, client: Any, loopback_judges: None) -> None:
+    from tests.evaluation.fake_judge import FakeJudge
+
+    with FakeJudge(slow_s=3) as judge:
+        made = client.post(
+            "/api/v1/judges",
+            json={"name": "gpt-4o-2024-08-06", "url": judge.url, "model": "stand-in", "timeout_s": 1},
+        )
+        assert made.status_code == 201, made.text
+        score = {
+            "type": "score_model",
+            "name": "quality",
+            "model": "gpt-4o-2024-08-06",  # an OpenAI script's model name, an administrator's judge here
+            "input": [
+                {"role": "system", "content": "Rate the answer from 0 to 10."},
+                {"role": "user", "content": [{"type": "input_text", "text": "Answer: {{ sample.output_text }}"}]},
+            ],
+            "range": [0, 10],
+        }
+        good = api.fine_tuning.alpha.graders.run(grader=score, model_sample="a GOOD answer")
+        assert good.reward == 8 and good.metadata.sampled_model_name == "gpt-4o-2024-08-06"
+        assert api.fine_tuning.alpha.graders.run(grader=score, model_sample="meh").reward == 2
+        prose = api.fine_tuning.alpha.graders.run(grader=score, model_sample="MALFORMED")
+        assert prose.reward == 0 and prose.metadata.errors.model_grader_parse_error
+        slow = api.fine_tuning.alpha.graders.run(grader=score, model_sample="SLOW")
+        assert slow.reward == 0 and slow.metadata.errors.model_grader_server_error
+        assert "timeout" in (slow.metadata.errors.model_grader_server_error_details or "")
+
+        label = {
+            "type": "label_model",
+            "name": "sentiment",
+            "model": "stand-in",  # the model name the judge serves finds it too
+            "input": [{"role": "user", "content": "Is this positive? {{ sample.output_text }}"}],
+            "labels": ["positive", "negative"],
+            "passing_labels": ["positive"],
+        }
+        assert api.fine_tuning.alpha.graders.run(grader=label, model_sample="GOOD").reward == 1.0
+        assert api.fine_tuning.alpha.graders.run(grader=label, model_sample="bad").reward == 0.0
+        both = {"type": "multi", "name": "m", "graders": {"s": score, "l": label}, "calculate_output": "s / 10 + l"}
+        assert api.fine_tuning.alpha.graders.run(grader=both, model_sample="GOOD").reward == pytest.approx(1.8)
+
+    with pytest.raises(openai.BadRequestError) as unknown:
+        api.fine_tuning.alpha.graders.validate(grader={**score, "model": "o3"})
+    assert unknown.value.param == "grader.model" and "gpt-4o-2024-08-06" in str(unknown.value)
+    with pytest.raises(openai.BadRequestError) as labels:
+        api.fine_tuning.alpha.graders.validate(grader={**label, "passing_labels": ["great"]})
+    assert labels.value.param == "grader.passing_labels"
+    with pytest.raises(openai.BadRequestError) as bounds:
+        api.fine_tuning.alpha.graders.validate(grader={**score, "range": [5, 1]})
+    assert bounds.value.param == "grader.range"

@@ -178,3 +178,70 @@ def test_a_bad_grader_is_refused_naming_the_field(spec: dict[str, Any], field: s
     with pytest.raises(GraderInvalid) as refused:
         validate(GRADER.validate_python(spec))
     assert refused.value.field == field and words in str(refused.value)
+
+
+SCORE_MODEL = {
+    "type": "score_model",
+    "name": "q",
+    "model": "judge",
+    "input": [{"role": "user", "content": "Rate: {{ sample.output_text }} (expected {{ item.answer }})"}],
+    "range": [1, 5],
+}
+LABEL_MODEL = {
+    "type": "label_model",
+    "name": "l",
+    "model": "judge",
+    "input": [{"role": "user", "content": "{{ sample.output_text }}"}],
+    "labels": ["correct", "partly", "wrong"],
+    "passing_labels": ["correct", "partly"],
+}
+
+
+@pytest.mark.parametrize(
+    ("spec", "reply", "expected", "flag"),
+    [
+        (SCORE_MODEL, '{"result": 4, "reason": "close"}', 4.0, None),
+        (SCORE_MODEL, 'Sure! ```json\n{"result": 2.5}\n```', 2.5, None),
+        (SCORE_MODEL, "3", 3.0, None),  # a bare number is an answer too
+        (SCORE_MODEL, '{"result": 7}', 0.0, "model_grader_parse_error"),  # outside [1, 5]
+        (SCORE_MODEL, '{"result": true}', 0.0, "model_grader_parse_error"),
+        (SCORE_MODEL, "I would say good.", 0.0, "model_grader_parse_error"),
+        (LABEL_MODEL, '{"label": "Partly"}', 1.0, None),  # a passing label, whatever its case
+        (LABEL_MODEL, '{"label": "wrong"}', 0.0, None),
+        (LABEL_MODEL, "correct.", 1.0, None),
+        (LABEL_MODEL, '{"label": "maybe"}', 0.0, "model_grader_parse_error"),
+    ],
+)
+def test_model_graders_score_the_judges_reply(
+    spec: dict[str, Any], reply: str, expected: float, flag: str | None
+) -> None:
+    asked: list[tuple[str, list[dict[str, str]], dict[str, Any]]] = []
+
+    def ask(model: str, messages: list[dict[str, str]], sampling: dict[str, Any]) -> str:
+        asked.append((model, messages, sampling))
+        return reply
+
+    result = grade(GRADER.validate_python(spec), output_text="Paris", item={"answer": "Paris"}, ask=ask)
+    assert result.score == expected
+    assert [f for f, on in result.errors.items() if on] == ([flag] if flag else [])
+    model, messages, sampling = asked[0]
+    assert model == "judge" and sampling["temperature"] == 0
+    assert messages[0]["content"].startswith(("Rate: Paris (expected Paris)", "Paris"))
+    assert messages[-1]["role"] == "system" and (
+        "from 1 to 5" in messages[-1]["content"] or "partly" in messages[-1]["content"]
+    )
+
+
+def test_a_model_grader_with_no_judge_or_a_failing_one_scores_nothing() -> None:
+    from app.core.chat import ChatError
+
+    def down(*_args: Any) -> str:
+        raise ChatError("unreachable", "ConnectError: refused")
+
+    spec = GRADER.validate_python(SCORE_MODEL)
+    failed = grade(spec, output_text="x", item={"answer": "y"}, ask=down)
+    assert failed.score == 0 and failed.errors["model_grader_server_error"]
+    assert "unreachable" in failed.details["model_grader_server_error"]
+    assert grade(spec, output_text="x", item={"answer": "y"}).errors["model_grader_server_error"]
+    missing = grade(spec, output_text="x", item={}, ask=down)  # the template names a field the item lacks
+    assert missing.errors["invalid_variable_error"]

@@ -18,9 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from app.core.outbound import OutboundRefused, guarded_client
+from app.core.chat import ChatClient, ChatError
 from worker.protocol import emit, exit_with_parent, fail, progress
 
 CRITERIA = ("relevance", "clarity", "completeness", "accuracy")
@@ -33,13 +31,8 @@ SYSTEM = (
 )
 
 
-class JudgeError(Exception):
-    """One call that gave no usable verdict; ``kind`` is timeout, http, unreachable or malformed."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(detail)
-        self.kind = kind
-        self.detail = detail
+# one call that gave no usable verdict; ``kind`` is refused, timeout, http, unreachable or malformed
+JudgeError = ChatError
 
 
 def _conversation(prompt: list[dict[str, str]]) -> str:
@@ -98,39 +91,12 @@ def parse_rubric(text: str) -> dict[str, Any]:
     return scores
 
 
-class Client:
-    def __init__(self, url: str, model: str, api_key: str | None, timeout_s: float) -> None:
-        self.url = url.rstrip("/") + "/chat/completions"
-        self.model = model
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        # the endpoint is a URL an administrator typed: every request (and redirect) is checked against
-        # loopback and private addresses again at the moment it is sent
-        self.http = guarded_client(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)))
+class Client(ChatClient):
+    """The judge's endpoint (app/core/chat.py): one system prompt, greedy, a short JSON reply."""
 
-    def ask(self, prompt: str) -> str:
-        body = {
-            "model": self.model,
-            "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
-            "temperature": 0,
-            "max_tokens": 400,
-        }
-        try:
-            response = self.http.post(self.url, json=body, headers=self.headers)
-        except OutboundRefused as exc:
-            raise JudgeError("refused", exc.reason) from exc
-        except httpx.TimeoutException as exc:
-            raise JudgeError("timeout", f"no answer within the timeout ({type(exc).__name__})") from exc
-        except httpx.HTTPError as exc:
-            raise JudgeError("unreachable", f"{type(exc).__name__}: {exc}"[:300]) from exc
-        if response.status_code != 200:
-            raise JudgeError("http", f"HTTP {response.status_code}: {response.text[:200]}")
-        try:
-            content = response.json()["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise JudgeError("malformed", f"not a chat completion: {response.text[:200]!r}") from exc
-        if not isinstance(content, str):
-            raise JudgeError("malformed", "the completion has no text content")
-        return content
+    def ask_judge(self, prompt: str) -> str:
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
+        return self.ask(messages, temperature=0, max_tokens=400)
 
 
 class Judging:
@@ -142,7 +108,7 @@ class Judging:
     def call(self, prompt: str, parse: Any) -> tuple[Any, str | None, str]:
         """(parsed value or None, error kind or None, error detail)."""
         try:
-            value = parse(self.client.ask(prompt))
+            value = parse(self.client.ask_judge(prompt))
         except JudgeError as exc:
             if exc.kind != "malformed":
                 self.failures_in_a_row += 1
