@@ -9,6 +9,7 @@
   const url = root.dataset.metricsUrl;
   const rows = [];
   let lastStep = 0;
+  let totalSteps = null; // the job's planned steps, once the trainer has said: the x axis runs from 0 to it
   const charts = {};
 
   function series(key) {
@@ -39,11 +40,15 @@
     if (!data[0].length) return;
     if (charts[key]) { charts[key].setData(data); return; }
     el.textContent = "";
+    // from step 0 to the planned last step (or the last one logged): a few steps never spread over 0–100
+    const xRange = (u, min, max) => [0, Math.max(totalSteps || 0, max, 1)];
     charts[key] = new uPlot({
       width, height: 200, title: labels[key],
-      scales: { x: { time: false } },
+      scales: { x: { time: false, range: xRange } },
       axes: [{ label: labels.step, incrs: STEP_INCRS }, { size: 60, values: (u, ticks) => ticks.map(tick) }],
       series: seriesOpts,
+      // the x range drawn, for people reading the page's markup (and the browser tests)
+      hooks: { setScale: [(u, scale) => { if (scale === "x") el.dataset.xRange = `${u.scales.x.min},${u.scales.x.max}`; }] },
     }, data, el);
   }
 
@@ -75,6 +80,7 @@
       const response = await fetch(`${url}?after=${lastStep - 1}`, { headers: { Accept: "application/json" } });
       const body = await response.json();
       live = body.live;
+      if (body.total_steps) totalSteps = body.total_steps;
       for (const r of body.rows) {
         const i = rows.findIndex((x) => x.step === r.step && ("eval_loss" in x) === ("eval_loss" in r));
         if (i >= 0) rows[i] = r; else rows.push(r);

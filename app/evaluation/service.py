@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from app.core.config import get_settings
 from app.core.errors import InvalidInput
-from app.core.i18n import _
+from app.core.i18n import _, ngettext
 from app.core.ownership import get_owned
 from app.datasets.storage import artifact_path
 from app.db.models import DatasetVersion, Evaluation, Judge, Run, RunStatus, TrainingJob, User
@@ -156,8 +156,24 @@ def samples(evaluation: Evaluation, *, sort: str = "diff") -> list[dict[str, Any
     return sorted(rows, key=keys.get(sort, keys["diff"]))
 
 
+# Below this many answered prompts one answer moves a score by 5 points or more: the report shows the numbers
+# but draws no verdict from them.
+MIN_VERDICT_SAMPLES = 20
+
+
 def verdict(summary: dict[str, Any]) -> str:
-    """One sentence answering "was fine-tuning worth it?" from the ROUGE-L of the three variants."""
+    """One sentence answering "was fine-tuning worth it?" from the ROUGE-L of the three variants, or saying
+    that too few prompts were answered to tell."""
+    answered = int(summary.get("sample_size") or 0)
+    if answered < MIN_VERDICT_SAMPLES:
+        return ngettext(
+            "Only %(num)s test prompt was answered: too few to say whether fine-tuning helped (one answer moves "
+            "every score). Evaluate on at least %(min)s prompts: a larger test split, or a larger sample size.",
+            "Only %(num)s test prompts were answered: too few to say whether fine-tuning helped (one answer moves "
+            "every score). Evaluate on at least %(min)s prompts: a larger test split, or a larger sample size.",
+            answered,
+            min=MIN_VERDICT_SAMPLES,
+        )
     scores = summary.get("scores", {})
     tuned = (scores.get("tuned") or {}).get("rouge_l")
     base = (scores.get("base") or {}).get("rouge_l")

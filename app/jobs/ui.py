@@ -300,9 +300,21 @@ def job_metrics(request: Request, session: SessionDep, user: PageUser, job_id: u
         after = int(request.query_params.get("after", "-1"))
     except ValueError:
         after = -1
+    run = service.job_run(session, job)
     return JSONResponse(
-        {"rows": files.metrics(job, after_step=after), "live": service.is_live(service.job_run(session, job))}
+        {"rows": files.metrics(job, after_step=after), "live": service.is_live(run), "total_steps": total_steps(run)}
     )
+
+
+def total_steps(run: Any) -> int | None:
+    """How many steps the job takes (the charts' x axis runs to it): the trainer reports it with each step's
+    progress, and the finished run has taken them all."""
+    if run.result and isinstance(run.result.get("steps"), int):
+        return int(run.result["steps"])
+    params = run.progress_params or {}
+    if run.progress_code == "step" and isinstance(params.get("total"), int):
+        return int(params["total"])
+    return None
 
 
 @router.post("/jobs/{job_id}/cancel")

@@ -86,6 +86,9 @@ def test_a_short_job_succeeds_and_its_adapter_loads_with_peft(browser: Any, live
     page.wait_for_selector("[data-status=succeeded]", timeout=600_000)
     page.wait_for_selector("#checkpoints [data-checkpoint=checkpoint-2]")
     assert page.locator("[data-result=base_eval_loss]").count() == 1
+    # a 4-step job's chart runs from step 0 to step 4, not over an axis of 0-100
+    page.wait_for_selector("[data-chart=loss][data-x-range]", timeout=30_000)
+    assert page.get_attribute("[data-chart=loss]", "data-x-range") == "0,4"
     shot(page, "09-training-succeeded")
     with page.expect_download() as download_info:
         page.click("a:has-text('Download adapter')")

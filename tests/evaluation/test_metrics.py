@@ -45,3 +45,20 @@ def test_score_has_every_metric_and_overlap_finds_copied_prompts() -> None:
     assert overlap("Summarise the following article about the history of the Roman empire", seen, 8) == 1.0
     assert overlap("Translate this sentence into French for me now", seen, 8) == 0.0
     assert overlap("Add 2 and 2.", ngrams("add 2 and 2", 8), 8) == 1.0  # short prompts count whole
+
+
+@pytest.mark.parametrize(
+    ("answered", "tuned", "expected"),
+    [
+        (2, 0.9, "Only 2 test prompts were answered: too few"),  # the first hour's 2-prompt report
+        (1, 0.9, "Only 1 test prompt was answered: too few"),
+        (19, 0.9, "Only 19 test prompts"),
+        (20, 0.9, "The tuned model beats both"),
+        (40, 0.31, "Fine-tuning did not clearly improve"),
+    ],
+)
+def test_a_verdict_needs_twenty_answered_prompts(answered: int, tuned: float, expected: str) -> None:
+    from app.evaluation.service import verdict
+
+    scores = {"base": {"rouge_l": 0.3}, "few_shot": {"rouge_l": 0.3}, "tuned": {"rouge_l": tuned}}
+    assert verdict({"sample_size": answered, "scores": scores}).startswith(expected)

@@ -116,4 +116,5 @@ def test_lora_on_smollm2_learns_a_fixed_format_better_than_base_and_few_shot(cli
     for other in ("base", "few_shot"):  # exact match: the whole object right, keys and values
         assert scores["tuned"]["exact_match"] > scores[other]["exact_match"] + 0.2
         assert scores["tuned"]["rouge_l"] > scores[other]["rouge_l"] + 0.1
-    assert report["verdict"].startswith("The tuned model beats both")
+    # twelve prompts show the gap in the scores above, but are too few for the report to draw a verdict
+    assert report["verdict"].startswith("Only 12 test prompts were answered: too few")
