@@ -196,6 +196,7 @@ def create_app() -> FastAPI:
     from app.evaluation import ui as evaluation_ui
     from app.jobs import api as jobs_api
     from app.jobs import ui as jobs_ui
+    from app.openai_api import evals as openai_evals
     from app.openai_api import fine_tuning as openai_fine_tuning
     from app.openai_api import graders as openai_graders
     from app.openai_api import models as openai_models
@@ -229,6 +230,7 @@ def create_app() -> FastAPI:
         openai_models,
         openai_fine_tuning,
         openai_graders,
+        openai_evals,
         adapters_ui,
         adapters_api,
     ):

@@ -19,8 +19,9 @@ from app.core.ownership import referenced
 from app.core.templating import render, render_live
 from app.core.validation import describe_error, ticked_ids
 from app.db.models import DatasetVersion, Evaluation, ModelStatus, Run, TrainingJob, User
-from app.evaluation import judges, service
+from app.evaluation import evals, judges, service
 from app.jobs import service as jobs
+from app.runs import service as runs
 from app.users.deps import PageUser
 
 router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False)
@@ -199,3 +200,62 @@ def judges_delete(request: Request, session: SessionDep, user: PageUser, judge_i
         raise NotFound(_("Not found."))
     judges.delete_judge(session, user=user, judge_id=judge_id)
     return RedirectResponse("/settings/judges", status_code=303)
+
+
+def _eval_rows(session: Session, user: User) -> list[dict[str, Any]]:
+    found = []
+    for row in evals.list_evals(session, user=user):
+        runs_of = [
+            {"row": r, "status": evals.run_status(runs.optional_run(session, r.run_id))}
+            for r in evals.list_runs(session, row)
+        ]
+        found.append({"eval": row, "runs": runs_of})
+    return found
+
+
+@router.get("/evals")
+def evals_index(request: Request, session: SessionDep, user: PageUser) -> Response:
+    """The evals made through /v1/evals, each with its runs."""
+    return render(request, "evals/index.html", {"rows": _eval_rows(session, user)})
+
+
+def _eval_run_context(session: Session, user: User, eval_id: uuid.UUID, run_id: uuid.UUID) -> dict[str, Any]:
+    definition = evals.get_eval(session, eval_id, user=user)
+    eval_run = evals.get_run(session, definition, run_id)
+    run = runs.required_run(session, eval_run.run_id)
+    summary = eval_run.summary or {}
+    counts = summary.get("result_counts") or {}
+    per = [
+        {**entry, "share": entry["passed"] / max(1, entry["passed"] + entry["failed"])}
+        for entry in summary.get("per_testing_criteria_results") or []
+    ]
+    items = evals.output_items(eval_run)
+    return {
+        "definition": definition,
+        "eval_run": eval_run,
+        "run": run,
+        "live": not run.status.is_final,
+        "counts": counts,
+        "per": per,
+        "items": items[:ITEMS_SHOWN],
+        "more_items": max(0, len(items) - ITEMS_SHOWN),
+    }
+
+
+ITEMS_SHOWN = 200
+
+
+@router.get("/evals/{eval_id}/runs/{eval_run_id}")
+def eval_run_report(
+    request: Request, session: SessionDep, user: PageUser, eval_id: uuid.UUID, eval_run_id: uuid.UUID
+) -> Response:
+    """An eval run's report (its report_url): the counts, each criterion's pass rate, every item's grades."""
+    return render(request, "evals/run.html", _eval_run_context(session, user, eval_id, eval_run_id))
+
+
+@router.get("/evals/{eval_id}/runs/{eval_run_id}/_live")
+def eval_run_live(
+    request: Request, session: SessionDep, user: PageUser, eval_id: uuid.UUID, eval_run_id: uuid.UUID
+) -> Response:
+    context = _eval_run_context(session, user, eval_id, eval_run_id)
+    return render_live(request, "evals/_live.html", context, live=context["live"])

@@ -50,6 +50,7 @@ TEXTS: dict[str, str] = {
     "generating": N_("Generating answers: batch %(done)s/%(total)s"),
     "probing": N_("Checking general tasks for forgetting"),
     "judging": N_("Judging answers: sample %(done)s/%(total)s"),
+    "grading_items": N_("Grading items: %(done)s/%(total)s"),
     "merge_loading": N_("Loading the base model and the adapter"),
     "merge_merging": N_("Merging the adapter into the base weights"),
     "merge_saving": N_("Saving the merged weights as safetensors"),
@@ -78,6 +79,7 @@ TEXTS: dict[str, str] = {
         "The %(split)s split has no chat or preference records to evaluate on; choose another dataset version."
     ),
     "evaluation_error": N_("The evaluation stopped with an error: %(detail)s."),
+    "eval_run_error": N_("The eval run stopped with an error: %(detail)s."),
     "judge_unreachable": N_(
         "The judge failed %(count)s times in a row (last: %(detail)s); check its URL, model and key, or raise "
         "its timeout, then judge again."

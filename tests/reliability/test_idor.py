@@ -7,6 +7,7 @@ them."""
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from sqlalchemy import MetaData, select
 from tests.conftest import csrf_of, login
 from worker import lifecycle
 
+EVAL_RUN = {"data_source": {"type": "jsonl", "source": {"type": "file_content", "content": [{"item": {"a": "x"}}]}}}
 ADMIN_ONLY = {"DELETE /api/v1/judges/{judge_id}": 403}
 # rows that the second user's own requests may legitimately write (their key's last use)
 SELF_WRITTEN = {"api_keys": {"last_used_at"}}
@@ -78,7 +80,24 @@ def _owned_objects(client: Any, setup: dict[str, Any], tmp_path: Path) -> dict[s
     preset = client.post("/api/v1/presets", json={"name": "mine", "spec": spec}).json()
     key = client.post("/api/v1/keys", json={"name": "mine"}).json()
     [openai_file] = [f for f in client.get("/v1/files").json()["data"] if dataset["id"].replace("-", "") in f["id"]]
+    criteria = [{"type": "string_check", "name": "c", "input": "{{ item.a }}", "reference": "x", "operation": "eq"}]
+    config = {"type": "custom", "item_schema": {"type": "object"}}
+    made = client.post("/v1/evals", json={"data_source_config": config, "testing_criteria": criteria}).json()
+    eval_run = client.post(f"/v1/evals/{made['id']}/runs", json=EVAL_RUN).json()
+    from app.db.models import EvalRun
+    from app.db.session import get_sessionmaker
+
+    with get_sessionmaker()() as session:
+        background = session.get(EvalRun, uuid.UUID(eval_run["id"].removeprefix("evalrun_")))
+        assert background is not None
+        lifecycle.execute(str(background.run_id))
+    [item] = client.get(f"/v1/evals/{made['id']}/runs/{eval_run['id']}/output_items").json()["data"]
     return {
+        "eval_ident": made["id"],
+        "eval_id": made["id"].removeprefix("eval_"),
+        "eval_run_id": eval_run["id"].removeprefix("evalrun_"),
+        "run_ident": eval_run["id"],
+        "item_ident": item["id"],
         "model_id": model,
         "run_id": job["run"]["id"],
         "dataset_id": dataset["id"],
@@ -118,6 +137,7 @@ def _request_kwargs(method: str, path: str, ids: dict[str, str], token: str) -> 
         "/labels/{sample_id}": {"choice": "tie"},
         "/tags": {"tags": ["x"]},
         "/resume": {"checkpoint": "checkpoint-1"},
+        "/runs": EVAL_RUN,
     }
     template = next((b for suffix, b in bodies.items() if path.endswith(suffix)), {})
     return {"json": template}

@@ -7,7 +7,17 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from worker.jobs import adapter_import, cleaning, dataset_validate, evaluation, judging, merge, model_import, training
+from worker.jobs import (
+    adapter_import,
+    cleaning,
+    dataset_validate,
+    eval_run,
+    evaluation,
+    judging,
+    merge,
+    model_import,
+    training,
+)
 
 
 class JobHandler(Protocol):
@@ -22,6 +32,7 @@ HANDLERS: dict[str, JobHandler] = {
     training.KIND: training.HANDLER,
     evaluation.KIND: evaluation.HANDLER,
     judging.KIND: judging.HANDLER,
+    eval_run.KIND: eval_run.HANDLER,
     merge.KIND: merge.HANDLER,
     adapter_import.KIND: adapter_import.HANDLER,
     cleaning.KIND: cleaning.HANDLER,

@@ -3,6 +3,7 @@
 from app.db.models.base_model import BaseModelRecord, ModelStatus
 from app.db.models.cleaning import Cleaning, CleaningOverride, CleaningRecipe
 from app.db.models.dataset import Dataset, DatasetStatus, DatasetVersion, Upload
+from app.db.models.evals import EvalDefinition, EvalRun
 from app.db.models.evaluation import Evaluation, Judge, Judgement, SampleLabel
 from app.db.models.feedback import Feedback
 from app.db.models.job import TrainingJob, TrainingPreset
@@ -18,6 +19,8 @@ __all__ = [
     "Dataset",
     "DatasetStatus",
     "DatasetVersion",
+    "EvalDefinition",
+    "EvalRun",
     "Evaluation",
     "Feedback",
     "Judge",

@@ -1,0 +1,107 @@
+"""Child process: an eval run grades its items with the eval's testing criteria (app/graders; python
+graders in their sandbox, model graders through the judges set up here) and writes ``output_items.jsonl``,
+one row per item with each criterion's score, pass and errors. A grader's failure is the item's error, never
+the run's; the run fails only when it cannot read its items."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.evaluation.evals import criterion, pass_threshold, summarise
+from app.graders.grade import grade
+from worker.protocol import emit, exit_with_parent, fail, progress
+
+
+def needs_sample(grader: Any) -> bool:
+    """Whether the criterion reads the sample (a python grader always may)."""
+    return grader.type == "python" or "sample." in json.dumps(grader.model_dump(mode="json"))
+
+
+def grade_item(index: int, entry: dict[str, Any], graders: list[Any], ask: Any) -> dict[str, Any]:
+    sample = entry.get("sample")
+    results: list[dict[str, Any]] = []
+    missing = sample is None and any(needs_sample(g) for g in graders)
+    for grader in graders:
+        if missing:
+            results.append(
+                {
+                    "name": grader.name,
+                    "type": grader.type,
+                    "score": 0.0,
+                    "passed": False,
+                    "sample": {
+                        "errors": ["sample_parse_error"],
+                        "details": {
+                            "sample_parse_error": 'this item has no sample to grade: give each line a "sample" '
+                            'with its "output_text"'
+                        },
+                    },
+                }
+            )
+            continue
+        output_text = str((sample or {}).get("output_text", ""))
+        graded = grade(grader, output_text=output_text, item=entry["item"], ask=ask)
+        detail: dict[str, Any] = {}
+        if graded.failed:
+            detail["errors"] = [flag for flag, on in graded.errors.items() if on]
+            detail["details"] = graded.details
+        if graded.sub_scores:
+            detail["sub_scores"] = graded.sub_scores
+        if graded.model_output is not None:
+            detail["model_output"] = graded.model_output
+        results.append(
+            {
+                "name": grader.name,
+                "type": grader.type,
+                "score": graded.score,
+                "passed": not graded.failed and graded.score >= pass_threshold(grader),
+                "sample": detail or None,
+            }
+        )
+    errored = any(r["sample"] and r["sample"].get("errors") for r in results)
+    status = "error" if errored else ("pass" if all(r["passed"] for r in results) else "fail")
+    return {"index": index, "item": entry["item"], "sample": sample, "results": results, "status": status}
+
+
+def run(job: dict[str, Any]) -> dict[str, Any]:
+    folder = Path(job["folder"])
+    graders = [criterion(spec) for spec in job["criteria"]]
+    ask = None
+    if any(g.type in ("score_model", "label_model", "multi") for g in graders):
+        from app.db.session import session_scope
+        from app.evaluation.judges import GraderJudges
+
+        with session_scope() as session:
+            ask = GraderJudges(session)
+    lines = (folder / "items.jsonl").read_text(encoding="utf-8").splitlines()
+    items = [json.loads(line) for line in lines if line.strip()]
+    graded = []
+    for index, entry in enumerate(items):
+        graded.append(grade_item(index, entry, graders, ask))
+        progress(0.02 + 0.96 * (index + 1) / len(items), "grading_items", done=index + 1, total=len(items))
+    partial = folder / "output_items.jsonl.partial"
+    with partial.open("w", encoding="utf-8") as handle:
+        for row in graded:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    partial.replace(folder / "output_items.jsonl")
+    if ask is not None:
+        ask.close()
+    return summarise(job["criteria"], graded)
+
+
+def main(job: dict[str, Any]) -> int:
+    exit_with_parent()
+    try:
+        result = run(job)
+    except (OSError, ValueError) as exc:
+        fail("internal", "eval_run_error", detail=str(exc)[:300])
+        return 1
+    emit(result=result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(json.loads(sys.argv[1])))
