@@ -31,6 +31,10 @@ class ChatClient:
 
     def ask(self, messages: list[dict[str, str]], **sampling: Any) -> str:
         """The answer's text; ``sampling`` is sent as given (temperature, max_tokens, ...)."""
+        return str(self.complete(messages, **sampling)["content"])
+
+    def complete(self, messages: list[dict[str, str]], **sampling: Any) -> dict[str, Any]:
+        """The answer's text (``content``), its ``finish_reason`` and the ``usage`` token counts."""
         body = {"model": self.model, "messages": messages, **sampling}
         try:
             response = self.http.post(self.url, json=body, headers=self.headers)
@@ -43,12 +47,15 @@ class ChatClient:
         if response.status_code != 200:
             raise ChatError("http", f"HTTP {response.status_code}: {response.text[:200]}")
         try:
-            content = response.json()["choices"][0]["message"]["content"]
+            answer = response.json()
+            choice = answer["choices"][0]
+            content = choice["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise ChatError("malformed", f"not a chat completion: {response.text[:200]!r}") from exc
         if not isinstance(content, str):
             raise ChatError("malformed", "the completion has no text content")
-        return content
+        usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+        return {"content": content, "finish_reason": str(choice.get("finish_reason") or "stop"), "usage": usage}
 
     def close(self) -> None:
         self.http.close()

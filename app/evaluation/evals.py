@@ -3,8 +3,9 @@ a run grades a data source's items with them as a background run (the ``runs`` t
 retried by another worker when one is lost), keeping every item's grades in ``output_items.jsonl``.
 
 A run's data source is JSONL (inline ``file_content`` or an uploaded file's lines), each line an item and
-the sample answer to grade (``{"item": {...}, "sample": {"output_text": "..."}}``). Sampling a model
-(the ``completions`` data source) is not offered yet and is refused with the reason."""
+the sample answer to grade (``{"item": {...}, "sample": {"output_text": "..."}}``), or a ``completions``
+source: the same items, each answered first by a model here through the inference process (its prompt a
+template over the item, or one of the item's fields), then graded."""
 
 from __future__ import annotations
 
@@ -24,7 +25,15 @@ from app.datasets.storage import artifact_path, remove_tree
 from app.db.models import EvalDefinition, EvalRun, Run, RunStatus, User
 from app.evaluation.judges import check_grader_models
 from app.graders.checks import GraderInvalid, validate
-from app.graders.specs import Grader, LabelModelGrader, ScoreModelGrader, StringCheckGrader, TextSimilarityGrader
+from app.graders.specs import (
+    Grader,
+    GraderMessage,
+    LabelModelGrader,
+    ScoreModelGrader,
+    StringCheckGrader,
+    TextSimilarityGrader,
+)
+from app.graders.template import TemplateError, check
 from app.runs import service as runs
 
 EVAL_RUN_KIND = "eval_run"
@@ -87,17 +96,53 @@ class JsonlDataSource(BaseModel):
     source: Annotated[FileContentSource | FileIdSource, Field(discriminator="type")]
 
 
-class SamplingDataSource(BaseModel):
-    """A data source that samples a model (completions, responses): refused for now, with the reason."""
+class TemplateMessages(BaseModel):
+    """The prompt for each item: messages whose text holds ``{{ item.field }}`` templates."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["template"]
+    template: list[GraderMessage] = Field(min_length=1, max_length=50)
+
+
+class ItemReference(BaseModel):
+    """The prompt for each item is one of its fields, a list of {role, content} (``item.messages``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["item_reference"]
+    item_reference: str = Field(min_length=1, max_length=200, pattern=r"^item(\.[A-Za-z0-9_]+)+$")
+
+
+class EvalSampling(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=4096)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+
+
+class CompletionsDataSource(BaseModel):
+    """Each item's prompt answered by a model here (a base model, a fine-tuned model or a checkpoint, by the id
+    ``client.models.list()`` shows), then graded."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["completions"]
+    source: Annotated[FileContentSource | FileIdSource, Field(discriminator="type")]
+    input_messages: Annotated[TemplateMessages | ItemReference, Field(discriminator="type")]
+    model: str = Field(min_length=1, max_length=200)
+    sampling_params: EvalSampling | None = None
+
+
+class ResponsesDataSource(BaseModel):
+    """OpenAI's Responses API as a source: refused, with the reason."""
 
     model_config = ConfigDict(extra="allow")
-    type: Literal["completions", "responses"]
+    type: Literal["responses"]
 
 
 class EvalRunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(default=None, max_length=200)
-    data_source: Annotated[JsonlDataSource | SamplingDataSource, Field(discriminator="type")]
+    data_source: Annotated[JsonlDataSource | CompletionsDataSource | ResponsesDataSource, Field(discriminator="type")]
     metadata: Metadata | None = None
 
 
@@ -258,17 +303,23 @@ def parse_lines(raw: bytes, *, field: str) -> list[dict[str, Any]]:
 
 
 def create_run(
-    session: Session, *, user: User, row: EvalDefinition, body: EvalRunCreate, file_bytes: bytes | None
+    session: Session,
+    *,
+    user: User,
+    row: EvalDefinition,
+    body: EvalRunCreate,
+    file_bytes: bytes | None,
+    inference_model: str | None = None,
 ) -> EvalRun:
-    """``file_bytes``: the uploaded file's content when the source names a file (read by the caller)."""
+    """``file_bytes``: the uploaded file's content when the source names a file (read by the caller);
+    ``inference_model``: the name the inference process knows the run's model by (resolved by the caller,
+    who checked it is the user's), for a completions source."""
     source = body.data_source
-    if not isinstance(source, JsonlDataSource):
+    if isinstance(source, ResponsesDataSource):
         raise InvalidInput(
             _(
-                "Sampling a model in an eval run (a '%(type)s' data source) is not offered yet: send a 'jsonl' "
-                'source whose items carry the sample to grade ({"item": {...}, "sample": {"output_text": '
-                '"..."}}).',
-                type=source.type,
+                "A 'responses' data source is not offered: use a 'completions' source (a model here answers "
+                "each item) or a 'jsonl' source whose items carry the sample to grade."
             ),
             field="data_source.type",
         )
@@ -277,12 +328,16 @@ def create_run(
     else:
         assert file_bytes is not None
         items = parse_lines(file_bytes, field="data_source.source.id")
+    sampling = None
+    if isinstance(source, CompletionsDataSource):
+        assert inference_model is not None
+        sampling = _sampling_plan(source, inference_model)
     eval_run = EvalRun(
         eval_id=row.id,
         owner_id=user.id,
         name=(body.name or "").strip() or _("Run"),
-        data_source=source.model_dump(mode="json", exclude={"source": {"content"}}),
-        model="",
+        data_source=source.model_dump(mode="json", exclude={"source": {"content"}}, exclude_none=True),
+        model=source.model if isinstance(source, CompletionsDataSource) else "",
         metadata_=body.metadata,
     )
     session.add(eval_run)
@@ -293,11 +348,51 @@ def create_run(
     with (folder / "items.jsonl").open("w", encoding="utf-8") as out:
         for entry in items:
             out.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    if sampling is not None:
+        (folder / "sampling.json").write_text(json.dumps(sampling), encoding="utf-8")
     eval_run.run_id = runs.create_run(
         session, kind=EVAL_RUN_KIND, owner=user, params={"eval_run_id": str(eval_run.id)}
     ).id
     session.flush()
     return eval_run
+
+
+def check_prompt(source: CompletionsDataSource) -> None:
+    """A template prompt's templates name only the item (the sample is what the model writes)."""
+    messages = source.input_messages
+    if isinstance(messages, TemplateMessages):
+        for index, message in enumerate(messages.template):
+            try:
+                check(message.text())
+            except TemplateError as exc:
+                raise InvalidInput(str(exc), field=f"data_source.input_messages.template.{index}.content") from None
+            if "sample." in message.text():
+                raise InvalidInput(
+                    _("The prompt cannot read the sample: it is what the model is asked to write."),
+                    field=f"data_source.input_messages.template.{index}.content",
+                )
+
+
+def _sampling_plan(source: CompletionsDataSource, inference_model: str) -> dict[str, Any]:
+    """What the run's child asks the inference process for each item (written beside the items)."""
+    check_prompt(source)
+    messages = source.input_messages
+    if isinstance(messages, TemplateMessages):
+        prompt: dict[str, Any] = {"template": [{"role": m.role, "content": m.text()} for m in messages.template]}
+    else:
+        prompt = {"item_reference": messages.item_reference}
+    params = source.sampling_params or EvalSampling()
+    return {
+        "model": source.model,
+        "inference_model": inference_model,
+        "prompt": prompt,
+        "params": {
+            "temperature": params.temperature if params.temperature is not None else 1.0,
+            "max_tokens": params.max_completion_tokens or 256,
+            "top_p": params.top_p if params.top_p is not None else 1.0,
+            **({"seed": params.seed} if params.seed is not None else {}),
+        },
+    }
 
 
 def list_runs(session: Session, row: EvalDefinition) -> list[EvalRun]:

@@ -18,6 +18,7 @@ from app.datasets import service as datasets
 from app.datasets.storage import artifact_path
 from app.db.models import EvalDefinition, EvalRun, User
 from app.evaluation import evals
+from app.openai_api.models import resolve_model
 from app.openai_api.routes import by_public_id, get_file
 from app.runs import service as runs
 from app.users.deps import CurrentUser
@@ -25,6 +26,7 @@ from app.users.deps import CurrentUser
 router = APIRouter(prefix="/v1/evals", tags=["openai-compatible"], dependencies=[Depends(csrf_protect)])
 
 EVAL_PREFIX, RUN_PREFIX, ITEM_PREFIX = "eval_", "evalrun_", "outputitem_"
+ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cached_tokens": 0}
 
 
 def _epoch(row: Any) -> int:
@@ -91,16 +93,16 @@ def to_output_item(row: EvalRun, entry: dict[str, Any]) -> dict[str, Any]:
         "status": entry["status"],
         "results": entry["results"],
         "sample": {
-            "input": [],
+            "input": sample.get("input") or [],
             "output": [{"role": "assistant", "content": text}] if text is not None else [],
             "model": str(sample.get("model", "")),
             "finish_reason": str(sample.get("finish_reason", "stop" if text is not None else "")),
-            "error": {"code": "", "message": ""},
-            "max_completion_tokens": 0,
-            "seed": 0,
-            "temperature": 0.0,
-            "top_p": 1.0,
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cached_tokens": 0},
+            "error": sample.get("error") or {"code": "", "message": ""},
+            "max_completion_tokens": int(sample.get("max_completion_tokens") or 0),
+            "seed": int(sample.get("seed") or 0),
+            "temperature": float(sample.get("temperature") or 0.0),
+            "top_p": float(sample.get("top_p") or 1.0),
+            "usage": {**ZERO_USAGE, **(sample.get("usage") or {})},
         },
     }
 
@@ -174,9 +176,15 @@ def create_run(
     eval_ident: str, body: evals.EvalRunCreate, request: Request, session: SessionDep, user: CurrentUser
 ) -> dict[str, Any]:
     row = _eval(session, user, eval_ident)
-    file_bytes = None
+    file_bytes, inference_model = None, None
     source = body.data_source
-    if isinstance(source, evals.JsonlDataSource) and isinstance(source.source, evals.FileIdSource):
+    if isinstance(source, evals.CompletionsDataSource):
+        evals.check_prompt(source)
+        try:
+            inference_model = resolve_model(session, user, source.model)
+        except NotFound as exc:
+            raise NotFound(exc.message, code="model_not_found", field="data_source.model") from None
+    if not isinstance(source, evals.ResponsesDataSource) and isinstance(source.source, evals.FileIdSource):
         upload = datasets.get_upload(session, get_file(session, user, source.source.id))
         if upload.size_bytes > evals.MAX_ITEMS_BYTES:
             raise InvalidInput(
@@ -184,7 +192,10 @@ def create_run(
                 field="data_source.source.id",
             )
         file_bytes = artifact_path(upload.storage_key).read_bytes()
-    return to_run(session, evals.create_run(session, user=user, row=row, body=body, file_bytes=file_bytes), request)
+    made = evals.create_run(
+        session, user=user, row=row, body=body, file_bytes=file_bytes, inference_model=inference_model
+    )
+    return to_run(session, made, request)
 
 
 @router.get("/{eval_ident}/runs", summary="An eval's runs")

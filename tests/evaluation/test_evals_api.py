@@ -65,6 +65,7 @@ def execute(run_ident: str) -> None:
     lifecycle.execute(background)
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the eval's rows meet PostgreSQL below
 def test_an_eval_grades_inline_items_and_a_file(api: openai.OpenAI, client: Any) -> None:
     schema = {"type": "object", "properties": {"text": {"type": "string"}, "label": {"type": "string"}}}
     made = api.evals.create(
@@ -152,16 +153,24 @@ def test_bad_evals_and_runs_are_refused_naming_the_field(api: openai.OpenAI) -> 
     assert logs.value.param == "data_source_config.type"
 
     made = api.evals.create(data_source_config=config, testing_criteria=[CRITERIA[0]])
-    with pytest.raises(openai.BadRequestError) as sampling:
+    with pytest.raises(openai.BadRequestError) as responses:
         api.evals.runs.create(
             made.id,
             data_source={  # type: ignore[typeddict-item]
-                "type": "completions",
-                "model": "base-x",
+                "type": "responses",
                 "source": {"type": "file_content", "content": ITEMS},
             },
         )
-    assert sampling.value.param == "data_source.type" and "not offered yet" in str(sampling.value)
+    assert responses.value.param == "data_source.type" and "not offered" in str(responses.value)
+    completions: Any = {
+        "type": "completions",
+        "model": "base-x",
+        "source": {"type": "file_content", "content": ITEMS},
+        "input_messages": {"type": "template", "template": [{"role": "user", "content": "{{ sample.output_text }}"}]},
+    }
+    with pytest.raises(openai.BadRequestError) as reads_sample:
+        api.evals.runs.create(made.id, data_source=completions)
+    assert reads_sample.value.param == "data_source.input_messages.template.0.content"
     broken = api.files.create(file=("bad.jsonl", b'{"item": {"a": 1}}\nnot json\n'), purpose="fine-tune")
     with pytest.raises(openai.BadRequestError) as line:
         api.evals.runs.create(made.id, data_source={"type": "jsonl", "source": {"type": "file_id", "id": broken.id}})

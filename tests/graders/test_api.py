@@ -91,6 +91,7 @@ def test_graders_need_an_api_key(client: Any) -> None:
         )
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # judges are read the same way on both
 def test_model_graders_ask_a_judge_set_up_here(api: openai.OpenAI, client: Any, loopback_judges: None) -> None:
     from tests.evaluation.fake_judge import FakeJudge
 

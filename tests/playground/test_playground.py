@@ -151,6 +151,75 @@ def test_stream_swap_adapters_and_feedback_to_preferences(
     assert summary["samples"] >= 1 and summary["judged"] == 0
     assert summary["errors"] == {"malformed": 4 * summary["samples"], "timeout": 0, "http": 0, "unreachable": 0}
 
+    # an eval run on a completions source: each item's prompt answered by the base and by the tuned model
+    # through the same inference process, then graded (client.evals end to end)
+    made = ai.evals.create(
+        name="sums",
+        data_source_config={"type": "custom", "item_schema": {"type": "object"}},
+        testing_criteria=[
+            {
+                "type": "python",
+                "name": "answered",
+                "source": "def grade(sample, item):\n    return 1.0 if sample['output_text'].strip() else 0.0\n",
+            },
+            {
+                "type": "string_check",
+                "name": "says the sum",
+                "input": "{{ sample.output_text }}",
+                "reference": "{{ item.sum }}",
+                "operation": "like",
+            },
+        ],
+    )
+    items = [{"item": {"a": a, "b": b, "sum": str(a + b)}} for a, b in ((2, 2), (3, 4), (1, 5))]
+    answers = {}
+    for model in (base, tuned):
+        run = ai.evals.runs.create(
+            made.id,
+            data_source={  # type: ignore[typeddict-item]
+                "type": "completions",
+                "model": model,
+                "source": {"type": "file_content", "content": items},
+                "input_messages": {
+                    "type": "template",
+                    "template": [{"role": "user", "content": "Add {{ item.a }} and {{ item.b }}."}],
+                },
+                "sampling_params": {"temperature": 0, "max_completion_tokens": 6, "seed": 1},
+            },
+        )
+        assert run.model == model and run.status == "queued"
+        from app.db.models import EvalRun
+        from app.db.session import get_sessionmaker
+
+        with get_sessionmaker()() as session:
+            row = session.get(EvalRun, uuid.UUID(run.id.removeprefix("evalrun_")))
+            assert row is not None
+            lifecycle.execute(str(row.run_id))
+        done = ai.evals.runs.retrieve(run.id, eval_id=made.id)
+        assert done.status == "completed" and done.result_counts.total == 3 and done.result_counts.errored == 0
+        graded = list(ai.evals.runs.output_items.list(run.id, eval_id=made.id))
+        first = graded[0].sample
+        assert first.model == model and first.input[0].content == "Add 2 and 2." and first.max_completion_tokens == 6
+        assert 1 <= first.usage.completion_tokens <= 6 and first.finish_reason in ("stop", "length")
+        answers[model] = [g.sample.output[0].content if g.sample.output else "" for g in graded]
+        # greedy: the answer is the one the chat API gives to the same prompt
+        same = ai.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Add 2 and 2."}], max_tokens=6, temperature=0
+        )
+        assert answers[model][0] == same.choices[0].message.content
+    assert answers[base] != answers[tuned]
+    with pytest.raises(openai.NotFoundError) as missing:
+        ai.evals.runs.create(
+            made.id,
+            data_source={  # type: ignore[typeddict-item]
+                "type": "completions",
+                "model": f"job-{uuid.uuid4()}",
+                "source": {"type": "file_content", "content": items},
+                "input_messages": {"type": "item_reference", "item_reference": "item.messages"},
+            },
+        )
+    assert missing.value.param == "data_source.model"
+
     # another user can chat with the shared base model but not with this job's adapter
     client.post("/api/v1/users", json={"email": "eve@example.com", "password": "eve-password-1"})
     client.post("/logout", data={"csrf_token": client.headers.pop("X-CSRF-Token")})

@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.core.chat import ChatClient, ChatError
 from app.evaluation.evals import criterion, pass_threshold, summarise
 from app.graders.grade import grade
+from app.graders.template import TemplateError, render
 from worker.protocol import emit, exit_with_parent, fail, progress
 
 
@@ -20,7 +22,55 @@ def needs_sample(grader: Any) -> bool:
     return grader.type == "python" or "sample." in json.dumps(grader.model_dump(mode="json"))
 
 
-def grade_item(index: int, entry: dict[str, Any], graders: list[Any], ask: Any) -> dict[str, Any]:
+NO_SAMPLE = 'this item has no sample to grade: give each line a "sample" with its "output_text"'
+
+
+def prompt_for(plan: dict[str, Any], item: dict[str, Any]) -> list[dict[str, str]]:
+    """The messages a completions source sends for ``item``; a ValueError says why there are none."""
+    prompt = plan["prompt"]
+    if "template" in prompt:
+        try:
+            return [
+                {"role": m["role"], "content": render(m["content"], item=item, sample={})} for m in prompt["template"]
+            ]
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+    value: Any = {"item": item}
+    for part in prompt["item_reference"].split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if not isinstance(value, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
+    ):
+        raise ValueError(f"{prompt['item_reference']} is not a list of messages with a role and text content")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def sample_item(plan: dict[str, Any], client: ChatClient, item: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The model's answer to the item's prompt as a sample, or None and why."""
+    params = plan["params"]
+    try:
+        messages = prompt_for(plan, item)
+        answer = client.complete(messages, **params)
+    except ValueError as exc:
+        return None, f"the prompt could not be made from this item: {exc}"
+    except ChatError as exc:
+        return None, f"the model could not answer ({exc.kind}): {exc.detail}"
+    return {
+        "output_text": answer["content"],
+        "model": plan["model"],
+        "input": messages,
+        "finish_reason": answer["finish_reason"],
+        "usage": answer["usage"],
+        "max_completion_tokens": params["max_tokens"],
+        "temperature": params["temperature"],
+        "top_p": params["top_p"],
+        "seed": params.get("seed", 0),
+    }, ""
+
+
+def grade_item(
+    index: int, entry: dict[str, Any], graders: list[Any], ask: Any, why_no_sample: str = NO_SAMPLE
+) -> dict[str, Any]:
     sample = entry.get("sample")
     results: list[dict[str, Any]] = []
     missing = sample is None and any(needs_sample(g) for g in graders)
@@ -32,13 +82,7 @@ def grade_item(index: int, entry: dict[str, Any], graders: list[Any], ask: Any) 
                     "type": grader.type,
                     "score": 0.0,
                     "passed": False,
-                    "sample": {
-                        "errors": ["sample_parse_error"],
-                        "details": {
-                            "sample_parse_error": 'this item has no sample to grade: give each line a "sample" '
-                            'with its "output_text"'
-                        },
-                    },
+                    "sample": {"errors": ["sample_parse_error"], "details": {"sample_parse_error": why_no_sample}},
                 }
             )
             continue
@@ -78,10 +122,25 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
             ask = GraderJudges(session)
     lines = (folder / "items.jsonl").read_text(encoding="utf-8").splitlines()
     items = [json.loads(line) for line in lines if line.strip()]
+    plan, client = None, None
+    if (folder / "sampling.json").is_file():
+        from app.core.config import get_settings
+
+        settings = get_settings()
+        plan = json.loads((folder / "sampling.json").read_text(encoding="utf-8"))
+        # Refinery's own inference process: the base model and the adapter it names, as chat completions do
+        client = ChatClient(
+            f"{settings.inference_base_url}/v1", plan["inference_model"], settings.inference_key(), 600.0
+        )
     graded = []
     for index, entry in enumerate(items):
-        graded.append(grade_item(index, entry, graders, ask))
+        why = NO_SAMPLE
+        if plan is not None and client is not None:
+            entry["sample"], why = sample_item(plan, client, entry["item"])
+        graded.append(grade_item(index, entry, graders, ask, why or NO_SAMPLE))
         progress(0.02 + 0.96 * (index + 1) / len(items), "grading_items", done=index + 1, total=len(items))
+    if client is not None:
+        client.close()
     partial = folder / "output_items.jsonl.partial"
     with partial.open("w", encoding="utf-8") as handle:
         for row in graded:
