@@ -173,7 +173,7 @@ def _check_criteria(session: Session, criteria: list[Any]) -> None:
     for index, grader in enumerate(criteria):
         prefix = f"testing_criteria.{index}"
         try:
-            validate(grader, prefix)
+            validate(grader, prefix, in_worker=True)
         except GraderInvalid as exc:
             raise InvalidInput(str(exc), field=exc.field) from None
         check_grader_models(session, grader, prefix)

@@ -28,14 +28,15 @@ class GraderInvalid(ValueError):
         self.field = field
 
 
-def validate(grader: Grader, prefix: str = "grader") -> None:
+def validate(grader: Grader, prefix: str = "grader", *, in_worker: bool = False) -> None:
+    """``in_worker``: the grader runs in the worker (an eval's criteria), where cosine similarity is computed."""
     if isinstance(grader, MultiGrader):
         try:
             parse(grader.calculate_output, set(grader.graders))
         except FormulaError as exc:
             raise GraderInvalid(str(exc), f"{prefix}.calculate_output") from None
         for name, inner in grader.graders.items():
-            validate(inner, f"{prefix}.graders.{name}")
+            validate(inner, f"{prefix}.graders.{name}", in_worker=in_worker)
         return
     if isinstance(grader, PythonGrader):
         try:
@@ -73,5 +74,5 @@ def validate(grader: Grader, prefix: str = "grader") -> None:
             check(getattr(grader, name))
         except TemplateError as exc:
             raise GraderInvalid(str(exc), f"{prefix}.{name}") from None
-    if isinstance(grader, TextSimilarityGrader) and grader.evaluation_metric == "cosine":
+    if isinstance(grader, TextSimilarityGrader) and grader.evaluation_metric == "cosine" and not in_worker:
         raise GraderInvalid(COSINE_UNAVAILABLE, f"{prefix}.evaluation_metric")

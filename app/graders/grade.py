@@ -13,7 +13,7 @@ from typing import Any
 from app.core.chat import ChatError
 from app.graders.formula import FormulaError, evaluate
 from app.graders.sandbox import Limits, run_python
-from app.graders.similarity import MetricUnavailable, similarity
+from app.graders.similarity import Embed, MetricUnavailable, similarity
 from app.graders.specs import (
     Grader,
     LabelModelGrader,
@@ -88,21 +88,29 @@ def grade(
     item: dict[str, Any],
     python_limits: Limits | None = None,
     ask: AskModel | None = None,
+    embed: Embed | None = None,
 ) -> Grade:
+    """``ask`` reaches a model grader's judge; ``embed`` computes sentence embeddings (cosine similarity)."""
     started = time.monotonic()
-    result = _grade(grader, output_text=output_text, item=item, python_limits=python_limits, ask=ask)
+    result = _grade(grader, output_text=output_text, item=item, python_limits=python_limits, ask=ask, embed=embed)
     result.seconds = round(time.monotonic() - started, 4)
     return result
 
 
 def _grade(
-    grader: Grader, *, output_text: str, item: dict[str, Any], python_limits: Limits | None, ask: AskModel | None
+    grader: Grader,
+    *,
+    output_text: str,
+    item: dict[str, Any],
+    python_limits: Limits | None,
+    ask: AskModel | None,
+    embed: Embed | None,
 ) -> Grade:
     result = Grade(name=grader.name, type=grader.type, score=0.0)
     sample = sample_namespace(output_text)
     if isinstance(grader, MultiGrader):
         for name, inner in grader.graders.items():
-            sub = _grade(inner, output_text=output_text, item=item, python_limits=python_limits, ask=ask)
+            sub = _grade(inner, output_text=output_text, item=item, python_limits=python_limits, ask=ask, embed=embed)
             result.sub_scores[name] = sub.score
             for flag, value in sub.errors.items():
                 if value:
@@ -132,7 +140,7 @@ def _grade(
         return result
     assert isinstance(grader, TextSimilarityGrader)
     try:
-        result.score = similarity(grader.evaluation_metric, text, reference)
+        result.score = similarity(grader.evaluation_metric, text, reference, embed)
     except MetricUnavailable as exc:
         return result.fail("other_error", str(exc))
     return result

@@ -7,17 +7,23 @@
   synonym stage is off, as WordNet is not shipped (nothing is downloaded at run time);
 * rouge_1 … rouge_5, rouge_l: Google's rouge-score F-measure, with its stemmer off.
 
-``cosine`` needs a sentence-embedding model, which the web process does not load: it is refused here with a
-message saying so."""
+* cosine: the cosine of the two texts' sentence embeddings (all-MiniLM-L6-v2, mean-pooled, as the worker's
+  semantic dedup embeds), clipped at 0. It needs the embedding model, which the worker loads and the web
+  process does not: eval runs compute it; ``/graders/run`` refuses it with a message saying so."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 COSINE_UNAVAILABLE = (
-    "evaluation_metric 'cosine' needs a sentence-embedding model, which graders do not load yet; use "
-    "fuzzy_match, bleu, gleu, meteor or a rouge metric"
+    "evaluation_metric 'cosine' needs the sentence-embedding model, which only the worker loads: use it in an "
+    "eval's testing criteria (runs are graded by the worker), or pick fuzzy_match, bleu, gleu, meteor or a "
+    "rouge metric here"
 )
+
+# (texts) -> their unit-length embeddings, one row per text (worker/cleaning/embed.py's Embedder)
+Embed = Callable[[list[str]], Any]
 
 
 class MetricUnavailable(ValueError):
@@ -31,7 +37,7 @@ class _NoWordNet:
         return []
 
 
-def similarity(metric: str, text: str, reference: str) -> float:
+def similarity(metric: str, text: str, reference: str, embed: Embed | None = None) -> float:
     if metric == "fuzzy_match":
         from rapidfuzz import fuzz
 
@@ -54,5 +60,8 @@ def similarity(metric: str, text: str, reference: str) -> float:
         kind = "rougeL" if metric == "rouge_l" else f"rouge{metric.removeprefix('rouge_')}"
         return float(rouge_scorer.RougeScorer([kind]).score(reference, text)[kind].fmeasure)
     if metric == "cosine":
-        raise MetricUnavailable(COSINE_UNAVAILABLE)
+        if embed is None:
+            raise MetricUnavailable(COSINE_UNAVAILABLE)
+        first, second = embed([text, reference])
+        return max(0.0, min(1.0, float(sum(float(a) * float(b) for a, b in zip(first, second, strict=True)))))
     raise MetricUnavailable(f"Unknown evaluation_metric '{metric}'.")

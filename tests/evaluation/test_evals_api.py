@@ -68,9 +68,10 @@ def execute(run_ident: str) -> None:
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the eval's rows meet PostgreSQL below
 def test_an_eval_grades_inline_items_and_a_file(api: openai.OpenAI, client: Any) -> None:
     schema = {"type": "object", "properties": {"text": {"type": "string"}, "label": {"type": "string"}}}
+    config: Any = {"type": "custom", "item_schema": schema, "include_sample_schema": True}
     made = api.evals.create(
         name="spam filter",
-        data_source_config={"type": "custom", "item_schema": schema, "include_sample_schema": True},
+        data_source_config=config,
         testing_criteria=CRITERIA,  # type: ignore[arg-type]
         metadata={"team": "mail"},
     )
@@ -115,6 +116,27 @@ def test_an_eval_grades_inline_items_and_a_file(api: openai.OpenAI, client: Any)
     assert page.text.count('<tr data-item="') == 4 and 'data-status="error"' in page.text
     assert "sample_parse_error" in page.text and "spam filter" in client.get("/evals").text
 
+    # cosine similarity is a criterion of evals (the worker embeds), though not of /graders/run (the web)
+    meaning = {
+        "type": "text_similarity",
+        "name": "meaning",
+        "input": "{{ sample.output_text }}",
+        "reference": "{{ item.answer }}",
+        "evaluation_metric": "cosine",
+        "pass_threshold": 0.9,
+    }
+    with pytest.raises(openai.BadRequestError):
+        api.fine_tuning.alpha.graders.validate(grader={**meaning, "pass_threshold": None})
+    by_meaning = api.evals.create(data_source_config=config, testing_criteria=[meaning])  # type: ignore[list-item]
+    pairs = [("The cat sat on the mat.", "The cat sat on the mat."), ("Revenue rose.", "The cat sat on the mat.")]
+    content = [{"item": {"answer": a}, "sample": {"output_text": o}} for o, a in pairs]
+    cosine_run = api.evals.runs.create(
+        by_meaning.id, data_source={"type": "jsonl", "source": {"type": "file_content", "content": content}}
+    )
+    execute(cosine_run.id)
+    graded = list(api.evals.runs.output_items.list(cosine_run.id, eval_id=by_meaning.id))
+    assert [g.status for g in graded] == ["pass", "fail"] and graded[0].results[0].score == pytest.approx(1, abs=1e-5)
+
     # the same items as an uploaded file (OpenAI's eval files: one {"item", "sample"} per line)
     lines = "\n".join(json.dumps(i) for i in ITEMS[:3]) + "\n"
     uploaded = api.files.create(file=("items.jsonl", lines.encode()), purpose="fine-tune")
@@ -128,7 +150,7 @@ def test_an_eval_grades_inline_items_and_a_file(api: openai.OpenAI, client: Any)
     assert [r.id for r in api.evals.runs.list(made.id)] == [run.id, from_file.id]
     assert [r.id for r in api.evals.runs.list(made.id, order="desc").data] == [from_file.id, run.id]
     renamed = api.evals.update(made.id, name="spam filter v2")
-    assert renamed.name == "spam filter v2" and [e.id for e in api.evals.list()] == [made.id]
+    assert renamed.name == "spam filter v2" and [e.id for e in api.evals.list()] == [made.id, by_meaning.id]
     gone = api.evals.runs.delete(from_file.id, eval_id=made.id)
     assert gone.deleted and [r.id for r in api.evals.runs.list(made.id)] == [run.id]
     assert api.evals.delete(made.id).deleted

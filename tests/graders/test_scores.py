@@ -245,3 +245,28 @@ def test_a_model_grader_with_no_judge_or_a_failing_one_scores_nothing() -> None:
     assert grade(spec, output_text="x", item={"answer": "y"}).errors["model_grader_server_error"]
     missing = grade(spec, output_text="x", item={}, ask=down)  # the template names a field the item lacks
     assert missing.errors["invalid_variable_error"]
+
+
+def test_cosine_compares_meaning_with_the_workers_embedding_model() -> None:
+    from worker.cleaning.embed import Embedder
+
+    embed = Embedder()
+    spec = {
+        "type": "text_similarity",
+        "name": "meaning",
+        "input": "{{ sample.output_text }}",
+        "reference": "{{ item.answer }}",
+        "evaluation_metric": "cosine",
+    }
+    grader = GRADER.validate_python(spec)
+
+    def cosine(output: str, answer: str) -> float:
+        return grade(grader, output_text=output, item={"answer": answer}, embed=embed).score
+
+    assert cosine("The cat sat on the mat.", "The cat sat on the mat.") == pytest.approx(1.0, abs=1e-5)
+    close = cosine("A kitten is resting on the rug.", "The cat sat on the mat.")
+    far = cosine("Quarterly revenue rose by four percent.", "The cat sat on the mat.")
+    assert 0 <= far < close < 1
+    # the web process loads no embedding model: the sample says why instead of scoring
+    refused = grade(grader, output_text="x", item={"answer": "y"})
+    assert refused.errors["other_error"] and "only the worker" in refused.details["other_error"]

@@ -13,6 +13,7 @@ from typing import Any
 from app.core.chat import ChatClient, ChatError
 from app.evaluation.evals import criterion, pass_threshold, summarise
 from app.graders.grade import grade
+from app.graders.similarity import MetricUnavailable
 from app.graders.template import TemplateError, render
 from worker.protocol import emit, exit_with_parent, fail, progress
 
@@ -68,8 +69,30 @@ def sample_item(plan: dict[str, Any], client: ChatClient, item: dict[str, Any]) 
     }, ""
 
 
+class LazyEmbedder:
+    """The sentence-embedding model, loaded at the first cosine similarity (most evals have none)."""
+
+    def __init__(self) -> None:
+        self.model: Any = None
+
+    def __call__(self, texts: list[str]) -> Any:
+        if self.model is None:
+            from worker.cleaning.embed import Embedder
+
+            try:
+                self.model = Embedder()
+            except ValueError as exc:  # the embedding model's package is not installed on this worker
+                raise MetricUnavailable(str(exc)) from None
+        return self.model(texts)
+
+
 def grade_item(
-    index: int, entry: dict[str, Any], graders: list[Any], ask: Any, why_no_sample: str = NO_SAMPLE
+    index: int,
+    entry: dict[str, Any],
+    graders: list[Any],
+    ask: Any,
+    why_no_sample: str = NO_SAMPLE,
+    embed: Any = None,
 ) -> dict[str, Any]:
     sample = entry.get("sample")
     results: list[dict[str, Any]] = []
@@ -87,7 +110,7 @@ def grade_item(
             )
             continue
         output_text = str((sample or {}).get("output_text", ""))
-        graded = grade(grader, output_text=output_text, item=entry["item"], ask=ask)
+        graded = grade(grader, output_text=output_text, item=entry["item"], ask=ask, embed=embed)
         detail: dict[str, Any] = {}
         if graded.failed:
             detail["errors"] = [flag for flag, on in graded.errors.items() if on]
@@ -133,11 +156,12 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
             f"{settings.inference_base_url}/v1", plan["inference_model"], settings.inference_key(), 600.0
         )
     graded = []
+    embed = LazyEmbedder()
     for index, entry in enumerate(items):
         why = NO_SAMPLE
         if plan is not None and client is not None:
             entry["sample"], why = sample_item(plan, client, entry["item"])
-        graded.append(grade_item(index, entry, graders, ask, why or NO_SAMPLE))
+        graded.append(grade_item(index, entry, graders, ask, why or NO_SAMPLE, embed))
         progress(0.02 + 0.96 * (index + 1) / len(items), "grading_items", done=index + 1, total=len(items))
     if client is not None:
         client.close()
