@@ -36,6 +36,8 @@
     };
   }
 
+  // the text, then (after an ASCII record separator the text never holds) how the answer ended
+  const END_MARK = "\x1e";
   async function streamInto(side, model, messages, target) {
     const response = await post("/playground/stream", { model, messages, ...params() });
     if (!response.ok) {
@@ -47,14 +49,37 @@
     }
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
-    let text = "";
+    let received = "";
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
-      text += decoder.decode(value, { stream: true });
-      target.textContent = text;
+      received += decoder.decode(value, { stream: true });
+      target.textContent = received.split(END_MARK)[0];
     }
-    return text;
+    const [text, tail] = received.split(END_MARK);
+    let ending = {};
+    try { ending = JSON.parse(tail || "{}"); } catch (_) { /* no ending: the stream broke off */ }
+    const cut = ending.finish_reason === "length";
+    if (cut) {
+      target.dataset.cut = "true";
+      target.parentElement.appendChild(el("p", "small muted cut-note", labels.cut));
+    }
+    return { text, cut };
+  }
+
+  // the "not yet used" counts under the chat, as the server counts them after each saved pick
+  function showCounts(counts) {
+    if (!counts) return;
+    const shown = { up: counts.up, down: counts.down, pairs: counts.a + counts.b };
+    for (const [key, value] of Object.entries(shown)) {
+      const span = document.querySelector(`#preferences [data-count=${key}]`);
+      if (span) span.textContent = value;
+    }
+  }
+  async function saveFeedback(body) {
+    const r = await post("/playground/feedback", body);
+    if (r.ok) showCounts((await r.json()).counts);
+    return r.ok;
   }
 
   function thumbs(item, prompt, model, answer) {
@@ -65,9 +90,10 @@
       button.title = label;
       button.setAttribute("aria-label", label);
       button.dataset.choice = choice;
+      if (choice === "up" && answer.cut) { button.disabled = true; button.title = labels.cut_no_pick; }
       button.addEventListener("click", async () => {
-        const r = await post("/playground/feedback", { prompt, model_a: model, answer_a: answer, choice });
-        if (r.ok) { row.textContent = labels.saved; }
+        const body = { prompt, model_a: model, answer_a: answer.text, cut_a: answer.cut, choice };
+        if (await saveFeedback(body)) { row.textContent = labels.saved; }
       });
       row.appendChild(button);
     }
@@ -81,8 +107,12 @@
     const m = models();
     const system = document.getElementById("system").value.trim();
     const sides = m.b ? ["a", "b"] : ["a"];
+    const status = document.getElementById("status");
     document.getElementById("send").disabled = true;
     document.getElementById("pick").hidden = true;
+    status.textContent = "";
+    // a pair compares two answers to one conversation: only while both models have seen the same turns
+    const same = JSON.stringify(history.a) === JSON.stringify(history.b);
     const prompts = {};
     const answers = {};
     await Promise.all(sides.map(async (side) => {
@@ -98,21 +128,35 @@
       const answer = await streamInto(side, m[side], messages, body);
       if (answer !== null) {
         answers[side] = answer;
-        history[side].push({ role: "user", content: text }, { role: "assistant", content: answer });
-        if (!m.b) thumbs(item, messages, m[side], answer);
+        history[side].push({ role: "user", content: text }, { role: "assistant", content: answer.text });
+        thumbs(item, messages, m[side], answer);
       }
     }));
     if (m.b && answers.a !== undefined && answers.b !== undefined) {
-      const pick = document.getElementById("pick");
-      pick.hidden = false;
-      for (const button of pick.querySelectorAll("button")) {
-        button.textContent = button.dataset.pick === "a" ? labels.a_better : labels.b_better;
-        button.onclick = async () => {
-          const r = await post("/playground/feedback", {
-            prompt: prompts.a, model_a: m.a, answer_a: answers.a, model_b: m.b, answer_b: answers.b, choice: button.dataset.pick,
-          });
-          if (r.ok) { pick.hidden = true; document.getElementById("status").textContent = labels.saved; }
-        };
+      if (!same) {
+        status.textContent = labels.diverged;
+      } else {
+        const pick = document.getElementById("pick");
+        pick.hidden = false;
+        for (const button of pick.querySelectorAll("button")) {
+          const side = button.dataset.pick;
+          button.textContent = side === "a" ? labels.a_better : labels.b_better;
+          button.disabled = answers[side].cut;
+          button.title = answers[side].cut ? labels.cut_no_pick : "";
+          button.onclick = async () => {
+            const saved = await saveFeedback({
+              prompt: prompts.a, model_a: m.a, answer_a: answers.a.text, model_b: m.b, answer_b: answers.b.text,
+              cut_a: answers.a.cut, cut_b: answers.b.cut, choice: side,
+            });
+            if (saved) {
+              pick.hidden = true;
+              status.textContent = labels.saved;
+              // the conversation goes on from the chosen answer, on both sides
+              const chosen = { role: "assistant", content: answers[side].text };
+              for (const s of ["a", "b"]) history[s] = [...history[s].slice(0, -1), chosen];
+            }
+          };
+        }
       }
     }
     document.getElementById("prompt").value = "";

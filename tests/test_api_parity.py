@@ -124,6 +124,8 @@ def test_estimate_compare_and_feedback_through_the_api(client: Any, setup: dict[
     assert saved.status_code == 201 and saved.json()["counts"]["a"] == 1
     assert client.post("/api/v1/feedback", json={**pick, "model_a": "job-nope"}).status_code in (404, 422)
     assert client.post("/api/v1/feedback", json={**pick, "choice": "maybe"}).status_code == 422
+    cut = client.post("/api/v1/feedback", json={**pick, "cut_a": True})  # A ran into max tokens: not "better"
+    assert cut.status_code == 422 and cut.json()["error"]["field"] == "choice"
     assert client.get("/api/v1/feedback").json() == {"up": 0, "down": 0, "a": 1, "b": 0}
     made = client.post("/api/v1/feedback/preferences", json={"name": "picks"})
     assert made.status_code == 201, made.text

@@ -29,6 +29,8 @@ class FeedbackCreate(BaseModel):
     answer_a: str = Field(max_length=100_000)
     model_b: str | None = Field(default=None, max_length=200, description="Side by side only.")
     answer_b: str | None = Field(default=None, max_length=100_000)
+    cut_a: bool = Field(default=False, description="answer_a was cut off at max tokens (it cannot be chosen).")
+    cut_b: bool = Field(default=False, description="answer_b was cut off at max tokens (it cannot be chosen).")
 
 
 class FeedbackSaved(BaseModel):

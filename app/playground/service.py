@@ -103,6 +103,12 @@ def save_feedback(session: Session, body: dict[str, Any], *, user: User) -> Feed
     answer_a, answer_b = body.get("answer_a"), body.get("answer_b") if pairwise else None
     if not isinstance(answer_a, str) or (pairwise and not isinstance(answer_b, str)):
         raise InvalidInput(_("The answers are missing."), field="answer_a")
+    chosen_cut = {"up": "cut_a", "a": "cut_a", "b": "cut_b"}.get(str(choice))
+    if chosen_cut and body.get(chosen_cut) is True:  # it would become the "chosen" answer of a preference pair
+        raise InvalidInput(
+            _("An answer cut off at the max tokens limit cannot be the better one: raise Max tokens and ask again."),
+            field="choice",
+        )
     feedback = Feedback(
         owner_id=user.id,
         prompt=_messages(body.get("prompt"), "prompt"),

@@ -20,6 +20,7 @@ from app.playground import service
 from app.users.deps import PageUser
 
 router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False)
+END_MARK = "\x1e"  # ASCII record separator: the streamed answer's text ends here, how it ended follows
 
 
 @router.get("/playground")
@@ -41,6 +42,15 @@ def page(request: Request, session: SessionDep, user: PageUser) -> Response:
                     "b_better": _("B is better"),
                     "saved": _("Thanks: saved for the preference dataset."),
                     "error": _("The answer could not be generated:"),
+                    "cut": _("Cut off at the max tokens limit."),
+                    "cut_no_pick": _(
+                        "An answer cut off at the max tokens limit cannot be the better one: raise Max tokens and ask "
+                        "again."
+                    ),
+                    "diverged": _(
+                        "Each model has seen its own earlier answers, so these two answers reply to different "
+                        "conversations and cannot be compared: pick after each turn, or start a new conversation."
+                    ),
                 }
             ),
         },
@@ -59,16 +69,19 @@ async def stream(session: SessionDep, user: PageUser, body: JsonObject) -> Respo
             end_reads(session)
 
     model, messages, params = await run_in_threadpool(resolve)
-    pieces = stream_chat(model, messages, **params, user=str(user.id))
+    ending: dict[str, Any] = {}
+    pieces = stream_chat(model, messages, ending, **params, user=str(user.id))
     first = await anext(pieces, "")  # errors before the first token become a clean error response
 
     async def answer() -> AsyncIterator[bytes]:
-        yield first.encode()
+        yield first.replace(END_MARK, "").encode()
         try:
             async for piece in pieces:
-                yield piece.encode()
+                yield piece.replace(END_MARK, "").encode()
         except Exception as exc:  # the client shows what is there plus the reason
             yield f"\n\n[{exc}]".encode()
+        else:  # how the answer ended ("length": cut at max tokens), after a mark the text never holds
+            yield (END_MARK + json.dumps({"finish_reason": ending.get("finish_reason")})).encode()
         finally:
             await pieces.aclose()  # a closed tab stops the generation too
 

@@ -40,17 +40,37 @@ def test_side_by_side_chat_and_a_pick(browser: Any, live_server: str) -> None:
     page.select_option("#model-a", value=adapter.get_attribute("value"))
     base = page.locator("#model-b option", has_text="SmolLM2").first
     page.select_option("#model-b", value=base.get_attribute("value"))
-    page.fill("#max-tokens", "24")
+
+    # two tokens cut every answer: each is marked, and none can be thumbed up or picked as the better one
+    page.fill("#max-tokens", "2")
     page.fill("#prompt", "Give one tip for staying healthy. <script>window.pwned = 1</script>")
+    page.click("#send")
+    wait_for_answers(page)
+    assert page.evaluate("window.pwned") is None  # the prompt is shown as text, never run
+    for side in ("a", "b"):
+        assert page.get_attribute(f"[data-answer={side}]", "data-cut") == "true"
+        column = page.locator(f"[data-side={side}]")
+        assert "Cut off at the max tokens limit." in column.inner_text()
+        assert column.locator("button[data-choice=up]").is_disabled()  # thumbs in side by side too
+        assert page.locator(f"#pick button[data-pick={side}]").is_disabled()
+    # a thumbs down on a cut answer is fine, and the count under the chat follows at once
+    page.locator("[data-side=b] button[data-choice=down]").click()
+    page.wait_for_function("() => document.querySelector('#preferences [data-count=down]').textContent === '1'")
+
+    page.click("#reset")
+    page.fill("#max-tokens", "48")
+    page.fill("#prompt", "Say hello.")
     page.click("#send")
     wait_for_answers(page)
     for side in ("a", "b"):
         assert page.locator(f"[data-answer={side}]").inner_text().strip()
-    assert page.evaluate("window.pwned") is None  # the prompt is shown as text, never run
     assert page.locator("#pick").is_visible()
     shot(page, "11-playground")
-    page.click("#pick button[data-pick=a]")
+    choosable = page.locator("#pick button:not([disabled])")
+    assert choosable.count() >= 1, "both short answers were cut at 48 tokens"
+    choosable.first.click()
     page.wait_for_selector("#pick", state="hidden")
+    page.wait_for_function("() => document.querySelector('#preferences [data-count=pairs]').textContent === '1'")
     page.goto(live_server + "/playground")
     assert "1 side-by-side picks" in page.locator("#preferences").inner_text()
 

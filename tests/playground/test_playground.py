@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -33,9 +34,21 @@ def _train(client: Any, setup: dict[str, Any]) -> dict[str, Any]:
     return dict(job)
 
 
-def _chat(client: Any, model: str, text: str = "Add 3 and 3.") -> Any:
+@dataclass
+class Streamed:
+    """The page's stream: the answer's text, then (after an ASCII record separator) how it ended."""
+
+    status_code: int
+    text: str
+    finish_reason: str | None
+
+
+def _chat(client: Any, model: str, text: str = "Add 3 and 3.") -> Streamed:
     body = {"model": model, "messages": [{"role": "user", "content": text}], "temperature": 0, "max_tokens": 12}
-    return client.post("/playground/stream", json=body)
+    response = client.post("/playground/stream", json=body)
+    answer, _mark, ending = response.text.partition("\x1e")
+    finish = json.loads(ending)["finish_reason"] if ending else None
+    return Streamed(response.status_code, answer, finish)
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the database paths are covered on both elsewhere
@@ -99,6 +112,7 @@ def test_stream_swap_adapters_and_feedback_to_preferences(
     assert whole.object == "chat.completion" and whole.choices[0].message.content == tuned_answer.text
     assert whole.usage is not None and 1 <= whole.usage.completion_tokens <= 12
     assert whole.choices[0].finish_reason == ("length" if whole.usage.completion_tokens == 12 else "stop")
+    assert tuned_answer.finish_reason == whole.choices[0].finish_reason  # the page says how the answer ended
     streamed = ai.chat.completions.create(
         model=tuned,
         messages=question,
@@ -235,4 +249,4 @@ def test_stream_swap_adapters_and_feedback_to_preferences(
 def test_inference_down_is_a_clear_error(client: Any, setup: dict[str, Any], configure: Any) -> None:
     configure(inference_port=free_port())  # nothing listens there
     response = _chat(client, f"base-{setup['model']}")
-    assert response.status_code == 503 and "refinery inference" in response.json()["error"]["message"]
+    assert response.status_code == 503 and "refinery inference" in json.loads(response.text)["error"]["message"]
