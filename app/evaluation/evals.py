@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from app.core.errors import InvalidInput, NotFound
 from app.core.i18n import _
@@ -271,7 +271,7 @@ def delete_eval(session: Session, row: EvalDefinition) -> None:
     """The eval, its runs (those in progress are cancelled) and their files."""
     for eval_run in list_runs(session, row):
         _stop(session, eval_run)
-        remove_tree(eval_run.storage_key)
+    remove_tree(f"evals/{row.id.hex}")
     session.delete(row)
 
 
@@ -396,8 +396,9 @@ def _sampling_plan(source: CompletionsDataSource, inference_model: str) -> dict[
 
 
 def list_runs(session: Session, row: EvalDefinition) -> list[EvalRun]:
-    stmt = select(EvalRun).where(EvalRun.eval_id == row.id).order_by(EvalRun.created_at.desc(), EvalRun.id.desc())
-    return list(session.scalars(stmt))
+    """Newest first, each with its background run loaded (the lists show every run's status)."""
+    stmt = select(EvalRun).where(EvalRun.eval_id == row.id).options(selectinload(EvalRun.run))
+    return list(session.scalars(stmt.order_by(EvalRun.created_at.desc(), EvalRun.id.desc())))
 
 
 def get_run(session: Session, row: EvalDefinition, run_id: uuid.UUID) -> EvalRun:

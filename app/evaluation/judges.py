@@ -22,6 +22,7 @@ from app.core.ownership import get_owned
 from app.datasets.storage import artifact_path
 from app.db.models import BaseModelRecord, Evaluation, Judge, Judgement, ModelStatus, RunStatus, SampleLabel, User
 from app.evaluation import service as evaluations
+from app.graders.specs import LabelModelGrader, MultiGrader, ScoreModelGrader
 from app.runs import service as runs
 
 JUDGE_KIND = "judging"
@@ -206,13 +207,12 @@ def find_judge(session: Session, name: str) -> Judge | None:
 
 def check_grader_models(session: Session, grader: Any, prefix: str = "grader") -> None:
     """Every model grader in ``grader`` (a multi's too) names a judge set up here."""
-    inner = getattr(grader, "graders", None)
-    if isinstance(inner, dict):
-        for name, sub in inner.items():
+    if isinstance(grader, MultiGrader):
+        for name, sub in grader.graders.items():
             check_grader_models(session, sub, f"{prefix}.graders.{name}")
         return
-    model = getattr(grader, "model", None)
-    if grader.type in ("score_model", "label_model") and find_judge(session, str(model)) is None:
+    model = grader.model if isinstance(grader, ScoreModelGrader | LabelModelGrader) else None
+    if model is not None and find_judge(session, model) is None:
         names = ", ".join(j.name for j in list_judges(session)) or _("none yet")
         raise InvalidInput(
             _(

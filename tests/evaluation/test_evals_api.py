@@ -153,7 +153,12 @@ def test_an_eval_grades_inline_items_and_a_file(api: openai.OpenAI, client: Any)
     assert renamed.name == "spam filter v2" and [e.id for e in api.evals.list()] == [made.id, by_meaning.id]
     gone = api.evals.runs.delete(from_file.id, eval_id=made.id)
     assert gone.deleted and [r.id for r in api.evals.runs.list(made.id)] == [run.id]
+    from app.datasets.storage import artifact_path
+
+    folder = artifact_path(f"evals/{made.id.removeprefix('eval_')}")
+    assert (folder / run.id.removeprefix("evalrun_") / "output_items.jsonl").is_file()
     assert api.evals.delete(made.id).deleted
+    assert not folder.exists()  # its runs' items and grades went with it
     with pytest.raises(openai.NotFoundError):
         api.evals.retrieve(made.id)
 
