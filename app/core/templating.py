@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,13 @@ def human_duration(seconds: float | None) -> str:
     return i18n.gettext("%(s)s s", s=secs)
 
 
+def json_text(value: Any) -> str:
+    """A value as JSON to read on a page (non-ASCII kept; the page's escaping makes it safe, unlike tojson's
+    \\u003c escapes, which are meant for scripts and show as such in text)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 templates.env.filters["bytes"] = human_bytes
+templates.env.filters["json_text"] = json_text
 templates.env.filters["duration"] = human_duration
 templates.env.filters["count"] = human_count

@@ -115,6 +115,7 @@ def test_an_eval_grades_inline_items_and_a_file(api: openai.OpenAI, client: Any)
     assert '<div data-count="passed"><strong>2</strong>' in page.text
     assert page.text.count('<tr data-item="') == 4 and 'data-status="error"' in page.text
     assert "sample_parse_error" in page.text and "spam filter" in client.get("/evals").text
+    assert '{"text": "Win money now", "label": "spam"}'.replace('"', "&#34;") in page.text  # readable JSON
 
     # cosine similarity is a criterion of evals (the worker embeds), though not of /graders/run (the web)
     meaning = {
