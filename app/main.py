@@ -194,6 +194,7 @@ def create_app() -> FastAPI:
     from app.datasets import ui as datasets_ui
     from app.evaluation import api as evaluation_api
     from app.evaluation import ui as evaluation_ui
+    from app.graders import api as graders_api
     from app.jobs import api as jobs_api
     from app.jobs import ui as jobs_ui
     from app.openai_api import evals as openai_evals
@@ -224,6 +225,7 @@ def create_app() -> FastAPI:
         jobs_api,
         evaluation_ui,
         evaluation_api,
+        graders_api,
         playground_ui,
         playground_api,
         openai_api,

@@ -96,3 +96,11 @@ document.addEventListener("keydown", (event) => {
     document.getElementById("save-preset")?.click();
   }
 });
+
+// Buttons marked data-fill put their data-value into the field their selector names (example graders).
+document.addEventListener("click", (e) => {
+  const button = e.target instanceof Element ? e.target.closest("[data-fill]") : null;
+  if (!button) return;
+  const field = document.querySelector(button.dataset.fill);
+  if (field) { field.value = button.dataset.value; field.dispatchEvent(new Event("input", { bubbles: true })); }
+});

@@ -23,6 +23,7 @@
 
   function draw(key) {
     const el = root.querySelector(`[data-chart="${key}"]`);
+    if (!el) return;
     const width = Math.max(300, el.clientWidth || 500);
     let data, seriesOpts;
     if (key === "loss") {
@@ -33,6 +34,15 @@
       data = [steps, steps.map((s) => losses.get(s) ?? null), steps.map((s) => evals.get(s) ?? null)];
       seriesOpts = [{ label: labels.step }, { label: labels.loss, stroke: "#2f6fde", width: 2, spanGaps: true },
         { label: labels.eval_loss, stroke: "#d9822b", width: 2, spanGaps: true, points: { show: true, size: 6 } }];
+    } else if (key === "reward") {
+      // reinforcement: the mean reward of each step's answers, with its spread (mean ± one standard deviation)
+      const logged = rows.filter((r) => r.reward != null);
+      const std = (r) => r.reward_std ?? 0;
+      data = [logged.map((r) => r.step), logged.map((r) => r.reward),
+        logged.map((r) => r.reward - std(r)), logged.map((r) => r.reward + std(r))];
+      const band = { stroke: "#9fd3ae", width: 1, dash: [4, 4], points: { show: false } };
+      seriesOpts = [{ label: labels.step }, { label: labels.reward, stroke: "#17833d", width: 2 },
+        { label: labels.reward_low, ...band }, { label: labels.reward_high, ...band }];
     } else {
       data = series(key);
       seriesOpts = [{ label: labels.step }, { label: labels[key], stroke: "#17833d", width: 2 }];
@@ -87,7 +97,7 @@
       }
       rows.sort((a, b) => a.step - b.step);
       if (body.rows.length) lastStep = Math.max(...rows.filter((r) => r.loss != null).map((r) => r.step), lastStep);
-      ["loss", "learning_rate", "grad_norm", "tokens_per_second"].forEach(draw);
+      ["loss", "reward", "learning_rate", "grad_norm", "tokens_per_second"].forEach(draw);
       flag();
     } catch (_) { /* the next poll retries */ }
     if (live) setTimeout(poll, 2000);

@@ -104,10 +104,10 @@ def human_duration(seconds: float | None) -> str:
     return i18n.gettext("%(s)s s", s=secs)
 
 
-def json_text(value: Any) -> str:
+def json_text(value: Any, indent: int | None = None) -> str:
     """A value as JSON to read on a page (non-ASCII kept; the page's escaping makes it safe, unlike tojson's
     \\u003c escapes, which are meant for scripts and show as such in text)."""
-    return json.dumps(value, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False, indent=indent)
 
 
 templates.env.filters["bytes"] = human_bytes

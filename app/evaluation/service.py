@@ -36,10 +36,18 @@ class EvaluationOptions(BaseModel):
     split: str = Field("test", pattern="^(test|validation)$", description="The split of the version evaluated.")
     seed: int = Field(42, ge=0, le=2**31 - 1)
     judge_id: uuid.UUID | None = Field(None, description="A judge that grades the answers once they are written.")
+    grader_ids: list[uuid.UUID] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Your saved graders (/api/v1/graders) that grade every answer; the verdict then counts passes.",
+    )
 
 
-def evaluable_kinds(version: DatasetVersion) -> int:
-    return sum(n for kind, n in version.kind_counts.items() if kind in ("chat", "preference"))
+def evaluable_kinds(version: DatasetVersion, kinds: set[str] | None = None) -> int:
+    """Records an evaluation can answer and score: conversations and preference pairs (reference answers), and
+    with graders reinforcement prompts too."""
+    kinds = kinds or {"chat", "preference"}
+    return sum(n for kind, n in version.kind_counts.items() if kind in kinds)
 
 
 def create_evaluation(
@@ -57,7 +65,16 @@ def create_evaluation(
         raise InvalidInput(_("A job can be evaluated once it has succeeded."))
     if job.spec.get("method") not in GENERATIVE:
         raise InvalidInput(_("A reward model scores answers instead of writing them; evaluate a generating job."))
-    if not version.split_counts.get(options.split) or not evaluable_kinds(version):
+    if options.judge_id is not None and session.get(Judge, options.judge_id) is None:
+        raise InvalidInput(_("No such judge; pick one of the list."), field="judge_id")
+    from app.graders import library  # (it checks model graders against the judges, which read evaluations)
+
+    # copied: editing or deleting a saved grader later leaves this evaluation's report as it was graded
+    graders = library.attached(session, options.grader_ids, user=user)
+    if job.spec.get("grader") and not graders:  # a reinforcement job is judged by its own reward grader
+        graders = [job.spec["grader"]]
+    kinds = {"chat", "preference", "prompt"} if graders else {"chat", "preference"}
+    if not version.split_counts.get(options.split) or not evaluable_kinds(version, kinds):
         raise InvalidInput(
             _(
                 "This dataset version has no chat or preference records in its %(split)s split; pick another "
@@ -66,13 +83,11 @@ def create_evaluation(
             ),
             field="dataset_version_id",
         )
-    if options.judge_id is not None and session.get(Judge, options.judge_id) is None:
-        raise InvalidInput(_("No such judge; pick one of the list."), field="judge_id")
     evaluation = Evaluation(
         owner_id=user.id,
         job_id=job.id,
         dataset_version_id=version.id,
-        options=options.model_dump(mode="json"),
+        options=options.model_dump(mode="json") | {"graders": graders},
         storage_key="",
     )
     session.add(evaluation)
@@ -92,7 +107,8 @@ def evaluate_after_training(session: Session, job: TrainingJob) -> Evaluation | 
     user = session.get(User, job.owner_id)
     if version is None or user is None or job.spec.get("method") not in GENERATIVE:
         return None
-    if not version.split_counts.get("test") or not evaluable_kinds(version):
+    kinds = {"chat", "preference", "prompt"} if job.spec.get("grader") else None
+    if not version.split_counts.get("test") or not evaluable_kinds(version, kinds):
         return None
     settings = get_settings()
     options = EvaluationOptions(
@@ -136,22 +152,28 @@ def evaluation_run(session: Session, evaluation: Evaluation) -> Run:
     return runs.required_run(session, evaluation.run_id)
 
 
+def _quality(answer: dict[str, Any]) -> float:
+    """What ranks an answer: the mean of its grades when graders graded it, else its ROUGE-L."""
+    grades = answer.get("grades")
+    if grades:
+        return sum(float(g.get("score", 0.0)) for g in grades) / len(grades)
+    return float(answer.get("rouge_l") or 0.0)
+
+
 def samples(evaluation: Evaluation, *, sort: str = "diff") -> list[dict[str, Any]]:
-    """Per-sample outputs with their scores; ``diff`` is tuned minus base ROUGE-L (best first), ``-diff``
-    the worst first, ``tuned``/``base`` by that model's ROUGE-L."""
+    """Per-sample outputs with their scores; ``diff`` is tuned minus base (their graders' mean score, else
+    ROUGE-L; best first), ``-diff`` the worst first, ``tuned``/``base`` by that model's own."""
     path = artifact_path(f"{evaluation.storage_key}/samples.jsonl")
     if not path.is_file():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     for row in rows:
-        tuned = row.get("tuned", {}).get("rouge_l", 0.0)
-        base = row.get("base", {}).get("rouge_l", 0.0)
-        row["diff"] = tuned - base
+        row["diff"] = _quality(row.get("tuned", {})) - _quality(row.get("base", {}))
     keys = {
         "diff": lambda r: -r["diff"],
         "-diff": lambda r: r["diff"],
-        "tuned": lambda r: -r.get("tuned", {}).get("rouge_l", 0.0),
-        "base": lambda r: -r.get("base", {}).get("rouge_l", 0.0),
+        "tuned": lambda r: -_quality(r.get("tuned", {})),
+        "base": lambda r: -_quality(r.get("base", {})),
     }
     return sorted(rows, key=keys.get(sort, keys["diff"]))
 
@@ -174,6 +196,8 @@ def verdict(summary: dict[str, Any]) -> str:
             answered,
             min=MIN_VERDICT_SAMPLES,
         )
+    if summary.get("graders"):
+        return grader_verdict(summary["graders"])
     scores = summary.get("scores", {})
     tuned = (scores.get("tuned") or {}).get("rouge_l")
     base = (scores.get("base") or {}).get("rouge_l")
@@ -186,3 +210,36 @@ def verdict(summary: dict[str, Any]) -> str:
     if few is not None and few >= tuned - 0.02 and few > base + 0.02:
         return _("Few-shot prompting of the base model does about as well as fine-tuning here.")
     return _("Fine-tuning did not clearly improve on the base model on this test set.")
+
+
+def grader_verdict(graded: dict[str, Any]) -> str:
+    """With graders attached the verdict counts the answers that passed them all, per model ("the tuned model
+    passes 38/40, the base model 3/40, the base model shown examples 11/40"), then says which did best: a
+    margin of one answer in ten, so that one lucky answer decides nothing."""
+    variants = graded.get("variants") or {}
+    tuned, base, few = (variants.get(v) for v in ("tuned", "base", "few_shot"))
+    if not tuned or not base or not tuned.get("total"):
+        return ""
+    counts = {name: f"{v['passed']}/{v['total']}" for name, v in (("tuned", tuned), ("base", base), ("few", few)) if v}
+    if few:
+        line = _(
+            "Graded by %(graders)s: the tuned model passes %(tuned)s, the base model %(base)s, the base model "
+            "shown examples (few-shot) %(few)s.",
+            graders=", ".join(graded.get("names") or []),
+            **counts,
+        )
+    else:
+        line = _(
+            "Graded by %(graders)s: the tuned model passes %(tuned)s, the base model %(base)s.",
+            graders=", ".join(graded.get("names") or []),
+            **counts,
+        )
+    share = {
+        name: v["passed"] / max(1, v["total"]) for name, v in (("tuned", tuned), ("base", base), ("few", few)) if v
+    }
+    best_other = max(share["base"], share.get("few", 0.0))
+    if share["tuned"] >= best_other + 0.1:
+        return line + " " + _("Fine-tuning clearly helped on this task.")
+    if "few" in share and share["few"] >= share["tuned"] - 0.1 and share["few"] >= share["base"] + 0.1:
+        return line + " " + _("Few-shot prompting of the base model does about as well as fine-tuning here.")
+    return line + " " + _("Fine-tuning did not clearly improve on the base model on this task.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -20,6 +21,8 @@ from app.core.templating import render, render_live
 from app.core.validation import describe_error, ticked_ids
 from app.db.models import DatasetVersion, Evaluation, ModelStatus, Run, TrainingJob, User
 from app.evaluation import evals, judges, service
+from app.evaluation.evals import pass_threshold
+from app.graders import library
 from app.jobs import service as jobs
 from app.runs import service as runs
 from app.users.deps import PageUser
@@ -92,8 +95,9 @@ def start(request: Request, session: SessionDep, user: PageUser, sent: FormDep, 
     values.pop("csrf_token", None)
     if values.get("judge_id") == "none":
         values.pop("judge_id")
+    ticked = [v for v in sent.getlist("grader_ids") if isinstance(v, str) and v]
     try:
-        options = service.EvaluationOptions.model_validate(values)
+        options = service.EvaluationOptions.model_validate({**values, "grader_ids": ticked})
     except ValidationError as exc:
         first = exc.errors()[0]
         raise InvalidInput(describe_error(dict(first)), field=str(first["loc"][0])) from exc
@@ -101,11 +105,123 @@ def start(request: Request, session: SessionDep, user: PageUser, sent: FormDep, 
     return RedirectResponse(f"/evaluations/{evaluation.id}", status_code=303)
 
 
-@router.get("/evaluations")
-def index(request: Request, session: SessionDep, user: PageUser) -> Response:
+def _index(request: Request, session: Session, user: User, **extra: Any) -> Response:
     evaluations = service.list_evaluations(session, user=user)
     rows = [{"evaluation": e, "run": service.evaluation_run(session, e), **_names(session, e)} for e in evaluations]
-    return render(request, "evaluations/index.html", {"rows": rows})
+    context = {
+        "rows": rows,
+        "graders": library.list_graders(session, user=user),
+        "examples": GRADER_EXAMPLES,
+        "form": {},
+        **extra,
+    }
+    return render(request, "evaluations/index.html", context, status_code=422 if extra.get("error") else 200)
+
+
+@router.get("/evaluations")
+def index(request: Request, session: SessionDep, user: PageUser) -> Response:
+    return _index(request, session, user)
+
+
+# starting points for the graders card's spec box (each a valid grader, filled in by a click)
+GRADER_EXAMPLES: dict[str, dict[str, Any]] = {
+    "string_check": {
+        "type": "string_check",
+        "name": "exact",
+        "input": "{{ sample.output_text }}",
+        "reference": "{{ item.reference }}",
+        "operation": "eq",
+    },
+    "text_similarity": {
+        "type": "text_similarity",
+        "name": "close",
+        "input": "{{ sample.output_text }}",
+        "reference": "{{ item.reference }}",
+        "evaluation_metric": "fuzzy_match",
+        "pass_threshold": 0.8,
+    },
+    "python": {
+        "type": "python",
+        "name": "valid_json",
+        "source": "import json\n\ndef grade(sample, item):\n    try:\n        json.loads(sample['output_text'])\n"
+        "    except ValueError:\n        return 0.0\n    return 1.0\n",
+    },
+    "multi": {
+        "type": "multi",
+        "name": "both",
+        "graders": {
+            "exact": {
+                "type": "string_check",
+                "name": "exact",
+                "input": "{{ sample.output_text }}",
+                "reference": "{{ item.reference }}",
+                "operation": "ilike",
+            },
+            "close": {
+                "type": "text_similarity",
+                "name": "close",
+                "input": "{{ sample.output_text }}",
+                "reference": "{{ item.reference }}",
+                "evaluation_metric": "rouge_l",
+            },
+        },
+        "calculate_output": "0.5 * exact + 0.5 * close",
+    },
+}
+
+
+def _json_field(raw: str, field: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            _("%(field)s is not valid JSON: %(error)s (line %(line)s).", field=field, error=exc.msg, line=exc.lineno),
+            field=field,
+        ) from None
+
+
+@router.post("/graders")
+def grader_create(request: Request, session: SessionDep, user: PageUser, sent: FormDep) -> Response:
+    """The graders card's form: a name and the grader's JSON; on a mistake the page comes back with the form as
+    it was and the error beside its field."""
+    form = text_fields(sent)
+    try:
+        spec = _json_field(form.get("spec", ""), "spec")
+        row = library.create_grader(session, user=user, name=form.get("name", ""), spec=spec)
+    except RefineryError as exc:
+        return _index(request, session, user, error=exc.message, error_field=exc.field, form=form)
+    return RedirectResponse(f"/evaluations#grader-{row.id}", status_code=303)
+
+
+@router.post("/graders/{grader_id}/delete")
+def grader_delete(request: Request, session: SessionDep, user: PageUser, grader_id: uuid.UUID) -> Response:
+    library.delete_grader(session, library.get_grader(session, grader_id, user=user))
+    return RedirectResponse("/evaluations#graders", status_code=303)
+
+
+@router.post("/graders/try")
+def grader_try(request: Request, session: SessionDep, user: PageUser, sent: FormDep) -> Response:
+    """ "Try it on one sample": a saved grader, or the JSON being written, on an item and an answer; the result
+    (score, pass, each error's explanation) replaces the box's result area."""
+    form = text_fields(sent)
+    try:
+        if form.get("grader_id"):
+            try:
+                grader_id = uuid.UUID(form["grader_id"])
+            except ValueError:
+                raise InvalidInput(_("No such grader."), field="grader_id") from None
+            raw = library.get_grader(session, grader_id, user=user).spec
+        else:
+            raw = _json_field(form.get("spec", ""), "spec")
+        item = _json_field(form.get("item", "") or "{}", "item")
+        if not isinstance(item, dict):
+            raise InvalidInput(_('The item must be a JSON object, such as {"reference": "Paris"}.'), field="item")
+        grader = library.parse_grader(raw, session=session)
+        result = library.try_grader(session, grader, output_text=form.get("output_text", ""), item=item)
+    except RefineryError as exc:
+        context = {"error": exc.message, "error_field": exc.field}
+        return render(request, "evaluations/_grader_try.html", context, status_code=200)
+    return render(request, "evaluations/_grader_try.html", {"result": result, "threshold": pass_threshold(grader)})
 
 
 @router.get("/evaluations/compare")

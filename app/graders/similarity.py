@@ -18,8 +18,8 @@ from typing import Any
 
 COSINE_UNAVAILABLE = (
     "evaluation_metric 'cosine' needs the sentence-embedding model, which only the worker loads: use it in an "
-    "eval's testing criteria (runs are graded by the worker), or pick fuzzy_match, bleu, gleu, meteor or a "
-    "rouge metric here"
+    "eval's testing criteria or a grader attached to a job's evaluation (both are graded by the worker), or pick "
+    "fuzzy_match, bleu, gleu, meteor or a rouge metric here"
 )
 
 # (texts) -> their unit-length embeddings, one row per text (worker/cleaning/embed.py's Embedder)

@@ -56,3 +56,16 @@ def check(template: str) -> None:
     for match in PLACEHOLDER.finditer(template):
         if match.group(1).split(".")[0] not in NAMESPACES:
             raise TemplateError(f"'{{{{ {match.group(1)} }}}}': templates read 'item.…' or 'sample.…'")
+
+
+def record_item(record: dict[str, Any], reference: str | None = None) -> dict[str, Any]:
+    """What ``item`` holds when a dataset record is graded (a job's evaluation, a reinforcement job's reward):
+    the record's own fields beside its conversation, as in OpenAI's training lines (``{{ item.answer }}`` reads
+    a line's ``answer``), its ``messages``, and as ``reference`` the answer the record gives, if any."""
+    item: dict[str, Any] = dict(record.get("extra") or record.get("input_extra") or {})
+    for key in ("messages", "prompt", "chosen", "rejected"):
+        if key in record:
+            item[key] = record[key]
+    if reference is not None:
+        item["reference"] = reference
+    return item

@@ -144,11 +144,27 @@ def spec_from_form(form: dict[str, str]) -> dict[str, Any]:
     """Form strings into spec values; checkboxes are absent when off."""
     raw: dict[str, Any] = {}
     for name, info in TrainingSpec.model_fields.items():
-        if info.annotation is bool:
+        if name == "grader":  # a cloned job's grader travels as JSON in a hidden field
+            if form.get("grader"):
+                raw["grader"] = _grader_json(form["grader"])
+        elif info.annotation is bool:
             raw[name] = form.get(name) in ("on", "true", "1")
         elif name in form and form[name] != "":
             raw[name] = form[name]
     return raw
+
+
+def _grader_json(text: str) -> Any:
+    import json
+
+    from app.core.errors import InvalidInput
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise InvalidInput(
+            gettext("The reward grader is not valid JSON; pick a grader again."), field="grader"
+        ) from None
 
 
 def spec_to_yaml(spec: TrainingSpec) -> str:

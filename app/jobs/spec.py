@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.core.i18n import N_
 
@@ -45,8 +45,8 @@ METHOD_LABELS = {
     "orpo": N_("ORPO (odds-ratio preference optimisation)"),
     "kto": N_("KTO (answers labelled good or bad)"),
     "reward": N_("Reward model (scores answers, for RLHF)"),
-    "grpo": N_("RLHF with GRPO (driven by a reward model)"),
-    "rloo": N_("RLHF with RLOO (driven by a reward model)"),
+    "grpo": N_("GRPO (reinforcement: a grader or a reward model scores the answers)"),
+    "rloo": N_("RLOO (reinforcement: a grader or a reward model scores the answers)"),
 }
 ADAPTER_LABELS = {
     "lora": N_("LoRA"),
@@ -243,6 +243,15 @@ class TrainingSpec(BaseModel):
         max_length=36,
         pattern=r"^[0-9a-fA-F-]*$",
     )
+    grader: dict[str, Any] | None = _f(
+        None,
+        N_(
+            "GRPO and RLOO: a grader (OpenAI's grader object: string_check, text_similarity, python, or multi of "
+            "those) whose score of each generated answer is the reward, instead of a reward model: reinforcement "
+            "fine-tuning. Templates read the record as item (its other fields, and its answer as item.reference)."
+        ),
+        "linked",
+    )
     num_generations: int = _f(
         4,
         N_(
@@ -295,6 +304,15 @@ class TrainingSpec(BaseModel):
         ),
         "advanced",
     )
+
+    @field_validator("grader")
+    @classmethod
+    def _grader_is_one(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        from app.graders.rewards import reward_grader
+
+        return reward_grader(value)
 
     @model_validator(mode="after")
     def _lora_fields_make_sense(self) -> TrainingSpec:
@@ -422,14 +440,28 @@ def check_compatibility(
                 ),
             )
         )
+    if spec.grader is not None and spec.method not in RL_METHODS:
+        problems.append(
+            Problem(
+                field="grader",
+                message=_("A reward grader drives GRPO or RLOO; pick one of those methods, or no grader."),
+            )
+        )
     if spec.method in RL_METHODS:
-        if not spec.reward_job_id:
+        if spec.grader is not None and spec.reward_job_id:
+            problems.append(
+                Problem(
+                    field="grader",
+                    message=_("Pick either a reward model or a reward grader, not both."),
+                )
+            )
+        if not spec.reward_job_id and spec.grader is None:
             problems.append(
                 Problem(
                     field="reward_job_id",
                     message=_(
-                        "%(method)s needs a reward model: train one first with the method 'Reward model' on "
-                        "preference pairs, then pick it here.",
+                        "%(method)s needs a reward: a grader of yours (reinforcement fine-tuning), or a reward "
+                        "model trained first with the method 'Reward model' on preference pairs; pick one here.",
                         method=spec.method.value.upper(),
                     ),
                 )

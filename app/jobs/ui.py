@@ -21,6 +21,7 @@ from app.core.validation import ticked_ids
 from app.db.models import ModelStatus, RunStatus, TrainingJob, User
 from app.evaluation import judges
 from app.evaluation import service as evaluations
+from app.graders import library
 from app.jobs import compare as comparing
 from app.jobs import files, presets, service, sizing
 from app.jobs.forms import form_fields, spec_from_form, spec_from_yaml, spec_to_yaml
@@ -41,6 +42,9 @@ def _choices(session: Session, user: User, values: TrainingSpec | None = None) -
         "reward_jobs": service.reward_models(session, user=user),
         "reward_selected": values.reward_job_id if values else "",
         "reward_help": _(reward_help),
+        "graders": library.list_graders(session, user=user),
+        "grader_help": _(TrainingSpec.model_fields["grader"].description or ""),
+        "spec_grader": values.grader if values else None,
         "presets": presets.list_presets(session, user=user),
         "builtin_presets": presets.BUILTIN,
     }
@@ -108,7 +112,7 @@ def _form_again(
     """The job form as the user filled it, with the error next to its field."""
     try:
         values = TrainingSpec.model_validate(spec_from_form(form))
-    except ValueError:
+    except (ValueError, RefineryError):
         values = None
     context = {
         **_choices(session, user, values),
@@ -126,7 +130,7 @@ def save_preset(request: Request, session: SessionDep, user: PageUser, sent: For
     """'Save as preset' on the job form: the spec fields of the form, under a name."""
     form = text_fields(sent)
     try:
-        spec = service.parse_spec(spec_from_form(form))
+        spec = service.parse_spec(_spec_of(session, user, form))
         preset = presets.save_preset(session, user=user, name=form.get("preset_name", ""), spec=spec)
     except RefineryError as exc:
         return _form_again(request, session, user, form, exc.message, exc.field, exc.status_code)
@@ -194,8 +198,23 @@ def export_spec(request: Request, session: SessionDep, user: PageUser, job_id: u
     )
 
 
+def _spec_of(session: Session, user: User, form: dict[str, str]) -> dict[str, Any]:
+    """The form's spec values; a saved grader picked as the reward is copied in (the job keeps its own copy)."""
+    raw = spec_from_form(form)
+    picked = form.get("reward_grader_id", "")
+    if picked == "":
+        raw.pop("grader", None)
+    elif picked != "before":  # "before": the grader of the job this form was cloned from
+        try:
+            grader_id = uuid.UUID(picked)
+        except ValueError:
+            raise InvalidInput(_("No such grader."), field="reward_grader_id") from None
+        raw["grader"] = library.get_grader(session, grader_id, user=user).spec
+    return raw
+
+
 def _parse(session: Session, user: User, form: dict[str, str]) -> tuple[TrainingSpec, Any, Any]:
-    spec = service.parse_spec(spec_from_form(form))
+    spec = service.parse_spec(_spec_of(session, user, form))
     model = models.get_model(session, uuid.UUID(form.get("model_id") or str(uuid.UUID(int=0))), user=user)
     _dataset, version = service.owned_version(
         session, uuid.UUID(form.get("dataset_version_id") or str(uuid.UUID(int=0))), user=user
@@ -254,6 +273,7 @@ def _job_context(session: Session, job: TrainingJob, user: User) -> dict[str, An
         "evaluations": evaluations.for_job(session, job),
         "eval_versions": service.usable_versions(session, user=user),
         "judges": judges.list_judges(session),
+        "graders": library.list_graders(session, user=user),
         "checkpoints": files.checkpoints(job),
         "spec": job.spec,
         "chart_labels": json.dumps(_chart_labels()),
@@ -269,6 +289,9 @@ def _chart_labels() -> dict[str, str]:
         "learning_rate": _("learning rate"),
         "grad_norm": _("gradient norm"),
         "tokens_per_second": _("tokens/s"),
+        "reward": _("mean reward"),
+        "reward_low": _("mean − std"),
+        "reward_high": _("mean + std"),
         "step": _("step"),
         "compare_loss": _("Training loss"),
         "compare_eval_loss": _("Eval loss"),

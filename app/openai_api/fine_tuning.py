@@ -4,7 +4,9 @@ and a job made in the UI is listed here.
 
 Mapping: ``model`` is a base model id or name; ``training_file`` is a dataset (every record trains, see
 /v1/files); ``validation_file`` is a second dataset used whole for validation; ``method`` ``supervised``
-(SFT) or ``dpo``; ``n_epochs``, ``batch_size``, ``learning_rate_multiplier`` (× 2e-4 for supervised LoRA,
+(SFT), ``dpo``, or ``reinforcement`` (GRPO whose reward is ``method.reinforcement.grader``'s score of each
+generated answer; ``compute_multiplier`` × 4 answers per prompt); ``n_epochs``, ``batch_size``,
+``learning_rate_multiplier`` (× 2e-4 for supervised LoRA, × 2e-5 for reinforcement,
 × 5e-6 for DPO), ``beta``, ``seed``; ``suffix`` names the job and appears in ``fine_tuned_model``
 (``ft:<base>:refinery:<suffix>:<id>``, see app/openai_api/models.py), usable in /v1/chat/completions, as is
 each checkpoint's ``fine_tuned_model_checkpoint``. ``metadata`` is stored and filters the list
@@ -37,7 +39,8 @@ from app.runs import service as runs
 from app.users.deps import CurrentUser
 
 router = APIRouter(prefix="/v1/fine_tuning", tags=["openai-compatible"], dependencies=[Depends(csrf_protect)])
-BASE_LEARNING_RATE = {"supervised": 2e-4, "dpo": 5e-6}
+BASE_LEARNING_RATE = {"supervised": 2e-4, "dpo": 5e-6, "reinforcement": 2e-5}
+ANSWERS_PER_PROMPT = 4  # GRPO's group at compute_multiplier 1
 FILE_WAIT_SECONDS = 30.0  # a file still being validated is waited for this long, then "not ready"
 STATUSES = {"validating": "validating_files"}
 
@@ -132,10 +135,31 @@ class MethodOptions(BaseModel):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
 
 
+class ReinforcementHyperparameters(Hyperparameters):
+    compute_multiplier: Annotated[float, Field(gt=0, le=16)] | Auto | None = Field(
+        None, description="× 4 answers generated per prompt and compared (GRPO's group), at least 2."
+    )
+    eval_interval: Annotated[int, Field(ge=1, le=1_000_000)] | Auto | None = Field(
+        None, description="Accepted for OpenAI's scripts; the grader-scored evaluation runs after training."
+    )
+    eval_samples: Annotated[int, Field(ge=1, le=1_000_000)] | Auto | None = Field(
+        None, description="Accepted for OpenAI's scripts; see eval_interval."
+    )
+    reasoning_effort: Literal["default", "low", "medium", "high"] | None = Field(
+        None, description="Accepted for OpenAI's scripts; the models here have no reasoning effort setting."
+    )
+
+
+class ReinforcementOptions(BaseModel):
+    grader: dict[str, Any] = Field(description="The grader whose score of each generated answer is the reward.")
+    hyperparameters: ReinforcementHyperparameters = Field(default_factory=ReinforcementHyperparameters)
+
+
 class MethodSpec(BaseModel):
-    type: Literal["supervised", "dpo"] = "supervised"
+    type: Literal["supervised", "dpo", "reinforcement"] = "supervised"
     supervised: MethodOptions | None = None
     dpo: MethodOptions | None = None
+    reinforcement: ReinforcementOptions | None = None
 
 
 class JobCreate(BaseModel):
@@ -169,7 +193,7 @@ def _version_file(session: Session, version_id: uuid.UUID | None) -> str | None:
 def to_job(session: Session, job: TrainingJob, bases: dict[uuid.UUID, str] | None = None) -> dict[str, Any]:
     run = jobs.job_run(session, job)
     spec = job.spec
-    method = "dpo" if spec.get("method") == Method.dpo.value else "supervised"
+    method = _method_of(spec)
     hyper: dict[str, Any] = {
         "n_epochs": spec.get("num_epochs"),
         "batch_size": spec.get("batch_size"),
@@ -177,6 +201,10 @@ def to_job(session: Session, job: TrainingJob, bases: dict[uuid.UUID, str] | Non
     }
     if method == "dpo":
         hyper["beta"] = spec.get("dpo_beta")
+    if method == "reinforcement":
+        hyper["compute_multiplier"] = round(
+            int(spec.get("num_generations", ANSWERS_PER_PROMPT)) / ANSWERS_PER_PROMPT, 4
+        )
     error = None
     if run.status == RunStatus.failed:
         error = {
@@ -208,9 +236,21 @@ def to_job(session: Session, job: TrainingJob, bases: dict[uuid.UUID, str] | Non
         "estimated_finish": estimated,
         "integrations": [],
         "metadata": job.job_metadata or None,
-        "method": {"type": method, method: {"hyperparameters": hyper}},
+        "method": {
+            "type": method,
+            method: {"hyperparameters": hyper} | ({"grader": spec["grader"]} if method == "reinforcement" else {}),
+        },
         "user_provided_suffix": job.name.removeprefix("ft-") if job.name.startswith("ft-") else None,
     }
+
+
+def _method_of(spec: dict[str, Any]) -> str:
+    """OpenAI's name for a job's method: GRPO rewarded by a grader is its reinforcement fine-tuning."""
+    if spec.get("method") == Method.dpo.value:
+        return "dpo"
+    if spec.get("method") in (Method.grpo.value, Method.rloo.value) and spec.get("grader"):
+        return "reinforcement"
+    return "supervised"
 
 
 def get_ft_job(session: Session, user: User, ident: str) -> TrainingJob:
@@ -266,12 +306,20 @@ def create_job(body: JobCreate, session: SessionDep, user: CurrentUser) -> dict[
             _("Fine-tune a base model; continuing from a fine-tuned model is not supported yet."), field="model"
         )
     method = body.method.type if body.method else "supervised"
-    options = body.method.dpo if body.method and method == "dpo" else body.method.supervised if body.method else None
+    reinforcement = body.method.reinforcement if body.method else None
+    if method == "reinforcement" and reinforcement is None:
+        raise InvalidInput(
+            _("A reinforcement job needs method.reinforcement.grader: the grader whose score is the reward."),
+            field="method.reinforcement.grader",
+        )
+    options: Any = None
+    if body.method is not None:
+        options = {"dpo": body.method.dpo, "supervised": body.method.supervised, "reinforcement": reinforcement}[method]
     hyper = (options.hyperparameters if options else None) or body.hyperparameters or Hyperparameters()
     version = _ready_version(session, user, body.training_file, "training_file")
     held_out = _ready_version(session, user, body.validation_file, "validation_file") if body.validation_file else None
     raw_spec: dict[str, Any] = {
-        "method": Method.dpo.value if method == "dpo" else Method.sft.value,
+        "method": {"dpo": Method.dpo.value, "reinforcement": Method.grpo.value}.get(method, Method.sft.value),
         "num_epochs": float(_value(hyper.n_epochs, 1)),
         "batch_size": int(_value(hyper.batch_size, 4)),
         "learning_rate": BASE_LEARNING_RATE[method] * float(_value(hyper.learning_rate_multiplier, 1.0)),
@@ -279,6 +327,11 @@ def create_job(body: JobCreate, session: SessionDep, user: CurrentUser) -> dict[
     }
     if method == "dpo":
         raw_spec["dpo_beta"] = float(_value(hyper.beta, 0.1))
+    if method == "reinforcement" and reinforcement is not None:
+        raw_spec["grader"] = reinforcement.grader
+        multiplier = getattr(hyper, "compute_multiplier", None)
+        raw_spec["num_generations"] = max(2, min(64, round(ANSWERS_PER_PROMPT * float(_value(multiplier, 1.0)))))
+        raw_spec["eval_steps"] = 0  # reinforcement evaluates by generating: the evaluation after training does
     if body.seed is not None:
         raw_spec["seed"] = body.seed
     job = jobs.create_job(

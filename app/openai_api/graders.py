@@ -8,11 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from app.core.deps import SessionDep, csrf_protect, end_reads
+from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import InvalidInput
-from app.evaluation.judges import GraderJudges, check_grader_models
+from app.evaluation.judges import check_grader_models
+from app.graders import library
 from app.graders.checks import GraderInvalid, validate
-from app.graders.grade import grade
 from app.graders.specs import Grader
 from app.users.deps import CurrentUser
 
@@ -46,12 +46,7 @@ def run_grader(body: GraderRunRequest, session: SessionDep, user: CurrentUser) -
     """Plain def: a python grader's sandbox child, or a judge's answer, is waited for in a worker thread, never on
     the event loop, and with no transaction open (the judges are read first)."""
     _checked(body.grader, session)
-    judges = GraderJudges(session)
-    end_reads(session)
-    try:
-        result = grade(body.grader, output_text=body.model_sample, item=body.item, ask=judges)
-    finally:
-        judges.close()
+    result = library.try_grader(session, body.grader, output_text=body.model_sample, item=body.item)
     # OpenAI's flags, each set one with its explanation beside it as '<flag>_details'
     errors: dict[str, Any] = {
         **dict(result.errors),

@@ -188,21 +188,26 @@ def _result_job(session: Session, user: User, ident: str) -> TrainingJob:
 
 
 def result_csv(job: TrainingJob) -> bytes:
-    """OpenAI's result file: one row per logged step, training and validation loss and token accuracy."""
+    """OpenAI's result file: one row per logged step, training and validation loss and token accuracy; a
+    reinforcement job's rows add the mean reward of the step's answers and its spread."""
     rows: dict[int, dict[str, Any]] = {}
     for logged in job_files.metrics(job):
         row = rows.setdefault(int(logged["step"]), {"step": int(logged["step"])})
         if "loss" in logged:
             row["train_loss"] = logged["loss"]
             row["train_accuracy"] = logged.get("mean_token_accuracy")
+            row["reward"] = logged.get("reward")
+            row["reward_std"] = logged.get("reward_std")
         if "eval_loss" in logged:
             row["valid_loss"] = logged["eval_loss"]
             row["valid_mean_token_accuracy"] = logged.get("eval_mean_token_accuracy")
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(RESULT_COLUMNS)
+    rewarded = any(row.get("reward") is not None for row in rows.values())
+    columns = (*RESULT_COLUMNS, "reward", "reward_std") if rewarded else RESULT_COLUMNS
+    writer.writerow(columns)
     for step in sorted(rows):
-        writer.writerow(["" if rows[step].get(c) is None else rows[step][c] for c in RESULT_COLUMNS])
+        writer.writerow(["" if rows[step].get(c) is None else rows[step][c] for c in columns])
     return out.getvalue().encode()
 
 

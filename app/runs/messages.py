@@ -51,6 +51,7 @@ TEXTS: dict[str, str] = {
     "probing": N_("Checking general tasks for forgetting"),
     "judging": N_("Judging answers: sample %(done)s/%(total)s"),
     "grading_items": N_("Grading items: %(done)s/%(total)s"),
+    "grading_answers": N_("Grading the answers: %(done)s/%(total)s"),
     "merge_loading": N_("Loading the base model and the adapter"),
     "merge_merging": N_("Merging the adapter into the base weights"),
     "merge_saving": N_("Saving the merged weights as safetensors"),

@@ -274,6 +274,43 @@ def test_rlhf_with_the_reward_model_trained_here(
     assert _reload_probe(tiny_model_dir, tmp_path / "final", True) == pytest.approx(result["probe_logits"], abs=1e-3)
 
 
+def test_reinforcement_from_a_python_grader_reading_the_records_fields(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """OpenAI's reinforcement fine-tuning: GRPO rewarded by a grader; the record's own fields reach it as item
+    (a grader that could not read item.target would score 0), and the reward's mean and spread are logged."""
+    rows = [
+        ("prompt", {"messages": [{"role": "user", "content": f"Say yes {i}"}], "extra": {"target": "yes"}})
+        for i in range(24)
+    ]
+    records = _write(tmp_path / "r.parquet", rows)
+    grader = {
+        "type": "python",
+        "name": "says yes",
+        "source": "def grade(sample, item):\n"
+        "    return 0.5 + 0.5 * min(1.0, len(sample['output_text']) / 40) if item['target'] == 'yes' else 0.0\n",
+    }
+    spec = {"method": "grpo", "grader": grader, "num_generations": 2, "max_completion_length": 8, "max_steps": 3}
+    result = _run(tmp_path, tiny_model_dir, records, {**spec, "learning_rate": 1e-3})
+    assert result["steps"] == 3
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = [m for m in metrics if "loss" in m]
+    assert [m["step"] for m in logged] == [1, 2, 3]
+    assert all(0.5 <= m["reward"] <= 1.0 and m["reward_std"] >= 0 and m["grader_failed"] == 0 for m in logged)
+    assert _reload_probe(tiny_model_dir, tmp_path / "final", True) == pytest.approx(result["probe_logits"], abs=1e-3)
+
+
+def test_a_reward_grader_is_checked_with_the_spec() -> None:
+    from pydantic import ValidationError
+
+    from app.jobs.spec import TrainingSpec
+
+    judge = {"type": "score_model", "name": "j", "model": "m", "input": [{"role": "user", "content": "x"}]}
+    with pytest.raises(ValidationError, match="reaches no judge"):
+        TrainingSpec.model_validate({"method": "grpo", "grader": judge})
+    bad = {"type": "string_check", "name": "s", "input": "{{ answer }}", "reference": "x", "operation": "eq"}
+    with pytest.raises(ValidationError, match=r"grader\.input"):
+        TrainingSpec.model_validate({"method": "grpo", "grader": bad})
+
+
 def test_cpu_micro_batches_keep_the_effective_batch() -> None:
     from app.jobs.spec import TrainingSpec
 

@@ -267,6 +267,57 @@ def test_openai_dpo_lines_train_with_method_dpo(live: dict[str, Any]) -> None:
     assert job.fine_tuned_model is not None and job.fine_tuned_model.startswith("ft:tiny:refinery:pairs:")
 
 
+def test_openai_reinforcement_lines_train_with_a_grader_as_reward(live: dict[str, Any]) -> None:
+    """OpenAI's reinforcement fine-tuning: lines end with the user's turn and carry the fields the grader reads;
+    the job is GRPO rewarded by the grader, its reward is in the metrics file, and the job reads back as
+    method reinforcement with its grader through the client's typed objects."""
+    client = openai.OpenAI(base_url=f"{live['base']}/v1", api_key=live["key"], max_retries=0)
+    lines = [
+        {"messages": [{"role": "user", "content": f"Add {i} and {i}."}], "reference_answer": str(2 * i)}
+        for i in range(8)
+    ]
+    prompts = client.files.create(
+        file=("rft.jsonl", "".join(json.dumps(line) + "\n" for line in lines).encode()), purpose="fine-tune"
+    )
+    client.files.wait_for_processing(prompts.id, poll_interval=0.5, max_wait_seconds=120)
+    grader = {
+        "type": "python",
+        "name": "has answer",
+        "source": "def grade(sample, item):\n"
+        "    return 1.0 if item['reference_answer'] in sample['output_text'] else 0.1\n",
+    }
+    judge = {"type": "score_model", "name": "j", "model": "m", "input": [{"role": "user", "content": "x"}]}
+    with pytest.raises(openai.BadRequestError, match="reaches no judge"):
+        client.fine_tuning.jobs.create(
+            model="tiny", training_file=prompts.id, method={"type": "reinforcement", "reinforcement": {"grader": judge}}
+        )
+    hyper = {"n_epochs": 1, "batch_size": 4, "compute_multiplier": 0.5}
+    job = client.fine_tuning.jobs.create(
+        model="tiny",
+        training_file=prompts.id,
+        method={"type": "reinforcement", "reinforcement": {"grader": grader, "hyperparameters": hyper}},
+        suffix="rft",
+    )
+    wait_for(
+        lambda: client.fine_tuning.jobs.retrieve(job.id).status in ("succeeded", "failed", "cancelled"),
+        timeout=300,
+        what="the reinforcement job",
+    )
+    job = client.fine_tuning.jobs.retrieve(job.id)
+    assert job.status == "succeeded", job.error
+    assert job.method is not None and job.method.type == "reinforcement" and job.method.reinforcement is not None
+    assert job.method.reinforcement.grader.type == "python" and job.method.reinforcement.grader.name == "has answer"
+    assert job.method.reinforcement.hyperparameters is not None
+    assert job.method.reinforcement.hyperparameters.compute_multiplier == pytest.approx(0.5)  # two answers each
+    metrics = client.files.content(job.result_files[0]).text.splitlines()
+    header = metrics[0].split(",")
+    assert "reward" in header and "reward_std" in header
+    rewards = [
+        float(row.split(",")[header.index("reward")]) for row in metrics[1:] if row.split(",")[header.index("reward")]
+    ]
+    assert rewards and all(0.1 <= r <= 1.0 for r in rewards)  # the grader's scores, never a failed grade's 0
+
+
 def test_pause_and_resume_through_the_openai_client(live: dict[str, Any]) -> None:
     client = openai.OpenAI(base_url=f"{live['base']}/v1", api_key=live["key"], max_retries=0)
     training = client.files.create(file=("long.jsonl", records(24)), purpose="fine-tune")

@@ -92,7 +92,9 @@ def _owned_objects(client: Any, setup: dict[str, Any], tmp_path: Path) -> dict[s
         assert background is not None
         lifecycle.execute(str(background.run_id))
     [item] = client.get(f"/v1/evals/{made['id']}/runs/{eval_run['id']}/output_items").json()["data"]
+    grader = client.post("/api/v1/graders", json={"name": "owners-secret-grader", "spec": criteria[0]}).json()
     return {
+        "grader_id": grader["id"],
         "eval_ident": made["id"],
         "eval_id": made["id"].removeprefix("eval_"),
         "eval_run_id": eval_run["id"].removeprefix("evalrun_"),
@@ -117,6 +119,7 @@ def _owned_objects(client: Any, setup: dict[str, Any], tmp_path: Path) -> dict[s
         "model": f"job-{job['id']}",
         "job_name": job["name"],
         "dataset_name": dataset["name"],
+        "grader_name": grader["name"],
     }
 
 
@@ -197,9 +200,11 @@ def test_every_route_with_an_id_answers_404_to_another_user(
         ("POST", "/playground/stream", {"json": chat}),
         ("POST", "/api/v1/feedback", {"json": pick}),
         ("POST", "/api/v1/datasets", upload),
+        ("POST", "/graders/try", {"data": {"csrf_token": bob_token, "grader_id": ids["grader_id"], "item": "{}"}}),
+        ("POST", "/jobs/estimate", {"data": {"csrf_token": bob_token, "reward_grader_id": ids["grader_id"]}}),
     ]
     # a page may ignore an id it cannot use (200), but must not show what it names
-    private = [ids["job_name"], ids["dataset_name"]]
+    private = [ids["job_name"], ids["dataset_name"], ids["grader_name"]]
     leaks = {}
     for method, url, kwargs in uses:
         headers = {"Authorization": f"Bearer {bob_key}"} if url.startswith("/v1/") else {}

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.graders.template import record_item
 from worker.evaluation.metrics import ngrams, overlap, score
 from worker.protocol import progress, run_child
 from worker.training.data import DataError, read_records
@@ -32,13 +33,16 @@ LOSS_RECORDS = 100  # records scored for loss and perplexity by default (the fir
 
 
 def conversations(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """(prompt messages, reference answer) from chat records (up to the last assistant turn) and preference
-    pairs (the prompt and the chosen answer)."""
+    """(prompt messages, reference answer, grader item) from chat records (up to the last assistant turn),
+    preference pairs (the prompt and the chosen answer) and reinforcement prompts (no reference: only graders
+    score their answers)."""
     out = []
     for record in records:
         if record["kind"] == "preference":
             prompt = list(record["prompt"])
             answer = record["chosen"][-1]["content"] if record["chosen"] else ""
+        elif record["kind"] == "prompt":
+            prompt, answer = list(record["messages"]), ""
         else:
             messages = record["messages"]
             last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
@@ -46,8 +50,9 @@ def conversations(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 continue
             prompt, answer = messages[:last], messages[last]["content"]
         prompt = [{"role": m["role"], "content": m["content"]} for m in prompt]
-        if prompt and answer.strip():
-            out.append({"id": record["id"], "prompt": prompt, "reference": answer})
+        if prompt and (answer.strip() or record["kind"] == "prompt"):
+            item = record_item(record, answer)
+            out.append({"id": record["id"], "prompt": prompt, "reference": answer, "item": item})
     return out
 
 
@@ -139,6 +144,60 @@ class Models:
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 
+def grade_samples(
+    specs: list[dict[str, Any]], sample: list[dict[str, Any]], samples: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Every variant's answers graded by the attached graders (app/graders, as eval runs grade: a python
+    grader in its sandbox, a model grader through the judges); each sample row gets its grades beside the
+    answer, and the summary how many answers passed every grader, per variant, and each grader's mean."""
+    from app.evaluation.evals import criterion
+    from worker.evaluation.eval_run import LazyEmbedder, grade_item
+
+    graders = [criterion(spec) for spec in specs]
+    ask = None
+    if any(g.type in ("score_model", "label_model", "multi") for g in graders):
+        from app.db.session import session_scope
+        from app.evaluation.judges import GraderJudges
+
+        with session_scope() as session:
+            ask = GraderJudges(session)
+    embed = LazyEmbedder()
+    variants = [v for v in VARIANTS if samples and v in samples[0]]
+    totals: dict[str, dict[str, Any]] = {
+        v: {"passed": 0, "errors": 0, "total": 0, "scores": {g.name: [] for g in graders}} for v in variants
+    }
+    done, steps = 0, max(1, len(samples) * len(variants))
+    try:
+        for record, row in zip(sample, samples, strict=True):
+            for variant in variants:
+                entry = {"item": record["item"], "sample": {"output_text": row[variant]["output"]}}
+                graded = grade_item(0, entry, graders, ask, embed=embed)
+                row[variant]["grades"] = graded["results"]
+                total = totals[variant]
+                total["total"] += 1
+                total["passed"] += graded["status"] == "pass"
+                total["errors"] += graded["status"] == "error"
+                for result in graded["results"]:
+                    total["scores"][result["name"]].append(result["score"])
+                done += 1
+                progress(0.8 + 0.05 * done / steps, "grading_answers", done=done, total=steps)
+    finally:
+        if ask is not None:
+            ask.close()
+    return {
+        "names": [g.name for g in graders],
+        "variants": {
+            v: {
+                "passed": t["passed"],
+                "errors": t["errors"],
+                "total": t["total"],
+                "mean": {name: _mean(values) for name, values in t["scores"].items()},
+            }
+            for v, t in totals.items()
+        },
+    }
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -146,7 +205,9 @@ def _mean(values: list[float]) -> float | None:
 def run(job: dict[str, Any]) -> dict[str, Any]:
     options = job["options"]
     rng = random.Random(options.get("seed", 42))  # noqa: S311  (reproducible sampling, not security)
-    kinds = {"chat", "preference"}
+    grader_specs = list(options.get("graders") or [])
+    # reinforcement prompts have no reference answer: only graders can score their answers
+    kinds = {"chat", "preference", "prompt"} if grader_specs else {"chat", "preference"}
     split = options.get("split", "test")
     test = conversations(read_records(Path(job["records_path"]), split=split, kinds=kinds))
     if not test:
@@ -158,7 +219,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     max_length = int(options.get("max_length", 1024))
 
     # 1. loss and perplexity
-    loss_records = test[: int(options.get("loss_records", LOSS_RECORDS))]
+    loss_records = [r for r in test if r["reference"]][: int(options.get("loss_records", LOSS_RECORDS))]
     totals = {"base": [0.0, 0], "tuned": [0.0, 0]}
     steps = len(loss_records) * 2
     done = 0
@@ -199,13 +260,17 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         row: dict[str, Any] = {"id": record["id"], "prompt": record["prompt"], "reference": record["reference"]}
         for variant in VARIANTS:
             if outputs[variant]:
-                row[variant] = {"output": outputs[variant][i], **score(outputs[variant][i], record["reference"])}
+                scored = score(outputs[variant][i], record["reference"]) if record["reference"] else {}
+                row[variant] = {"output": outputs[variant][i], **scored}
         samples.append(row)
     scores = {
-        variant: {metric: _mean([s[variant][metric] for s in samples if variant in s]) for metric in METRICS}
+        variant: {
+            metric: _mean([s[variant][metric] for s in samples if metric in s.get(variant, {})]) for metric in METRICS
+        }
         for variant in VARIANTS
         if outputs[variant]
     }
+    graded = grade_samples(grader_specs, sample, samples) if grader_specs else None
 
     # 3. forgetting probe
     probe = conversations(
@@ -238,6 +303,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         "perplexity": {v: (math.exp(x) if x is not None and x < 50 else None) for v, x in loss.items()},
         "scores": scores,
         "sample_size": len(sample),
+        **({"graders": graded} if graded is not None else {}),
         "few_shot_examples": len(examples),
         "probe": {"records": len(probe), "loss": probe_loss, "forgetting": forgetting},
         "contamination": {"count": len(contaminated), "ids": contaminated[:50], "threshold": CONTAMINATION_OVERLAP},

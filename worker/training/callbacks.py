@@ -70,6 +70,9 @@ class RefineryCallback(TrainerCallback):  # type: ignore[misc]
             "eval_mean_token_accuracy",
             "rewards/accuracies",
             "rewards/margins",
+            "reward",  # GRPO and RLOO: the mean reward of the step's answers, and its spread
+            "reward_std",
+            "grader_failed",  # reinforcement from a grader: the share of answers its grading failed on
         ):
             value = logs.get(key)
             if isinstance(value, int | float) and math.isfinite(value):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from app.datasets.template import ChatRenderer
+from app.graders.template import record_item
 
 
 class DataError(ValueError):
@@ -89,15 +90,20 @@ def kto_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def prompt_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Prompts for RLHF: a conversation up to its last assistant turn, or a preference pair's prompt."""
+    """Prompts for reinforcement: a conversation up to its last assistant turn, or a preference pair's prompt,
+    each with the record a reward grader reads as ``item`` (JSON: its other fields, its answer as reference)."""
     rows = []
     for record in records:
+        reference = None
         if record["kind"] == "preference":
             prompt = record["prompt"]
+            reference = record["chosen"][-1]["content"] if record["chosen"] else None
         else:
             messages = record["messages"]
             last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=len(messages))
             prompt = messages[:last]
+            reference = messages[last]["content"] if last < len(messages) else None
         if prompt and prompt[-1]["role"] == "user":
-            rows.append({"prompt": [{"role": m["role"], "content": m["content"]} for m in prompt]})
+            item = json.dumps(record_item(record, reference), ensure_ascii=False)
+            rows.append({"prompt": [{"role": m["role"], "content": m["content"]} for m in prompt], "item": item})
     return rows

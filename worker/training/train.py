@@ -156,7 +156,12 @@ def run(job: dict[str, Any]) -> dict[str, Any] | None:
     reward = None
     try:
         model = apply_adapter(load_model(model_dir, spec, cuda, pad_token_id=tokenizer.pad_token_id), spec)
-        if PLANS[spec.method].needs_reward:
+        if PLANS[spec.method].needs_reward and spec.grader is not None:  # reinforcement fine-tuning
+            from app.graders.rewards import reward_function
+            from worker.evaluation.eval_run import LazyEmbedder
+
+            reward = (reward_function(spec.grader, LazyEmbedder()), None)
+        elif PLANS[spec.method].needs_reward:
             if not job.get("reward"):
                 raise DataError("no_reward_model")
             reward = load_reward_model(job["reward"], cuda)

@@ -3,7 +3,7 @@
 from app.db.models.base_model import BaseModelRecord, ModelStatus
 from app.db.models.cleaning import Cleaning, CleaningOverride, CleaningRecipe
 from app.db.models.dataset import Dataset, DatasetStatus, DatasetVersion, Upload
-from app.db.models.evals import EvalDefinition, EvalRun
+from app.db.models.evals import EvalDefinition, EvalRun, SavedGrader
 from app.db.models.evaluation import Evaluation, Judge, Judgement, SampleLabel
 from app.db.models.feedback import Feedback
 from app.db.models.job import TrainingJob, TrainingPreset
@@ -32,6 +32,7 @@ __all__ = [
     "RunEvent",
     "RunStatus",
     "SampleLabel",
+    "SavedGrader",
     "TrainingJob",
     "TrainingPreset",
     "Upload",

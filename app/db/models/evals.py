@@ -43,3 +43,15 @@ class EvalRun(IdMixin, TimestampMixin, Base):
     metadata_: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON, nullable=True)
 
     run: Mapped[Run | None] = relationship(lazy="raise")
+
+
+class SavedGrader(IdMixin, TimestampMixin, Base):
+    """A grader a user defined on the Evaluations page, by name: attached to a job's evaluation, or the reward
+    of a reinforcement job (its spec is copied there, so changing or deleting it later changes neither)."""
+
+    __tablename__ = "graders"
+
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    # OpenAI's grader object, as validated (app/graders/specs.py)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
