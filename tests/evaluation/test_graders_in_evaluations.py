@@ -190,6 +190,40 @@ def test_an_evaluation_with_graders_grades_every_answer_and_counts_passes(
     assert len(re.findall(r'data-grade="knows n" data-passed="true"', report_page)) >= 3 * answered
     assert "passes" in client.get(f"/jobs/{job['id']}").text
 
+    # the training form: a saved grader is the reward of a GRPO job (reinforcement fine-tuning), copied in
+    form = client.get("/jobs/new").text
+    assert 'name="reward_grader_id"' in form and f'value="{equals["id"]}"' in form
+    made = client.post(
+        "/jobs",
+        data={
+            "csrf_token": client.headers["X-CSRF-Token"],
+            "model_id": model["id"],
+            "dataset_version_id": version["id"],
+            "method": "grpo",
+            "reward_grader_id": equals["id"],
+            "num_generations": "2",
+            "max_steps": "1",
+        },
+        follow_redirects=False,
+    )
+    assert made.status_code == 303, made.text
+    rl_job = client.get(f"/api/v1/jobs/{made.headers['location'].rsplit('/', 1)[1]}").json()
+    assert rl_job["spec"]["grader"]["name"] == "exact" and rl_job["spec"]["method"] == "grpo"
+    assert 'data-chart="reward"' in client.get(f"/jobs/{rl_job['id']}").text
+    client.post(f"/api/v1/jobs/{rl_job['id']}/cancel")
+    cloned = client.get(f"/jobs/new?from={rl_job['id']}").text
+    assert 'value="before" selected' in cloned and "as before: exact" in cloned and 'name="grader"' in cloned
+    neither = client.post(
+        "/jobs",
+        data={
+            "csrf_token": client.headers["X-CSRF-Token"],
+            "model_id": model["id"],
+            "dataset_version_id": version["id"],
+            "method": "grpo",
+        },
+    )
+    assert neither.status_code == 422 and "needs a reward" in neither.text
+
     # a grader id that is not the user's is refused by name, nothing is created
     before = len(client.get("/api/v1/evaluations").json())
     refused = client.post(f"/api/v1/jobs/{job['id']}/evaluations", json={"grader_ids": [str(uuid.uuid4())]})

@@ -5,7 +5,9 @@ examples in the prompt cannot show but training can).
 
 * during training, the eval loss on held-out records ends below the base model's (the step-0 evaluation);
 * the evaluation's generations show the tuned model answering in the format and scoring clearly higher than
-  the base model and than the base model shown a few training examples (few-shot)."""
+  the base model and than the base model shown a few training examples (few-shot);
+* the task's own graders (a python grader for the format, a string_check for the kind the line carries) pass
+  far more of the tuned model's answers, and the report's verdict says so in those counts."""
 
 from __future__ import annotations
 
@@ -44,7 +46,37 @@ def task(n: int) -> list[dict[str, str]]:
     """Real Alpaca instructions (short ones, so that CPU steps stay short) with answers in the fixed format."""
     records = json.loads(ALPACA.read_text())
     short = [r for r in records if not r["input"] and 20 < len(r["instruction"]) < 120]
-    return [{"instruction": r["instruction"], "input": "", "output": answer(r["instruction"])} for r in short[:n]]
+    rows = []
+    for r in short[:n]:
+        target = answer(r["instruction"])
+        # the line's own field: graders read it as item.kind (the records keep what their format does not read)
+        rows.append(
+            {"instruction": r["instruction"], "input": "", "output": target, "kind": json.loads(target)["kind"]}
+        )
+    return rows
+
+
+# the task's graders, as a user would write them on the Evaluations page
+IN_FORMAT = {
+    "type": "python",
+    "name": "ignored",
+    "source": (
+        "import json\n\n"
+        "def grade(sample, item):\n"
+        "    try:\n"
+        "        value = json.loads(sample['output_text'])\n"
+        "    except ValueError:\n"
+        "        return 0.0\n"
+        "    return 1.0 if isinstance(value, dict) and set(value) == {'first', 'last', 'kind'} else 0.0\n"
+    ),
+}
+RIGHT_KIND = {
+    "type": "string_check",
+    "name": "ignored",
+    "input": "{{ sample.output_text }}",
+    "reference": '"kind": "{{ item.kind }}"',
+    "operation": "like",
+}
 
 
 def in_format(text: str, reference: str) -> bool:
@@ -74,7 +106,7 @@ def test_lora_on_smollm2_learns_a_fixed_format_better_than_base_and_few_shot(cli
         dataset = client.post("/api/v1/datasets", files={"file": ("format_task.json", handle)}).json()
     lifecycle.execute(dataset["validation_run"]["id"])
     version = client.get(f"/api/v1/datasets/{dataset['id']}").json()["versions"][0]
-    assert version["split_counts"]["validation"] >= 10 and version["split_counts"]["test"] >= 12
+    assert version["split_counts"]["validation"] >= 10 and version["split_counts"]["test"] >= 20
 
     spec = {
         "max_steps": 24,
@@ -100,8 +132,13 @@ def test_lora_on_smollm2_learns_a_fixed_format_better_than_base_and_few_shot(cli
     evals = [m for m in client.get(f"/api/v1/jobs/{job['id']}/metrics").json() if m["eval_loss"] is not None]
     assert [m["step"] for m in evals] == [0, 24]
 
-    # the evaluation that started by itself uses the defaults; a smaller one is enough here
-    options = {"sample_size": 12, "max_new_tokens": 40, "probe_size": 10}
+    # the evaluation that started by itself uses the defaults; a smaller one is enough here, graded by the task's
+    # own graders (defined on the Evaluations page)
+    graders = [
+        client.post("/api/v1/graders", json={"name": name, "spec": spec}).json()["id"]
+        for name, spec in (("in format", IN_FORMAT), ("right kind", RIGHT_KIND))
+    ]
+    options = {"sample_size": 20, "max_new_tokens": 40, "probe_size": 10, "grader_ids": graders}
     evaluation = client.post(f"/api/v1/jobs/{job['id']}/evaluations", json=options).json()
     lifecycle.execute(evaluation["run"]["id"])
     report = client.get(f"/api/v1/evaluations/{evaluation['id']}").json()
@@ -110,11 +147,19 @@ def test_lora_on_smollm2_learns_a_fixed_format_better_than_base_and_few_shot(cli
     samples = client.get(f"/api/v1/evaluations/{evaluation['id']}/samples").json()
     shaped = {v: sum(in_format(s[v]["output"], s["reference"]) for s in samples) for v in ("base", "few_shot", "tuned")}
     rounded = {v: {m: round(x, 3) for m, x in s.items()} for v, s in scores.items()}
-    print(f"scores {rounded}; in the format: {shaped} of {len(samples)}")
+    graded = report["summary"]["graders"]["variants"]
+    passes = {v: graded[v]["passed"] for v in graded}
+    print(f"scores {rounded}; in the format: {shaped} of {len(samples)}; passing both graders: {passes}")
+    print(f"verdict: {report['verdict']}")
     assert shaped["tuned"] >= 0.75 * len(samples)
     assert shaped["tuned"] > shaped["few_shot"] and shaped["tuned"] > shaped["base"]
     for other in ("base", "few_shot"):  # exact match: the whole object right, keys and values
         assert scores["tuned"]["exact_match"] > scores[other]["exact_match"] + 0.2
         assert scores["tuned"]["rouge_l"] > scores[other]["rouge_l"] + 0.1
-    # twelve prompts show the gap in the scores above, but are too few for the report to draw a verdict
-    assert report["verdict"].startswith("Only 12 test prompts were answered: too few")
+    # the graders agree with the hand check: every answer in the format passes "in format"
+    for variant in ("base", "few_shot", "tuned"):
+        assert graded[variant]["mean"]["in format"] * len(samples) == pytest.approx(shaped[variant])
+    # and the verdict counts the passes of both graders: far more for the tuned model than for base and few-shot
+    assert passes["tuned"] >= 0.5 * len(samples) and passes["tuned"] >= max(passes["base"], passes["few_shot"]) + 5
+    assert report["verdict"].startswith(f"Graded by in format, right kind: the tuned model passes {passes['tuned']}/20")
+    assert "Fine-tuning clearly helped" in report["verdict"]
