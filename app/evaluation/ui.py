@@ -112,6 +112,8 @@ def _index(request: Request, session: Session, user: User, **extra: Any) -> Resp
         "rows": rows,
         "graders": library.list_graders(session, user=user),
         "examples": GRADER_EXAMPLES,
+        "placeholders": PLACEHOLDERS,
+        "try_example": {"item": '{"reference": "Paris"}', "output_text": "Paris"},
         "form": {},
         **extra,
     }
@@ -122,6 +124,14 @@ def _index(request: Request, session: Session, user: User, **extra: Any) -> Resp
 def index(request: Request, session: SessionDep, user: PageUser) -> Response:
     return _index(request, session, user)
 
+
+# the templates the graders card explains (kept out of the translated sentence, which they would break)
+PLACEHOLDERS = {
+    "ref": "{{ item.reference }}",
+    "field": "{{ item.<field> }}",
+    "out": "{{ sample.output_text }}",
+    "json": "{{ sample.output_json.<field> }}",
+}
 
 # starting points for the graders card's spec box (each a valid grader, filled in by a click)
 GRADER_EXAMPLES: dict[str, dict[str, Any]] = {

@@ -22,7 +22,7 @@ from app.datasets import service as datasets
 from app.db.models import BaseModelRecord, Dataset, DatasetVersion, ModelStatus, Run, RunStatus, TrainingJob, User
 from app.jobs.card import model_card
 from app.jobs.files import checkpoints, directory_zip, final_dir
-from app.jobs.spec import Method, Problem, TrainingSpec, check_compatibility
+from app.jobs.spec import Adapter, Method, Problem, TrainingSpec, check_compatibility
 from app.runs import service as runs
 
 TRAIN_KIND = "training"
@@ -77,7 +77,45 @@ def problems_for(
                 ),
             )
         )
+    if spec.start_from_job_id:
+        problem = _start_problem(session, spec, model=model, user=user)
+        if problem:
+            problems.append(Problem(field="start_from_job_id", message=problem))
     return problems
+
+
+def startable_jobs(session: Session, *, user: User, model_id: uuid.UUID | None = None) -> list[TrainingJob]:
+    """This user's succeeded LoRA jobs (trained here or uploaded): what a new job can start from."""
+    return [
+        job
+        for job in list_jobs(session, user=user)
+        if job.spec.get("adapter") in (Adapter.lora.value, Adapter.qlora.value)
+        and job.spec.get("method") != Method.reward.value
+        and (model_id is None or job.base_model_id == model_id)
+        and job_run(session, job).status == RunStatus.succeeded
+    ]
+
+
+def _start_problem(session: Session, spec: TrainingSpec, *, model: BaseModelRecord, user: User) -> str | None:
+    try:
+        start_id = uuid.UUID(spec.start_from_job_id)
+    except ValueError:
+        return _("No such job to start from; pick one of the list.")
+    start = session.get(TrainingJob, start_id)
+    if start is None or start.owner_id != user.id:
+        return _("No such job to start from; pick one of the list.")
+    if job_run(session, start).status != RunStatus.succeeded:
+        return _("The job to start from has not succeeded; wait for it, or pick another.")
+    if start.base_model_id != model.id:
+        return _("The job to start from was trained on another base model; pick this job's base model, or another job.")
+    if start.spec.get("adapter") not in (Adapter.lora.value, Adapter.qlora.value) or spec.adapter not in (
+        Adapter.lora,
+        Adapter.qlora,
+    ):
+        return _("Only a LoRA or QLoRA adapter can be trained further; start from a LoRA job with a LoRA adapter.")
+    if start.spec.get("method") == Method.reward.value or spec.method == Method.reward:
+        return _("A reward model's adapter scores answers; start from a job that writes them.")
+    return None
 
 
 def reward_models(session: Session, *, user: User) -> list[TrainingJob]:

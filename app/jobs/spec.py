@@ -243,6 +243,17 @@ class TrainingSpec(BaseModel):
         max_length=36,
         pattern=r"^[0-9a-fA-F-]*$",
     )
+    start_from_job_id: str = _f(
+        "",
+        N_(
+            "Start from the LoRA adapter of one of your succeeded jobs on the same base model and train it further "
+            "(its rank, alpha and target modules are kept): for example reinforcement after supervised "
+            "fine-tuning. Empty: a new adapter."
+        ),
+        "linked",
+        max_length=36,
+        pattern=r"^[0-9a-fA-F-]*$",
+    )
     grader: dict[str, Any] | None = _f(
         None,
         N_(

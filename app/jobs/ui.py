@@ -45,6 +45,9 @@ def _choices(session: Session, user: User, values: TrainingSpec | None = None) -
         "graders": library.list_graders(session, user=user),
         "grader_help": _(TrainingSpec.model_fields["grader"].description or ""),
         "spec_grader": values.grader if values else None,
+        "startable": service.startable_jobs(session, user=user),
+        "start_help": _(TrainingSpec.model_fields["start_from_job_id"].description or ""),
+        "start_selected": values.start_from_job_id if values else "",
         "presets": presets.list_presets(session, user=user),
         "builtin_presets": presets.BUILTIN,
     }

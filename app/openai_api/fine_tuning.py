@@ -2,7 +2,8 @@
 checkpoints, shaped like OpenAI's objects. A job made here is a training job in the UI (with its live chart),
 and a job made in the UI is listed here.
 
-Mapping: ``model`` is a base model id or name; ``training_file`` is a dataset (every record trains, see
+Mapping: ``model`` is a base model id or name, or a fine-tuned model (its LoRA is trained further, e.g.
+reinforcement after supervised fine-tuning); ``training_file`` is a dataset (every record trains, see
 /v1/files); ``validation_file`` is a second dataset used whole for validation; ``method`` ``supervised``
 (SFT), ``dpo``, or ``reinforcement`` (GRPO whose reward is ``method.reinforcement.grader``'s score of each
 generated answer; ``compute_multiplier`` × 4 answers per prompt); ``n_epochs``, ``batch_size``,
@@ -33,7 +34,7 @@ from app.db.session import session_scope
 from app.jobs import files as job_files
 from app.jobs import service as jobs
 from app.jobs.spec import Method
-from app.openai_api.models import base_ids, fine_tuned_id, resolve_model
+from app.openai_api.models import base_ids, find, fine_tuned_id
 from app.openai_api.routes import by_public_id, file_id, get_file, problems, result_file_id
 from app.runs import service as runs
 from app.users.deps import CurrentUser
@@ -225,7 +226,7 @@ def to_job(session: Session, job: TrainingJob, bases: dict[uuid.UUID, str] | Non
         "fine_tuned_model": fine_tuned_id(job, bases) if run.status == RunStatus.succeeded else None,
         "finished_at": _epoch(run.finished_at) if run.status.is_final else None,
         "hyperparameters": {k: v for k, v in hyper.items() if k != "beta"},
-        "model": bases.get(job.base_model_id, f"base-{job.base_model_id}"),
+        "model": _trained_from(session, job, bases),
         "organization_id": "org-refinery",
         "result_files": [result_file_id(job)] if run.status.is_final and job_files.has_metrics(job) else [],
         "seed": spec.get("seed", 42),
@@ -242,6 +243,15 @@ def to_job(session: Session, job: TrainingJob, bases: dict[uuid.UUID, str] | Non
         },
         "user_provided_suffix": job.name.removeprefix("ft-") if job.name.startswith("ft-") else None,
     }
+
+
+def _trained_from(session: Session, job: TrainingJob, bases: dict[uuid.UUID, str]) -> str:
+    """The model a job fine-tuned: its base model, or the fine-tuned model whose adapter it trained further."""
+    start = job.spec.get("start_from_job_id")
+    started = session.get(TrainingJob, uuid.UUID(start)) if start else None
+    if started is not None:
+        return fine_tuned_id(started, bases)
+    return bases.get(job.base_model_id, f"base-{job.base_model_id}")
 
 
 def _method_of(spec: dict[str, Any]) -> str:
@@ -300,11 +310,14 @@ def create_job(body: JobCreate, session: SessionDep, user: CurrentUser) -> dict[
             code="unsupported_integration",
             field="integrations",
         )
-    name = resolve_model(session, user, body.model)
-    if not name.startswith("base-"):
+    entry = find(session, user, body.model)
+    start_from = entry.job if entry.job is not None and entry.listed else None
+    if start_from is None and not entry.target.startswith("base-"):
         raise InvalidInput(
-            _("Fine-tune a base model; continuing from a fine-tuned model is not supported yet."), field="model"
+            _("Fine-tune a base model or a fine-tuned model; a checkpoint cannot be trained further here."),
+            field="model",
         )
+    base_model_id = start_from.base_model_id if start_from else uuid.UUID(entry.target.removeprefix("base-"))
     method = body.method.type if body.method else "supervised"
     reinforcement = body.method.reinforcement if body.method else None
     if method == "reinforcement" and reinforcement is None:
@@ -332,13 +345,15 @@ def create_job(body: JobCreate, session: SessionDep, user: CurrentUser) -> dict[
         multiplier = getattr(hyper, "compute_multiplier", None)
         raw_spec["num_generations"] = max(2, min(64, round(ANSWERS_PER_PROMPT * float(_value(multiplier, 1.0)))))
         raw_spec["eval_steps"] = 0  # reinforcement evaluates by generating: the evaluation after training does
+    if start_from is not None:  # a fine-tuned model: its adapter is trained further (e.g. reinforcement after SFT)
+        raw_spec["start_from_job_id"] = str(start_from.id)
     if body.seed is not None:
         raw_spec["seed"] = body.seed
     job = jobs.create_job(
         session,
         user=user,
         name=f"ft-{body.suffix}" if body.suffix else "",
-        model_id=uuid.UUID(name.removeprefix("base-")),
+        model_id=base_model_id,
         version_id=version.id,
         validation_version_id=held_out.id if held_out else None,
         spec=jobs.parse_spec(raw_spec),

@@ -98,6 +98,9 @@ TEXTS: dict[str, str] = {
     "no_reward_model": N_(
         "The reward model of this RLHF job is gone or has not succeeded; train a reward model and pick it."
     ),
+    "start_adapter_missing": N_(
+        "The adapter this job starts from is gone (its job was deleted); pick another job to start from, or none."
+    ),
     "deepspeed_missing": N_(
         "DeepSpeed is not installed on this worker; install it in the GPU worker image, or choose DDP or FSDP."
     ),

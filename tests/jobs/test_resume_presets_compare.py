@@ -175,6 +175,21 @@ def test_newer_methods_refuse_what_cannot_work(client: Any, setup: dict[str, Any
     assert uneven["field"] in ("reward_job_id", "num_generations")
     prefix = refused({"method": "reward", "adapter": "prefix_tuning"})
     assert prefix["field"] in ("method", "adapter")
+    stranger_start = refused({"start_from_job_id": str(uuid.uuid4())})
+    assert stranger_start["field"] == "start_from_job_id" and "No such job" in stranger_start["message"]
+    queued = client.post("/api/v1/jobs", json={**base, "spec": {"max_steps": 1}}).json()
+    assert "not succeeded" in refused({"start_from_job_id": queued["id"]})["message"]
+    client.post(f"/api/v1/jobs/{queued['id']}/cancel")
+    check = {
+        "type": "string_check",
+        "name": "c",
+        "input": "{{ sample.output_text }}",
+        "reference": "a",
+        "operation": "eq",
+    }
+    assert refused({"method": "sft", "grader": check})["field"] == "grader"
+    both = refused({"method": "grpo", "grader": check, "reward_job_id": str(uuid.uuid4())})
+    assert both["field"] in ("grader", "reward_job_id")
     gpus = refused({"num_gpus": 2})
     assert gpus["field"] == "num_gpus" and "GPU" in gpus["message"]
     form = client.get("/jobs/new")

@@ -72,6 +72,7 @@ def _run(
     spec: dict[str, Any],
     general: Path | None = None,
     reward: dict[str, str] | None = None,
+    start_adapter: Path | None = None,
 ) -> dict[str, Any]:
     job = {
         "spec": {
@@ -91,6 +92,7 @@ def _run(
         "final_dir": str(tmp_path / "final"),
         "metrics_path": str(tmp_path / "metrics.jsonl"),
         "reward": reward,
+        "start_adapter_dir": str(start_adapter) if start_adapter else None,
     }
     return train.run(job)
 
@@ -296,6 +298,23 @@ def test_reinforcement_from_a_python_grader_reading_the_records_fields(tmp_path:
     assert [m["step"] for m in logged] == [1, 2, 3]
     assert all(0.5 <= m["reward"] <= 1.0 and m["reward_std"] >= 0 and m["grader_failed"] == 0 for m in logged)
     assert _reload_probe(tiny_model_dir, tmp_path / "final", True) == pytest.approx(result["probe_logits"], abs=1e-3)
+
+
+def test_a_job_can_start_from_another_jobs_lora(tmp_path: Path, tiny_model_dir: Path, base_probe: list[float]) -> None:
+    """Training further: the new job loads the earlier adapter trainable (its own rank, not the new spec's) and
+    starts from its weights, not from a fresh adapter."""
+    records = _write(tmp_path / "v.parquet", [_chat(i) for i in range(24)])
+    first = tmp_path / "first"
+    first.mkdir()
+    started = _run(first, tiny_model_dir, records, {"lora_r": 4, "lora_alpha": 8, "max_steps": 2, "eval_steps": 0})
+    assert started["probe_logits"] != pytest.approx(base_probe, abs=1e-6)
+    second = tmp_path / "second"
+    second.mkdir()
+    job = {"max_steps": 1, "eval_steps": 0, "learning_rate": 1e-12, "lora_r": 16}  # a step too small to move
+    further = _run(second, tiny_model_dir, records, job, start_adapter=first / "final")
+    assert further["probe_logits"] == pytest.approx(started["probe_logits"], abs=1e-4)
+    assert json.loads((second / "final" / "adapter_config.json").read_text())["r"] == 4
+    assert further["trainable_parameters"] == started["trainable_parameters"]
 
 
 def test_a_reward_grader_is_checked_with_the_spec() -> None:

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -291,9 +292,22 @@ def test_openai_reinforcement_lines_train_with_a_grader_as_reward(live: dict[str
         client.fine_tuning.jobs.create(
             model="tiny", training_file=prompts.id, method={"type": "reinforcement", "reinforcement": {"grader": judge}}
         )
+    # supervised first, then reinforcement from that fine-tuned model (its adapter trained further)
+    answers = client.files.create(file=("sums.jsonl", records(8)), purpose="fine-tune")
+    client.files.wait_for_processing(answers.id, poll_interval=0.5, max_wait_seconds=120)
+    sft = client.fine_tuning.jobs.create(
+        model="tiny", training_file=answers.id, hyperparameters={"n_epochs": 1, "batch_size": 4}, suffix="sums"
+    )
+    wait_for(
+        lambda: client.fine_tuning.jobs.retrieve(sft.id).status in ("succeeded", "failed", "cancelled"),
+        timeout=300,
+        what="the supervised job",
+    )
+    sft = client.fine_tuning.jobs.retrieve(sft.id)
+    assert sft.status == "succeeded" and sft.fine_tuned_model, sft.error
     hyper = {"n_epochs": 1, "batch_size": 4, "compute_multiplier": 0.5}
     job = client.fine_tuning.jobs.create(
-        model="tiny",
+        model=sft.fine_tuned_model,
         training_file=prompts.id,
         method={"type": "reinforcement", "reinforcement": {"grader": grader, "hyperparameters": hyper}},
         suffix="rft",
@@ -305,6 +319,12 @@ def test_openai_reinforcement_lines_train_with_a_grader_as_reward(live: dict[str
     )
     job = client.fine_tuning.jobs.retrieve(job.id)
     assert job.status == "succeeded", job.error
+    assert job.model == sft.fine_tuned_model  # trained further from it
+    spec = httpx.get(
+        f"{live['base']}/api/v1/jobs/{job.id.removeprefix('ftjob-')}",
+        headers={"Authorization": f"Bearer {live['key']}"},
+    ).json()["spec"]
+    assert uuid.UUID(spec["start_from_job_id"]).hex == sft.id.removeprefix("ftjob-")
     assert job.method is not None and job.method.type == "reinforcement" and job.method.reinforcement is not None
     assert job.method.reinforcement.grader.type == "python" and job.method.reinforcement.grader.name == "has answer"
     assert job.method.reinforcement.hyperparameters is not None

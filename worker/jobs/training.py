@@ -43,6 +43,7 @@ class TrainingHandler:
                 "metrics_path": str(artifact_path(f"{job.storage_key}/metrics.jsonl")),
                 "reward": _reward_model(session, job.spec.get("reward_job_id") or ""),
                 "resume_from": _resume_source(session, job),
+                "start_adapter_dir": _start_adapter(session, job.spec.get("start_from_job_id") or ""),
             }
             storage_key = job.storage_key
             training_spec = TrainingSpec.model_validate(job.spec)
@@ -64,6 +65,14 @@ class TrainingHandler:
         job = session.scalar(select(TrainingJob).where(TrainingJob.run_id == run_id))
         if job is not None:
             evaluate_after_training(session, job)
+
+
+def _start_adapter(session: Session, start_from_job_id: str) -> str | None:
+    """The adapter a job trains further (checked when the job was made; gone since: the child says so)."""
+    if not start_from_job_id:
+        return None
+    start = session.get(TrainingJob, uuid.UUID(start_from_job_id))
+    return str(artifact_path(f"{start.storage_key}/final")) if start is not None else "/nonexistent"
 
 
 def _resume_source(session: Session, job: TrainingJob) -> dict[str, str] | None:

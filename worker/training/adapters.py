@@ -114,6 +114,18 @@ def apply_adapter(model: Any, spec: TrainingSpec) -> Any:
     return model  # full fine-tuning
 
 
+def start_from_adapter(model: Any, adapter_dir: Path, spec: TrainingSpec) -> Any:
+    """The model to train when a job starts from another job's LoRA: that adapter, loaded trainable (its rank,
+    alpha and target modules are its own), trained further — reinforcement after supervised fine-tuning."""
+    from peft import PeftModel
+
+    if spec.adapter == Adapter.qlora:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model)
+    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
+
+
 def count_parameters(model: Any) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())

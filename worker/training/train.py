@@ -20,7 +20,13 @@ from app.datasets.template import renderer_for
 from app.jobs.checkpoints import COMPLETE_MARKER, latest_complete_checkpoint
 from app.jobs.spec import Adapter, Method, TrainingSpec
 from worker.protocol import emit, event, exit_with_parent, fail, is_main_process, progress
-from worker.training.adapters import apply_adapter, count_parameters, load_model, load_reward_model
+from worker.training.adapters import (
+    apply_adapter,
+    count_parameters,
+    load_model,
+    load_reward_model,
+    start_from_adapter,
+)
 from worker.training.callbacks import RefineryCallback
 from worker.training.data import (
     DataError,
@@ -155,7 +161,14 @@ def run(job: dict[str, Any]) -> dict[str, Any] | None:
         tokenizer.chat_template = job["chat_template"]  # the template the dataset pages showed
     reward = None
     try:
-        model = apply_adapter(load_model(model_dir, spec, cuda, pad_token_id=tokenizer.pad_token_id), spec)
+        base = load_model(model_dir, spec, cuda, pad_token_id=tokenizer.pad_token_id)
+        if job.get("start_adapter_dir"):
+            start = Path(job["start_adapter_dir"])
+            if not (start / "adapter_config.json").is_file():
+                raise DataError("start_adapter_missing")
+            model = start_from_adapter(base, start, spec)
+        else:
+            model = apply_adapter(base, spec)
         if PLANS[spec.method].needs_reward and spec.grader is not None:  # reinforcement fine-tuning
             from app.graders.rewards import reward_function
             from worker.evaluation.eval_run import LazyEmbedder
