@@ -68,6 +68,46 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_jobs_create(args: argparse.Namespace) -> int:
+    """A training job from the command line, as the job form's 'Preview command' writes it: the spec as YAML
+    (a file, or - for standard input) holding the fields that differ from the defaults."""
+    import uuid
+
+    from sqlalchemy import select
+
+    from app.core.errors import RefineryError
+    from app.db.models import User
+    from app.db.session import session_scope
+    from app.jobs import service
+    from app.jobs.forms import spec_from_yaml
+
+    raw = sys.stdin.buffer.read() if args.spec == "-" else open(args.spec, "rb").read()  # noqa: SIM115
+    try:
+        with session_scope() as session:
+            user = session.scalar(select(User).where(User.email == args.owner.strip().lower()))
+            if user is None:
+                print(f"No user {args.owner}; create it first with `refinery users create`.", file=sys.stderr)
+                return 1
+            job = service.create_job(
+                session,
+                user=user,
+                name=args.name,
+                model_id=uuid.UUID(args.model),
+                version_id=uuid.UUID(args.dataset_version),
+                spec=spec_from_yaml(raw),
+                general_version_id=uuid.UUID(args.general_version) if args.general_version else None,
+            )
+            print(f"Queued job {job.id} ({job.name})")
+    except RefineryError as exc:
+        where = f"{exc.field}: " if exc.field else ""
+        print(f"{where}{exc.message}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"Not an id: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_models_import_bundled(_: argparse.Namespace) -> int:
     from app.basemodels.service import ensure_bundled
     from app.db.session import session_scope
@@ -337,6 +377,15 @@ def build_parser() -> argparse.ArgumentParser:
     key_create.add_argument("email")
     key_create.add_argument("--name", default="cli")
     key_create.set_defaults(func=cmd_keys_create)
+    jobs = sub.add_parser("jobs", help="training jobs").add_subparsers(dest="jobs_cmd", required=True)
+    job_create = jobs.add_parser("create", help="queue a training job (the job form's 'Preview command')")
+    job_create.add_argument("--owner", required=True, help="the e-mail of the user who owns the job")
+    job_create.add_argument("--model", required=True, help="a ready base model's id")
+    job_create.add_argument("--dataset-version", required=True, help="the dataset version's id")
+    job_create.add_argument("--name", default="", help="the job's name")
+    job_create.add_argument("--general-version", default="", help="continued pre-training: general text to mix in")
+    job_create.add_argument("--spec", default="-", help="the spec as YAML: a file, or - for standard input")
+    job_create.set_defaults(func=cmd_jobs_create)
     models = sub.add_parser("models", help="manage base models").add_subparsers(dest="models_cmd", required=True)
     models.add_parser("import-bundled", help="import the bundled SmolLM2").set_defaults(func=cmd_models_import_bundled)
     adapters = sub.add_parser("adapters", help="export adapters").add_subparsers(dest="adapters_cmd", required=True)

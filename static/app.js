@@ -104,3 +104,61 @@ document.addEventListener("click", (e) => {
   const field = document.querySelector(button.dataset.fill);
   if (field) { field.value = button.dataset.value; field.dispatchEvent(new Event("input", { bubbles: true })); }
 });
+
+// New-job form: the method follows the chosen data (pairs → DPO, labelled answers → KTO, text → continued
+// pre-training) until the user picks one; a method brings its own defaults (learning rate, epochs, beta) to
+// the fields the user has not changed; a learning rate far outside the method's usual range is flagged
+// beside the field (the estimate panel says the same from the server).
+(() => {
+  const form = document.getElementById("job-form");
+  if (!form || !form.dataset.methodDefaults) return;
+  const defaults = JSON.parse(form.dataset.methodDefaults);
+  const usual = JSON.parse(form.dataset.usualRates);
+  const touched = new Set();
+  const field = (name) => form.elements.namedItem(name);
+  const note = document.createElement("small");
+  note.className = "notice-warn";
+  note.id = "lr-warning";
+  note.hidden = true;
+  field("learning_rate")?.closest("label")?.append(note);
+
+  function flag() {
+    const method = field("method").value, adapter = field("adapter").value;
+    const rate = parseFloat(field("learning_rate")?.value || "");
+    let [low, high] = usual[method] || [0, Infinity];
+    if (adapter === "full" || adapter === "freeze") { low /= 10; high /= 10; }
+    const off = Number.isFinite(rate) && (rate < low || rate > high);
+    note.hidden = !off;
+    if (off) {
+      note.textContent = form.dataset.lrMessage.replace("{side}", rate > high ? form.dataset.above : form.dataset.below)
+        .replace("{method}", method.toUpperCase()).replace("{low}", low).replace("{high}", high);
+    }
+  }
+  function apply(method) {
+    for (const [name, value] of Object.entries(defaults[method] || {})) {
+      const input = field(name);
+      if (input && !touched.has(name)) input.value = value;
+    }
+    syncJobForm();
+    flag();
+    echo = true; // the estimate follows the new values; this handler ignores its own event
+    form.dispatchEvent(new Event("change", { bubbles: true }));
+    echo = false;
+  }
+  let echo = false;
+  form.addEventListener("input", (event) => {
+    if (event.target.name && event.target.name !== "dataset_version_id") touched.add(event.target.name);
+    if (event.target.name === "learning_rate") flag(); // as it is typed
+  });
+  form.addEventListener("change", (event) => {
+    if (echo) return;
+    const target = event.target;
+    if (target.name === "dataset_version_id" && !touched.has("method")) {
+      const method = target.selectedOptions[0]?.dataset.method;
+      if (method && method !== field("method").value) { field("method").value = method; apply(method); return; }
+    }
+    if (target.name === "method") { touched.add("method"); apply(target.value); return; }
+    flag();
+  });
+  document.addEventListener("DOMContentLoaded", flag);
+})();

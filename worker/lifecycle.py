@@ -89,12 +89,14 @@ class Supervisor:
     started: float = field(default_factory=time.monotonic)
     events: list[dict[str, Any]] = field(default_factory=list)  # from the child, written with the next beat
     pausing: float | None = None  # when the child was asked to stop at a checkpoint for a pause
+    log: IO[bytes] | None = None  # the attempt's log: the child's stderr, and its stdout lines that are not ours
 
     def run(self) -> None:
         settings = get_settings()
         log_path = settings.logs_dir / f"{self.lease.run_id}-attempt{self.lease.attempt}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as stderr:
+            self.log = stderr
             proc = SPARES.take(self.argv, log_path) or subprocess.Popen(
                 self.argv,
                 stdout=subprocess.PIPE,
@@ -162,8 +164,12 @@ class Supervisor:
         try:
             msg = json.loads(line)
         except ValueError:
-            return
-        if not isinstance(msg, dict):
+            msg = None
+        if not isinstance(msg, dict):  # the trainer's own printing (its logged metrics): kept in the log
+            if self.log is not None:
+                with contextlib.suppress(OSError):
+                    self.log.write((line + "\n").encode("utf-8", "replace"))
+                    self.log.flush()
             return
         if "progress" in msg:
             self.progress = float(msg["progress"])

@@ -183,21 +183,25 @@ def samples(evaluation: Evaluation, *, sort: str = "diff") -> list[dict[str, Any
 MIN_VERDICT_SAMPLES = 20
 
 
+def _too_few(answered: int) -> str:
+    return ngettext(
+        "Only %(num)s test prompt was answered: too few to say whether fine-tuning helped (one answer moves "
+        "every score). Evaluate on at least %(min)s prompts: a larger test split, or a larger sample size.",
+        "Only %(num)s test prompts were answered: too few to say whether fine-tuning helped (one answer moves "
+        "every score). Evaluate on at least %(min)s prompts: a larger test split, or a larger sample size.",
+        answered,
+        min=MIN_VERDICT_SAMPLES,
+    )
+
+
 def verdict(summary: dict[str, Any]) -> str:
-    """One sentence answering "was fine-tuning worth it?" from the ROUGE-L of the three variants, or saying
-    that too few prompts were answered to tell."""
+    """One sentence answering "was fine-tuning worth it?": with graders, how many answers of each model passed
+    them; else from the ROUGE-L of the three variants; and saying when too few prompts were answered to tell."""
     answered = int(summary.get("sample_size") or 0)
-    if answered < MIN_VERDICT_SAMPLES:
-        return ngettext(
-            "Only %(num)s test prompt was answered: too few to say whether fine-tuning helped (one answer moves "
-            "every score). Evaluate on at least %(min)s prompts: a larger test split, or a larger sample size.",
-            "Only %(num)s test prompts were answered: too few to say whether fine-tuning helped (one answer moves "
-            "every score). Evaluate on at least %(min)s prompts: a larger test split, or a larger sample size.",
-            answered,
-            min=MIN_VERDICT_SAMPLES,
-        )
     if summary.get("graders"):
-        return grader_verdict(summary["graders"])
+        return grader_verdict(summary["graders"], too_few=answered < MIN_VERDICT_SAMPLES)
+    if answered < MIN_VERDICT_SAMPLES:
+        return _too_few(answered)
     scores = summary.get("scores", {})
     tuned = (scores.get("tuned") or {}).get("rouge_l")
     base = (scores.get("base") or {}).get("rouge_l")
@@ -212,7 +216,7 @@ def verdict(summary: dict[str, Any]) -> str:
     return _("Fine-tuning did not clearly improve on the base model on this test set.")
 
 
-def grader_verdict(graded: dict[str, Any]) -> str:
+def grader_verdict(graded: dict[str, Any], *, too_few: bool = False) -> str:
     """With graders attached the verdict counts the answers that passed them all, per model ("the tuned model
     passes 38/40, the base model 3/40, the base model shown examples 11/40"), then says which did best: a
     margin of one answer in ten, so that one lucky answer decides nothing."""
@@ -234,6 +238,8 @@ def grader_verdict(graded: dict[str, Any]) -> str:
             graders=", ".join(graded.get("names") or []),
             **counts,
         )
+    if too_few:
+        return line + " " + _too_few(int(tuned["total"]))
     share = {
         name: v["passed"] / max(1, v["total"]) for name, v in (("tuned", tuned), ("base", base), ("few", few)) if v
     }

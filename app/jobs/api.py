@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Depends, Query
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
 from app.basemodels import service as models
@@ -29,6 +29,7 @@ from app.jobs.schemas import (
     PresetRead,
 )
 from app.jobs.spec import TrainingSpec
+from app.runs import logs as run_logs
 from app.runs.schemas import RunEventRead, RunRead
 from app.runs.service import list_events
 from app.users.deps import CurrentUser
@@ -80,7 +81,13 @@ def estimate(body: EstimateRequest, session: SessionDep, user: CurrentUser) -> E
     model = models.get_model(session, body.model_id, user=user)
     _dataset, version = service.owned_version(session, body.dataset_version_id, user=user)
     result = sizing.estimate(session, body.spec, model=model, version=version, gpu_gib=body.gpu_gib, user=user)
-    return EstimateRead.model_validate({**vars(result), "problems": [p.model_dump() for p in result.problems]})
+    return EstimateRead.model_validate(
+        {
+            **vars(result),
+            "problems": [p.model_dump() for p in result.problems],
+            "warnings": [w.model_dump() for w in result.warnings],
+        }
+    )
 
 
 @router.get("/compare", response_model=ComparisonRead, summary="Two to six jobs side by side: ?id=A&id=B")
@@ -154,6 +161,20 @@ def adapter(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Stream
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+
+@router.get(
+    "/{job_id}/log",
+    response_class=PlainTextResponse,
+    summary="The trainer's log: the last lines over every attempt (tail=N), or all of it (tail=0)",
+)
+def job_log(
+    job_id: uuid.UUID, session: SessionDep, user: CurrentUser, tail: int = Query(200, ge=0, le=100_000)
+) -> Response:
+    run = service.job_run(session, service.get_job(session, job_id, user=user))
+    if tail == 0:
+        return StreamingResponse(run_logs.stream(run.id), media_type="text/plain; charset=utf-8")
+    return PlainTextResponse(run_logs.tail(run.id, lines=tail))
 
 
 @router.get("/{job_id}/checkpoints", response_model=list[CheckpointRead], summary="The job's complete checkpoints")

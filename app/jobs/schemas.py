@@ -96,6 +96,9 @@ class EstimateRead(BaseModel):
     rate: float | None = Field(description="Measured tokens per second of earlier jobs on this model.")
     seconds: float | None
     problems: list[dict[str, str]] = Field(description="What would refuse the job, by field.")
+    warnings: list[dict[str, str]] = Field(
+        default_factory=list, description="What would run but looks wrong (a learning rate far off), by field."
+    )
 
 
 class ComparisonRead(BaseModel):

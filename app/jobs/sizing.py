@@ -15,7 +15,7 @@ from app.datasets.storage import artifact_path
 from app.db.models import BaseModelRecord, DatasetVersion, Run, RunStatus, TrainingJob, User
 from app.jobs.estimate import GIB, ModelShape, estimate_memory, smaller_configuration
 from app.jobs.service import problems_for
-from app.jobs.spec import Problem, TrainingSpec
+from app.jobs.spec import Problem, TrainingSpec, learning_rate_warning
 
 
 def model_shape(model: BaseModelRecord) -> ModelShape:
@@ -57,6 +57,7 @@ class Estimate:
     rate: float | None
     seconds: float | None
     problems: list[Problem]
+    warnings: list[Problem]
 
 
 def estimate(
@@ -97,4 +98,5 @@ def estimate(
         rate=rate,
         seconds=(tokens * epochs / rate) if rate else None,
         problems=problems_for(session, spec, model=model, version=version, user=user),
+        warnings=[w for w in (learning_rate_warning(spec),) if w is not None],
     )

@@ -87,6 +87,47 @@ METHOD_ADAPTERS: dict[str, set[Adapter]] = {
 }
 
 
+# What each method starts from on the job form: choosing a method sets these fields, unless the user has
+# changed them (LoRA values; TRL's and the methods' papers' usual starting points).
+METHOD_DEFAULTS: dict[str, dict[str, float]] = {
+    "sft": {"learning_rate": 2e-4, "num_epochs": 1.0},
+    "cpt": {"learning_rate": 1e-4, "num_epochs": 1.0},
+    "dpo": {"learning_rate": 5e-6, "num_epochs": 1.0, "dpo_beta": 0.1},
+    "orpo": {"learning_rate": 8e-6, "num_epochs": 1.0, "dpo_beta": 0.1},
+    "kto": {"learning_rate": 5e-6, "num_epochs": 1.0, "dpo_beta": 0.1},
+    "reward": {"learning_rate": 5e-5, "num_epochs": 1.0},
+    "grpo": {"learning_rate": 1e-5, "num_epochs": 1.0},
+    "rloo": {"learning_rate": 1e-5, "num_epochs": 1.0},
+}
+# The learning rates each method is usually trained with on a LoRA (full and freeze fine-tuning: a tenth); a
+# value outside is flagged beside the field, not refused.
+USUAL_LEARNING_RATES: dict[str, tuple[float, float]] = {
+    "sft": (1e-5, 1e-3),
+    "cpt": (1e-5, 1e-3),
+    "dpo": (1e-7, 1e-4),
+    "orpo": (1e-7, 1e-4),
+    "kto": (1e-7, 1e-4),
+    "reward": (1e-6, 5e-4),
+    "grpo": (1e-7, 1e-4),
+    "rloo": (1e-7, 1e-4),
+}
+# the method a dataset version's records call for, in this order of preference
+METHOD_FOR_KIND = (("chat", "sft"), ("preference", "dpo"), ("kto", "kto"), ("text", "cpt"), ("prompt", "grpo"))
+
+
+def usual_learning_rates(method: str, adapter: str) -> tuple[float, float]:
+    low, high = USUAL_LEARNING_RATES[method]
+    if adapter in ("full", "freeze"):
+        return low / 10, high / 10
+    return low, high
+
+
+def method_for(kind_counts: dict[str, int]) -> str:
+    """The method a version's records train with by default (chat → SFT, pairs → DPO, labelled answers → KTO,
+    plain text → continued pre-training, prompts alone → GRPO)."""
+    return next((method for kind, method in METHOD_FOR_KIND if kind_counts.get(kind)), "sft")
+
+
 def _f(default: Any, help_text: str, group: str = "basic", **kwargs: Any) -> Any:
     return Field(default, description=help_text, json_schema_extra={"group": group}, **kwargs)
 
@@ -354,6 +395,31 @@ def field_groups() -> dict[str, list[tuple[str, Any]]]:
 class Problem(BaseModel):
     field: str
     message: str
+
+
+def learning_rate_warning(spec: TrainingSpec) -> Problem | None:
+    """A learning rate far outside what the method usually trains with: a warning beside the field."""
+    from app.core.i18n import _
+
+    low, high = usual_learning_rates(spec.method.value, spec.adapter.value)
+    if low <= spec.learning_rate <= high:
+        return None
+    usual = METHOD_DEFAULTS[spec.method.value]["learning_rate"] / (
+        10 if spec.adapter.value in ("full", "freeze") else 1
+    )
+    return Problem(
+        field="learning_rate",
+        message=_(
+            "A learning rate of %(lr)s is far %(side)s what %(method)s usually trains with (%(low)s to %(high)s); "
+            "%(usual)s is the usual start.",
+            lr=f"{spec.learning_rate:g}",
+            side=_("above") if spec.learning_rate > high else _("below"),
+            method=spec.method.value.upper(),
+            low=f"{low:g}",
+            high=f"{high:g}",
+            usual=f"{usual:g}",
+        ),
+    )
 
 
 def check_compatibility(

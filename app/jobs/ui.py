@@ -25,7 +25,9 @@ from app.graders import library
 from app.jobs import compare as comparing
 from app.jobs import files, presets, service, sizing
 from app.jobs.forms import form_fields, spec_from_form, spec_from_yaml, spec_to_yaml
-from app.jobs.spec import TrainingSpec
+from app.jobs.preview import preview
+from app.jobs.spec import METHOD_DEFAULTS, USUAL_LEARNING_RATES, TrainingSpec, method_for
+from app.runs import logs as run_logs
 from app.runs.service import list_events
 from app.users.deps import PageUser
 
@@ -35,9 +37,10 @@ GPU_SIZES = (8, 16, 24, 40, 48, 80, 141)
 
 def _choices(session: Session, user: User, values: TrainingSpec | None = None) -> dict[str, Any]:
     reward_help = TrainingSpec.model_fields["reward_job_id"].description or ""
+    versions = service.usable_versions(session, user=user)
     return {
         "models": [m for m in models.list_models(session, user=user) if m.status == ModelStatus.ready],
-        "versions": service.usable_versions(session, user=user),
+        "versions": versions,
         "gpu_sizes": GPU_SIZES,
         "reward_jobs": service.reward_models(session, user=user),
         "reward_selected": values.reward_job_id if values else "",
@@ -50,6 +53,10 @@ def _choices(session: Session, user: User, values: TrainingSpec | None = None) -
         "start_selected": values.start_from_job_id if values else "",
         "presets": presets.list_presets(session, user=user),
         "builtin_presets": presets.BUILTIN,
+        # the form's script: what each method sets when chosen, and the learning rates it usually trains with
+        "method_defaults": json.dumps(METHOD_DEFAULTS),
+        "usual_rates": json.dumps(USUAL_LEARNING_RATES),
+        "version_methods": {str(v.id): method_for(v.kind_counts) for _d, v in versions},
     }
 
 
@@ -80,6 +87,13 @@ def new_job_page(request: Request, session: SessionDep, user: PageUser) -> Respo
         values = presets.spec_of(session, query["preset"], user=user)
         if query.get("saved"):
             notice = _("Preset saved. The form below holds its values.")
+    if selected and values is None:  # "Train on it": the method the version's records call for, with its defaults
+        try:
+            _dataset, version = service.owned_version(session, uuid.UUID(selected), user=user)
+        except ValueError as exc:
+            raise NotFound(_("No such dataset version.")) from exc
+        method = method_for(version.kind_counts)
+        values = TrainingSpec.model_validate({"method": method, **METHOD_DEFAULTS[method]})
     source = query.get("from")
     if source:
         try:
@@ -232,10 +246,20 @@ def estimate(request: Request, session: SessionDep, user: PageUser, sent: FormDe
         spec, model, version = _parse(session, user, form)
         gpu = float(form.get("gpu_gib") or 24)
         result = sizing.estimate(session, spec, model=model, version=version, gpu_gib=gpu, user=user)
+        general = form.get("general_version_id")
+        command = preview(
+            spec,
+            model_id=model.id,
+            version_id=version.id,
+            name=form.get("name", ""),
+            general_version_id=uuid.UUID(general) if general and spec.method.value == "cpt" else None,
+            base_url=str(request.base_url),
+            email=user.email,
+        )
     except (RefineryError, ValueError) as exc:
         message = exc.message if isinstance(exc, RefineryError) else str(exc)
         return render(request, "jobs/_estimate.html", {"error": message})
-    return render(request, "jobs/_estimate.html", {"estimate": result})
+    return render(request, "jobs/_estimate.html", {"estimate": result, "command": command})
 
 
 @router.post("/jobs")
@@ -280,6 +304,8 @@ def _job_context(session: Session, job: TrainingJob, user: User) -> dict[str, An
         "checkpoints": files.checkpoints(job),
         "spec": job.spec,
         "chart_labels": json.dumps(_chart_labels()),
+        "log": run_logs.tail(run.id),
+        "log_live": service.is_live(run),
     }
 
 
@@ -362,6 +388,28 @@ def continue_paused(request: Request, session: SessionDep, user: PageUser, job_i
     job = service.get_job(session, job_id, user=user)
     service.resume_job(session, job)
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+
+
+@router.get("/jobs/{job_id}/log")
+def trainer_log(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID) -> Response:
+    """The trainer's whole log (every attempt), as a download."""
+    job = service.get_job(session, job_id, user=user)
+    run = service.job_run(session, job)
+    return StreamingResponse(
+        run_logs.stream(run.id),
+        media_type="text/plain; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="refinery-job-{job.id.hex[:8]}.log"'},
+    )
+
+
+@router.get("/jobs/{job_id}/_log")
+def trainer_log_live(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID) -> Response:
+    """The log's last lines, refreshed while the job runs."""
+    job = service.get_job(session, job_id, user=user)
+    run = service.job_run(session, job)
+    live = service.is_live(run)
+    context = {"job": job, "log": run_logs.tail(run.id), "log_live": live}
+    return render_live(request, "jobs/_log.html", context, live=live)
 
 
 @router.get("/jobs/{job_id}/adapter.zip")

@@ -117,3 +117,24 @@ def test_a_short_job_succeeds_and_its_adapter_loads_with_peft(browser: Any, live
     page.wait_for_selector("#verdict svg.bars rect[data-variant=tuned]", timeout=900_000)
     assert page.locator("#samples [data-sample]").count() >= 1
     shot(page, "10-evaluation-report")
+
+
+def test_the_form_follows_the_method(browser: Any, live_server: str) -> None:
+    """Choosing a method brings its learning rate unless the user typed one; a learning rate far from the
+    method's usual range is flagged beside the field as it is typed."""
+    ensure_alpaca(browser, live_server)
+    page = logged_in_page(browser, live_server)
+    page.goto(live_server + "/jobs/new")
+    assert page.input_value("select[name=method]") == "sft"
+    page.select_option("select[name=method]", "dpo")
+    assert float(page.input_value("input[name=learning_rate]")) == 5e-6  # DPO's, not SFT's 2e-4
+    assert page.locator("#lr-warning").is_hidden()
+    page.fill("input[name=learning_rate]", "0.01")
+    page.press("input[name=learning_rate]", "Tab")
+    assert page.locator("#lr-warning").is_visible() and "above what DPO" in page.inner_text("#lr-warning")
+    page.wait_for_selector("#estimate [data-warning='learning_rate']", timeout=20_000)  # the server agrees
+    page.select_option("select[name=method]", "sft")
+    assert page.input_value("input[name=learning_rate]") == "0.01"  # typed by the user: kept
+    assert "above what SFT" in page.inner_text("#lr-warning")
+    page.fill("input[name=learning_rate]", "0.0002")
+    assert page.locator("#lr-warning").is_hidden()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import uuid
 import zipfile
 from pathlib import Path
@@ -41,6 +42,15 @@ def test_launch_train_watch_and_download(client: Any, setup: dict[str, Any], tin
     assert events[0] == "Queued." and events[-1] == "Succeeded."
     page = client.get(f"/jobs/{job['id']}")
     assert page.status_code == 200 and "Download adapter" in page.text
+    # the trainer's log: what it printed (its logged metrics) beside its stderr, on the page and downloaded
+    assert 'id="trainer-log"' in page.text and "===== attempt 1 =====" in page.text
+    log = client.get(f"/api/v1/jobs/{job['id']}/log").text
+    assert log.startswith("===== attempt 1 =====") and "'loss'" in log and '"progress"' not in log
+    assert len(client.get(f"/api/v1/jobs/{job['id']}/log", params={"tail": 2}).text.splitlines()) == 2
+    whole = client.get(f"/jobs/{job['id']}/log")
+    assert "attachment" in whole.headers["content-disposition"] and whole.text.startswith("===== attempt 1")
+    assert client.get(f"/api/v1/jobs/{job['id']}/log", params={"tail": 0}).text == whole.text
+    assert client.get(f"/jobs/{job['id']}/_log").status_code == 204  # over: the page shows it whole
     # the job list says what each job trained on, how it ended and how long it took
     import re
 
@@ -133,6 +143,114 @@ def test_new_job_form_and_estimate(client: Any, setup: dict[str, Any]) -> None:
         data={"model_id": setup["model"], "dataset_version_id": setup["version"], "method": "sft", "adapter": "qlora"},
     )
     assert launched.status_code == 422 and "CUDA" in launched.text
+
+
+def test_the_preview_command_makes_the_same_job(
+    client: Any, setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """'Preview command' on the form: the /api/v1 request and the refinery CLI call it shows each make the job
+    the form would, with the fields the user changed (and only those written out)."""
+    import html
+    import re
+    import shlex
+
+    from app.cli import main
+
+    form = {
+        "model_id": setup["model"],
+        "dataset_version_id": setup["version"],
+        "name": "it's previewed",
+        "method": "sft",
+        "adapter": "lora",
+        "learning_rate": "0.0003",
+        "max_steps": "7",
+        "group_by_length": "on",  # the checkboxes ticked by default, as the browser sends them
+        "assistant_only_loss": "on",
+        "qlora_double_quant": "on",
+    }
+    panel = client.post("/jobs/estimate", data=form).text
+    assert 'id="command-preview"' in panel
+    curl = html.unescape(re.search(r'<pre class="mono" data-preview="curl">(.*?)</pre>', panel, re.S).group(1))
+    cli = html.unescape(re.search(r'<pre class="mono" data-preview="cli">(.*?)</pre>', panel, re.S).group(1))
+    words = shlex.split(curl.replace("\\\n", " "))
+    assert words[:3] == ["curl", "-X", "POST"] and words[3].endswith("/api/v1/jobs")
+    body = json.loads(words[words.index("-d") + 1])
+    assert body["spec"] == {"learning_rate": 0.0003, "max_steps": 7}  # only what differs from the defaults
+    made = client.post("/api/v1/jobs", json=body)
+    assert made.status_code == 201, made.text
+    by_api = made.json()
+
+    command, _sep, rest = cli.partition(" --spec - <<'SPEC'\n")
+    spec_yaml = rest.removesuffix("SPEC")
+    args = shlex.split(command)
+    assert args[:3] == ["refinery", "jobs", "create"]
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(spec_yaml.encode())))
+    assert main([*args[1:], "--spec", "-"]) == 0
+    queued = capsys.readouterr().out
+    by_cli = client.get(f"/api/v1/jobs/{queued.split()[2]}").json()
+    for job in (by_api, by_cli):
+        assert (
+            job["name"] == "it's previewed" and job["spec"]["learning_rate"] == 0.0003 and job["spec"]["max_steps"] == 7
+        )
+    assert by_cli["spec"] == by_api["spec"]
+    for job in (by_api, by_cli):
+        client.post(f"/api/v1/jobs/{job['id']}/cancel")
+    bad = io.TextIOWrapper(io.BytesIO(b"learning_rate: -1\n"))
+    monkeypatch.setattr("sys.stdin", bad)
+    assert main([*args[1:], "--spec", "-"]) == 1
+    assert "learning_rate" in capsys.readouterr().err
+
+
+def test_the_method_follows_the_data_and_brings_its_defaults(
+    client: Any, setup: dict[str, Any], tmp_path: Path
+) -> None:
+    """'Train on it' for preference pairs opens a DPO form with DPO's learning rate (not SFT's 2e-4); the form's
+    script knows each method's defaults and usual rates; a learning rate far off is flagged, not refused."""
+    from worker import lifecycle
+
+    pairs = [{"prompt": f"Say {i}", "chosen": f"{i}", "rejected": "no"} for i in range(20)]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(p) for p in pairs))
+    with path.open("rb") as handle:
+        dataset = client.post("/api/v1/datasets", files={"file": ("pairs.jsonl", handle)}).json()
+    lifecycle.execute(dataset["validation_run"]["id"])
+    version = client.get(f"/api/v1/datasets/{dataset['id']}").json()["versions"][0]
+    assert version["kind_counts"] == {"preference": 20}
+    form = client.get(f"/jobs/new?version={version['id']}").text
+    assert '<option value="dpo" selected' in form
+    assert re.search(r'name="learning_rate"[^>]*value="5e-06"', form), "DPO's learning rate"
+    assert (
+        f'value="{version["id"]}" data-method="dpo"' in form and f'value="{setup["version"]}" data-method="sft"' in form
+    )
+    assert "data-method-defaults=" in form and "data-usual-rates=" in form
+    chat_form = client.get(f"/jobs/new?version={setup['version']}").text
+    assert '<option value="sft" selected' in chat_form
+
+    def warnings(spec: dict[str, Any]) -> list[dict[str, str]]:
+        body = {"model_id": setup["model"], "dataset_version_id": version["id"], "spec": spec}
+        answer = client.post("/api/v1/jobs/estimate", json=body)
+        assert answer.status_code == 200, answer.text
+        return list(answer.json()["warnings"])
+
+    [far] = warnings({"method": "dpo", "learning_rate": 2e-4})
+    assert far["field"] == "learning_rate" and "far above what DPO usually trains with" in far["message"]
+    assert "5e-06 is the usual start" in far["message"]
+    assert warnings({"method": "dpo", "learning_rate": 5e-6}) == []
+    assert warnings({"method": "sft", "learning_rate": 2e-4}) == []
+    assert "far below" in warnings({"method": "sft", "learning_rate": 1e-8})[0]["message"]
+    assert warnings({"method": "sft", "adapter": "full", "learning_rate": 2e-5}) == []  # a tenth for full
+    panel = client.post(
+        "/jobs/estimate",
+        data={
+            "model_id": setup["model"],
+            "dataset_version_id": version["id"],
+            "method": "dpo",
+            "learning_rate": "0.0002",
+        },
+    ).text
+    assert 'data-warning="learning_rate"' in panel
+    unknown = client.get(f"/jobs/new?version={uuid.uuid4()}")
+    assert unknown.status_code == 404
 
 
 def test_another_users_job_is_404(client: Any, setup: dict[str, Any]) -> None:
