@@ -13,8 +13,10 @@ Writes ``report.json`` and ``samples.jsonl`` into the output directory and repor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import random
 import sys
 from pathlib import Path
@@ -30,6 +32,8 @@ METRICS = ("exact_match", "f1", "bleu", "rouge_l")
 FORGETTING_RATIO = 1.10  # tuned probe loss more than 10 % above the base model's
 CONTAMINATION_OVERLAP = 0.5  # share of a test prompt's 8-grams found in training prompts
 LOSS_RECORDS = 100  # records scored for loss and perplexity by default (the first ones of the seeded order)
+LOSS_TOKENS_PER_PASS = 2048  # tokens scored in one forward pass (padding included)
+GENERATION_TOKENS = 24_576  # rows × (prompt + new tokens) in one generation pass: its key/value cache
 
 
 def conversations(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -111,23 +115,78 @@ class Models:
 
         return adapter_off()
 
-    def answer_loss(self, model: Any, prompt: list[dict[str, str]], answer: str, max_length: int) -> tuple[float, int]:
-        """Summed negative log-likelihood of the answer's tokens after the prompt, and their count."""
-        torch = self.torch
+    def encode_answer(self, prompt: list[dict[str, str]], answer: str, max_length: int) -> tuple[list[int], int]:
+        """The conversation's token ids (cut at ``max_length``) and where the answer's tokens start."""
         context = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
         full = self.tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": answer}], tokenize=False)
         context_ids = self.tokenizer(context, add_special_tokens=False)["input_ids"]
         ids = self.tokenizer(full, add_special_tokens=False)["input_ids"][:max_length]
-        start = min(len(context_ids), len(ids) - 1)
-        if len(ids) < 2 or start >= len(ids):
-            return 0.0, 0
-        tensor = torch.tensor([ids], device=self.device)
-        with torch.no_grad():
-            logits = model(input_ids=tensor).logits[0, :-1].float()
-        targets = tensor[0, 1:]
-        losses = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
-        answer_part = losses[start - 1 :] if start > 0 else losses
-        return float(answer_part.sum()), int(answer_part.numel())
+        return ids, min(len(context_ids), len(ids) - 1)
+
+    def answer_losses(
+        self, model: Any, encoded: list[tuple[list[int], int]], tokens_per_pass: int = LOSS_TOKENS_PER_PASS
+    ) -> list[tuple[float, int]]:
+        """Summed negative log-likelihood of each answer's tokens after its prompt, and their count. Several
+        conversations go through the model in one pass (right-padded, similar lengths together, up to
+        ``tokens_per_pass`` tokens): the same numbers as one at a time, in far fewer passes."""
+        torch = self.torch
+        results: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
+        usable = [i for i, (ids, start) in enumerate(encoded) if len(ids) >= 2 and start < len(ids)]
+        order = sorted(usable, key=lambda i: len(encoded[i][0]))
+        pad = self.tokenizer.pad_token_id or 0
+        batch: list[int] = []
+        for position, index in enumerate(order):
+            batch.append(index)
+            longest = len(encoded[index][0])
+            following = order[position + 1] if position + 1 < len(order) else None
+            if following is not None and (len(batch) + 1) * len(encoded[following][0]) <= tokens_per_pass:
+                continue
+            width = max(longest, 2)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, item in enumerate(batch):
+                tokens = encoded[item][0]
+                ids[row, : len(tokens)] = torch.tensor(tokens)
+                mask[row, : len(tokens)] = 1
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            with torch.no_grad():
+                logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+                losses = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), ids[:, 1:], reduction="none")
+            for row, item in enumerate(batch):
+                tokens, start = encoded[item]
+                part = losses[row, max(start - 1, 0) : len(tokens) - 1]
+                results[item] = (float(part.sum()), int(part.numel()))
+            batch = []
+        return results
+
+    def answer_loss(self, model: Any, prompt: list[dict[str, str]], answer: str, max_length: int) -> tuple[float, int]:
+        """One answer's summed negative log-likelihood and token count (see answer_losses)."""
+        return self.answer_losses(model, [self.encode_answer(prompt, answer, max_length)])[0]
+
+    def batches(
+        self,
+        rows: list[tuple[str, int]],
+        prompts: dict[str, list[list[dict[str, str]]]],
+        max_new_tokens: int,
+        budget: int,
+    ) -> list[list[tuple[str, int]]]:
+        """Rows (variant, prompt index) grouped into generation passes: similar prompt lengths together, as
+        many per pass as fit ``budget`` tokens of cache (rows × (longest prompt + new tokens)). Bigger passes
+        mean fewer decoding steps in all, which is where the time goes."""
+
+        def tokens(messages: list[dict[str, str]]) -> int:
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        length = {row: tokens(prompts[row[0]][row[1]]) for row in rows}
+        found: list[list[tuple[str, int]]] = []
+        current: list[tuple[str, int]] = []
+        for row in sorted(rows, key=lambda r: length[r]):
+            if current and (len(current) + 1) * (length[row] + max_new_tokens) > budget:
+                found.append(current)
+                current = []
+            current.append(row)
+        return [*found, current] if current else found
 
     def generate(self, model: Any, prompts: list[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
         torch = self.torch
@@ -198,6 +257,70 @@ def grade_samples(
     }
 
 
+class BaseCache:
+    """What the base model computed in earlier evaluations — each test record's loss, each prompt's greedy
+    answer (plain and few-shot) — kept beside it, so that evaluating another job on the same data computes
+    only the tuned model's part: every job trained on a version is compared with the same base numbers.
+    Greedy answers and losses are deterministic; an entry's key holds everything its value depends on (the
+    chat template, the length limits, the messages)."""
+
+    MOST = 50_000  # entries kept per base model and template (the oldest go first)
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        self.path: Path | None = None
+        self.entries: dict[str, Any] = {}
+        self.template = job.get("chat_template") or ""
+        self.vocabulary = 0  # the tokenizer's size, set once it is loaded
+        folder = job.get("base_cache_dir")
+        if not folder:
+            return
+        self.path = Path(folder) / f"{hashlib.sha256(self.template.encode()).hexdigest()[:16]}.json"
+        try:
+            loaded = json.loads(self.path.read_text())
+            self.entries = loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            self.entries = {}
+
+    def key(self, *parts: Any) -> str:
+        # the tokenizer comes with the adapter: one with other tokens is another base for these numbers
+        return hashlib.sha256(
+            json.dumps([self.vocabulary, *parts], sort_keys=True, ensure_ascii=False).encode()
+        ).hexdigest()[:32]
+
+    def get(self, key: str) -> Any:
+        return self.entries.get(key)
+
+    def put(self, values: dict[str, Any]) -> None:
+        self.entries.update(values)
+        if self.path is None or not values:
+            return
+        if len(self.entries) > self.MOST:
+            self.entries = dict(list(self.entries.items())[-self.MOST :])
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
+            partial.write_text(json.dumps(self.entries, ensure_ascii=False))
+            partial.replace(self.path)
+        except OSError:  # a full disk: the next evaluation computes them again
+            pass
+
+
+def base_losses(
+    models: Models, cache: BaseCache, records: list[dict[str, Any]], max_length: int
+) -> list[tuple[float, int]]:
+    """The base model's loss on each record's answer, from the cache where an earlier evaluation computed it."""
+    keys = [cache.key("loss", max_length, r["prompt"], r["reference"]) for r in records]
+    missing = [i for i, key in enumerate(keys) if cache.get(key) is None]
+    if missing:
+        with models.use("base") as model:
+            found = models.answer_losses(
+                model,
+                [models.encode_answer(records[i]["prompt"], records[i]["reference"], max_length) for i in missing],
+            )
+        cache.put({keys[i]: list(value) for i, value in zip(missing, found, strict=True)})
+    return [(float(cache.get(key)[0]), int(cache.get(key)[1])) for key in keys]
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -220,21 +343,23 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
 
     # 1. loss and perplexity
     loss_records = [r for r in test if r["reference"]][: int(options.get("loss_records", LOSS_RECORDS))]
-    totals = {"base": [0.0, 0], "tuned": [0.0, 0]}
-    steps = len(loss_records) * 2
-    done = 0
-    for variant in ("base", "tuned"):
-        with models.use(variant) as model:
-            for record in loss_records:
-                nll, count = models.answer_loss(model, record["prompt"], record["reference"], max_length)
-                totals[variant][0] += nll
-                totals[variant][1] += count
-                done += 1
-                if done % 10 == 0:
-                    progress(0.05 + 0.25 * done / steps, "eval_loss", done=done, total=steps)
-    loss = {v: (totals[v][0] / totals[v][1] if totals[v][1] else None) for v in totals}
+    cache = BaseCache(job)
+    cache.vocabulary = len(models.tokenizer)
+    totals: dict[str, list[float]] = {}
+    for n, variant in enumerate(("base", "tuned")):
+        if variant == "base":
+            losses = base_losses(models, cache, loss_records, max_length)
+        else:
+            with models.use(variant) as model:
+                encoded = [models.encode_answer(r["prompt"], r["reference"], max_length) for r in loss_records]
+                losses = models.answer_losses(model, encoded)
+        totals[variant] = [sum(nll for nll, _c in losses), sum(count for _n, count in losses)]
+        steps = 2 * len(loss_records)
+        progress(0.05 + 0.25 * (n + 1) / 2, "eval_loss", done=(n + 1) * len(loss_records), total=steps)
+    loss = {v: (totals[v][0] / totals[v][1] if len(totals[v]) == 2 and totals[v][1] else None) for v in totals}
 
-    # 2. generations, scored
+    # 2. generations, scored: the base model writes its plain and few-shot answers in the same passes (or they
+    # come from the cache of an earlier evaluation of the same data), then the tuned model writes its own
     sample = test[: int(options.get("sample_size", 20))]
     examples = train[: int(options.get("few_shot", 3))]
     prompts = {
@@ -242,19 +367,44 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         "few_shot": [with_examples(r["prompt"], examples) for r in sample],
         "tuned": [r["prompt"] for r in sample],
     }
-    outputs: dict[str, list[str]] = {v: [] for v in VARIANTS}
-    batch_size = int(options.get("batch_size", 8))
     max_new = int(options.get("max_new_tokens", 96))
-    total_batches = len(VARIANTS) * max(1, math.ceil(len(sample) / batch_size))
+    wanted = [v for v in VARIANTS if v != "few_shot" or examples]
+    outputs: dict[str, list[str]] = {v: [] for v in VARIANTS}
+    for v in ("base", "few_shot"):  # the base model's answers from earlier evaluations of the same prompts
+        if v in wanted:
+            known = [cache.get(cache.key("answer", max_new, p)) for p in prompts[v][: len(sample)]]
+            if all(isinstance(text, str) for text in known):
+                outputs[v] = [str(text) for text in known]
+    groups = [
+        (model_variant, [(v, i) for v in wanted if v in variants and not outputs[v] for i in range(len(sample))])
+        for model_variant, variants in (("base", ("base", "few_shot")), ("tuned", ("tuned",)))
+    ]
+    budget = int(options.get("generation_tokens", GENERATION_TOKENS))
+    plans = {name: models.batches(rows, prompts, max_new, budget) for name, rows in groups}
+    total_batches = max(1, sum(len(batches) for batches in plans.values()))
     finished = 0
-    for variant in VARIANTS:
-        if variant == "few_shot" and not examples:
+    for model_variant, batches in plans.items():
+        if not batches:
             continue
-        with models.use(variant) as model:
-            for start in range(0, len(sample), batch_size):
-                outputs[variant] += models.generate(model, prompts[variant][start : start + batch_size], max_new)
+        answers: dict[str, dict[int, str]] = {v: {} for v in VARIANTS}
+        with models.use(model_variant) as model:
+            for rows in batches:
+                texts = models.generate(model, [prompts[v][i] for v, i in rows], max_new)
+                for (v, i), text in zip(rows, texts, strict=True):
+                    answers[v][i] = text
                 finished += 1
                 progress(0.3 + 0.5 * finished / total_batches, "generating", done=finished, total=total_batches)
+        for v, by_index in answers.items():
+            if by_index:
+                outputs[v] = [by_index[i] for i in range(len(sample))]
+    cache.put(
+        {
+            cache.key("answer", max_new, prompts[v][i]): outputs[v][i]
+            for v in ("base", "few_shot")
+            if outputs[v]
+            for i in range(len(sample))
+        }
+    )
     samples = []
     for i, record in enumerate(sample):
         row: dict[str, Any] = {"id": record["id"], "prompt": record["prompt"], "reference": record["reference"]}
@@ -278,13 +428,14 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     )[: int(options.get("probe_size", 40))]
     probe_loss: dict[str, float | None] = {}
     for n, variant in enumerate(("base", "tuned")):
-        nll_sum, count_sum = 0.0, 0
-        with models.use(variant) as model:
-            for record in probe:
-                nll, count = models.answer_loss(model, record["prompt"], record["reference"], max_length)
-                nll_sum += nll
-                count_sum += count
-        probe_loss[variant] = nll_sum / count_sum if count_sum else None
+        if variant == "base":
+            probe_scores = base_losses(models, cache, probe, max_length)
+        else:
+            with models.use(variant) as model:
+                encoded = [models.encode_answer(r["prompt"], r["reference"], max_length) for r in probe]
+                probe_scores = models.answer_losses(model, encoded)
+        count_sum = sum(count for _nll, count in probe_scores)
+        probe_loss[variant] = sum(nll for nll, _count in probe_scores) / count_sum if count_sum else None
         progress(0.85 + 0.05 * (n + 1), "probing")
     base_probe, tuned_probe = probe_loss.get("base"), probe_loss.get("tuned")
     forgetting = bool(base_probe and tuned_probe and tuned_probe > base_probe * FORGETTING_RATIO)

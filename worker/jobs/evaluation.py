@@ -41,6 +41,8 @@ class EvaluationHandler:
                 "train_records_path": str(artifact_path(trained_on.storage_key)),
                 "probe_path": str(PROBE_PATH),
                 "output_dir": str(artifact_path(evaluation.storage_key)),
+                # the base model's numbers, kept for the next evaluation of the same data (evaluate.BaseCache)
+                "base_cache_dir": str(artifact_path(f"eval-cache/{model.id.hex}")),
             }
         return [sys.executable, "-m", "worker.evaluation.evaluate", json.dumps(spec)]
 
