@@ -45,6 +45,7 @@ def test_graders_are_defined_tried_and_kept_per_user(client: Any) -> None:
     client.headers["X-CSRF-Token"] = csrf_of(client, "/models")
     page = client.get("/evaluations")
     assert page.status_code == 200 and 'id="grader-form"' in page.text and 'data-fill="#grader-spec"' in page.text
+    assert page.text.count('id="grader-form"') == 1 and "<title>Evaluations" in page.text
 
     saved = _page_form(client, "exact answer", EQUALS)
     assert saved.status_code == 303 and saved.headers["location"].startswith("/evaluations#grader-")

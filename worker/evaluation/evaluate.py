@@ -159,10 +159,6 @@ class Models:
             batch = []
         return results
 
-    def answer_loss(self, model: Any, prompt: list[dict[str, str]], answer: str, max_length: int) -> tuple[float, int]:
-        """One answer's summed negative log-likelihood and token count (see answer_losses)."""
-        return self.answer_losses(model, [self.encode_answer(prompt, answer, max_length)])[0]
-
     def batches(
         self,
         rows: list[tuple[str, int]],
@@ -305,20 +301,23 @@ class BaseCache:
             pass
 
 
-def base_losses(
-    models: Models, cache: BaseCache, records: list[dict[str, Any]], max_length: int
-) -> list[tuple[float, int]]:
-    """The base model's loss on each record's answer, from the cache where an earlier evaluation computed it."""
+def mean_loss(
+    models: Models, cache: BaseCache, variant: str, records: list[dict[str, Any]], max_length: int
+) -> float | None:
+    """A model's mean loss per answer token over the records' answers; the base model's per-record losses come
+    from the cache where an earlier evaluation computed them (and go into it otherwise)."""
     keys = [cache.key("loss", max_length, r["prompt"], r["reference"]) for r in records]
-    missing = [i for i, key in enumerate(keys) if cache.get(key) is None]
+    missing = [i for i, key in enumerate(keys) if variant != "base" or cache.get(key) is None]
+    found: dict[int, Any] = {}
     if missing:
-        with models.use("base") as model:
-            found = models.answer_losses(
-                model,
-                [models.encode_answer(records[i]["prompt"], records[i]["reference"], max_length) for i in missing],
-            )
-        cache.put({keys[i]: list(value) for i, value in zip(missing, found, strict=True)})
-    return [(float(cache.get(key)[0]), int(cache.get(key)[1])) for key in keys]
+        encoded = [models.encode_answer(records[i]["prompt"], records[i]["reference"], max_length) for i in missing]
+        with models.use(variant) as model:
+            found = dict(zip(missing, models.answer_losses(model, encoded), strict=True))
+        if variant == "base":
+            cache.put({keys[i]: list(value) for i, value in found.items()})
+    losses = [found[i] if i in found else cache.get(key) for i, key in enumerate(keys)]
+    count = sum(int(c) for _n, c in losses)
+    return sum(float(n) for n, _c in losses) / count if count else None
 
 
 def _mean(values: list[float]) -> float | None:
@@ -345,18 +344,11 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     loss_records = [r for r in test if r["reference"]][: int(options.get("loss_records", LOSS_RECORDS))]
     cache = BaseCache(job)
     cache.vocabulary = len(models.tokenizer)
-    totals: dict[str, list[float]] = {}
+    loss: dict[str, float | None] = {}
     for n, variant in enumerate(("base", "tuned")):
-        if variant == "base":
-            losses = base_losses(models, cache, loss_records, max_length)
-        else:
-            with models.use(variant) as model:
-                encoded = [models.encode_answer(r["prompt"], r["reference"], max_length) for r in loss_records]
-                losses = models.answer_losses(model, encoded)
-        totals[variant] = [sum(nll for nll, _c in losses), sum(count for _n, count in losses)]
+        loss[variant] = mean_loss(models, cache, variant, loss_records, max_length)
         steps = 2 * len(loss_records)
         progress(0.05 + 0.25 * (n + 1) / 2, "eval_loss", done=(n + 1) * len(loss_records), total=steps)
-    loss = {v: (totals[v][0] / totals[v][1] if len(totals[v]) == 2 and totals[v][1] else None) for v in totals}
 
     # 2. generations, scored: the base model writes its plain and few-shot answers in the same passes (or they
     # come from the cache of an earlier evaluation of the same data), then the tuned model writes its own
@@ -428,14 +420,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     )[: int(options.get("probe_size", 40))]
     probe_loss: dict[str, float | None] = {}
     for n, variant in enumerate(("base", "tuned")):
-        if variant == "base":
-            probe_scores = base_losses(models, cache, probe, max_length)
-        else:
-            with models.use(variant) as model:
-                encoded = [models.encode_answer(r["prompt"], r["reference"], max_length) for r in probe]
-                probe_scores = models.answer_losses(model, encoded)
-        count_sum = sum(count for _nll, count in probe_scores)
-        probe_loss[variant] = sum(nll for nll, _count in probe_scores) / count_sum if count_sum else None
+        probe_loss[variant] = mean_loss(models, cache, variant, probe, max_length)
         progress(0.85 + 0.05 * (n + 1), "probing")
     base_probe, tuned_probe = probe_loss.get("base"), probe_loss.get("tuned")
     forgetting = bool(base_probe and tuned_probe and tuned_probe > base_probe * FORGETTING_RATIO)
