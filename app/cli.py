@@ -121,6 +121,62 @@ def cmd_models_import_bundled(_: argparse.Namespace) -> int:
     return 0
 
 
+def _export_gguf(args: argparse.Namespace) -> int:
+    """``--gguf FORMAT``: export in a run of its own (unless done already), then copy the .gguf, its Modelfile and
+    the model card into the directory."""
+    import shutil
+    import uuid
+    from pathlib import Path
+
+    from app.adapters import exports
+    from app.adapters import service as adapters
+    from app.core.errors import RefineryError
+    from app.db.models import TrainingJob, User
+    from app.db.session import session_scope
+    from app.jobs.card import model_card
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        print(f"{out} exists and is not empty; choose a new directory.", file=sys.stderr)
+        return 2
+    try:
+        job_id = uuid.UUID(args.job_id)
+    except ValueError:
+        print(f"{args.job_id} is not a job id.", file=sys.stderr)
+        return 2
+    try:
+        with session_scope() as session:
+            job = session.get(TrainingJob, job_id)
+            owner = session.get(User, job.owner_id) if job else None
+            if job is None or owner is None:
+                print(f"No training job {args.job_id}.", file=sys.stderr)
+                return 1
+            row = adapters.get_adapter(session, job_id, user=owner)
+            run_id = (
+                None if exports.ready(job, args.gguf) else exports.start(session, user=owner, row=row, fmt=args.gguf).id
+            )
+        if run_id is not None:
+            print(f"Writing the {args.gguf} GGUF…", file=sys.stderr)
+            subprocess.run([sys.executable, "-m", "worker.execute", str(run_id)], check=False)
+        with session_scope() as session:
+            row = adapters.get_adapter(session, job_id, user=owner)
+            if not exports.ready(row.job, args.gguf):
+                print("The export did not finish; see the run's error on the adapter's page.", file=sys.stderr)
+                return 1
+            card = model_card(session, row.job, merged=args.gguf != "lora")
+            source = exports.gguf_dir(row.job, args.gguf)
+    except RefineryError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_file() and (path.suffix == ".gguf" or path.name in ("Modelfile", "export.json")):
+            shutil.copyfile(path, out / path.name)
+    (out / "README.md").write_text(card)
+    print(out)
+    return 0
+
+
 def cmd_adapters_export(args: argparse.Namespace) -> int:
     """Copy a succeeded job's adapter (or, with --merged, the adapter merged into its base, merging first when
     needed) into a directory, with its model card."""
@@ -137,6 +193,8 @@ def cmd_adapters_export(args: argparse.Namespace) -> int:
     from app.jobs import files as job_files
     from app.jobs.card import model_card
 
+    if args.gguf:
+        return _export_gguf(args)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         print(f"{out} exists and is not empty; choose a new directory.", file=sys.stderr)
@@ -393,6 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("job_id")
     export.add_argument("out")
     export.add_argument("--merged", action="store_true", help="the adapter merged into its base weights")
+    export.add_argument(
+        "--gguf",
+        choices=("f16", "q8_0", "q4_0", "lora"),
+        default="",
+        help="a GGUF file with an Ollama Modelfile (f16, q8_0, q4_0), or the LoRA as a GGUF LoRA file",
+    )
     export.set_defaults(func=cmd_adapters_export)
     return parser
 

@@ -59,6 +59,9 @@ COUNTERPART = {
     "GET /jobs/compare": "GET /api/v1/jobs/compare",
     "GET /jobs/{job_id}/adapter.zip": "GET /api/v1/jobs/{job_id}/adapter",
     "GET /adapters/{job_id}/merged.zip": "GET /api/v1/adapters/{job_id}/merged.zip",
+    "POST /adapters/{job_id}/gguf": "POST /api/v1/adapters/{job_id}/gguf/{fmt}",
+    "GET /adapters/{job_id}/gguf/{fmt}/archive.zip": "GET /api/v1/adapters/{job_id}/gguf/{fmt}/archive.zip",
+    "GET /adapters/{job_id}/gguf/{fmt}/file": "GET /api/v1/adapters/{job_id}/gguf/{fmt}/file",
 }
 
 

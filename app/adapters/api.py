@@ -7,11 +7,11 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from app.adapters import service, upload
+from app.adapters import exports, service, upload
 from app.core.deps import SessionDep, commit_now, csrf_protect
 from app.core.openapi import BINARY, multipart_body
 from app.datasets.storage import remove_tree
@@ -191,6 +191,77 @@ def merged_zip(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Str
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="refinery-merged-{job_id.hex[:8]}.zip"'},
     )
+
+
+class GgufExportRead(BaseModel):
+    format: str = Field(description="f16, q8_0, q4_0 (a whole model with an Ollama Modelfile) or lora.")
+    refused: str | None = Field(description="Why this adapter has no export in this format; None when it can.")
+    ready: bool
+    file: str | None = Field(description="The .gguf file's name once ready.")
+    size_bytes: int | None
+    tensor_types: dict[str, int] | None = Field(description="How many tensors of each GGUF type the file holds.")
+    template_left_out: str | None = Field(
+        description="Why the Modelfile has no TEMPLATE (Ollama then reads the GGUF's chat template); None if it has."
+    )
+    run: RunRead | None = Field(description="The latest export run of this format.")
+
+
+def gguf_reads(session: Session, row: service.AdapterRow) -> list[GgufExportRead]:
+    latest = exports.export_runs(session, row.job)
+    found = []
+    for fmt in exports.FORMATS:
+        facts = exports.ready(row.job, fmt) or {}
+        run = latest.get(fmt)
+        found.append(
+            GgufExportRead(
+                format=fmt,
+                refused=exports.refusal(row, fmt),
+                ready=bool(facts),
+                file=facts.get("file"),
+                size_bytes=facts.get("size_bytes"),
+                tensor_types=facts.get("tensor_types"),
+                template_left_out=facts.get("template_left_out"),
+                run=RunRead.model_validate(run) if run else None,
+            )
+        )
+    return found
+
+
+@router.get("/{job_id}/gguf", response_model=list[GgufExportRead], summary="The adapter's GGUF exports, by format")
+def list_gguf(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> list[GgufExportRead]:
+    return gguf_reads(session, service.get_adapter(session, job_id, user=user))
+
+
+@router.post(
+    "/{job_id}/gguf/{fmt}",
+    response_model=RunRead,
+    status_code=202,
+    summary="Export as GGUF (f16, q8_0, q4_0 with an Ollama Modelfile, or the LoRA alone) in a background run",
+)
+def export_gguf(job_id: uuid.UUID, fmt: str, session: SessionDep, user: CurrentUser) -> RunRead:
+    row = service.get_adapter(session, job_id, user=user)
+    return RunRead.model_validate(exports.start(session, user=user, row=row, fmt=fmt))
+
+
+@router.get("/{job_id}/gguf/{fmt}/archive.zip", summary="The .gguf, its Modelfile and the model card as a zip")
+def gguf_archive(job_id: uuid.UUID, fmt: str, session: SessionDep, user: CurrentUser) -> StreamingResponse:
+    row = service.get_adapter(session, job_id, user=user)
+    return StreamingResponse(
+        exports.archive(session, row, fmt),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="refinery-{job_id.hex[:8]}-{fmt}-gguf.zip"'},
+    )
+
+
+@router.get("/{job_id}/gguf/{fmt}/file", summary="The .gguf file alone (llama.cpp, LM Studio)")
+def gguf_file(job_id: uuid.UUID, fmt: str, session: SessionDep, user: CurrentUser) -> FileResponse:
+    path = exports.file_path(service.get_adapter(session, job_id, user=user), fmt)
+    return FileResponse(path, media_type="application/octet-stream", filename=f"refinery-{job_id.hex[:8]}-{path.name}")
+
+
+@router.get("/{job_id}/gguf/{fmt}/Modelfile", response_class=PlainTextResponse, summary="The Ollama Modelfile")
+def gguf_modelfile(job_id: uuid.UUID, fmt: str, session: SessionDep, user: CurrentUser) -> str:
+    return exports.modelfile(service.get_adapter(session, job_id, user=user), fmt)
 
 
 @router.get("/{job_id}/dependents", summary="What deleting the adapter would remove, and what refers to it")

@@ -355,6 +355,10 @@ def delete_adapter(session: Session, row: AdapterRow, *, user: User) -> None:
     merge = merge_run(session, row.job)
     if merge is not None and not merge.status.is_final:
         raise Conflict(_("A merge of this adapter is running; wait for it to finish."))
+    from app.adapters import exports  # it builds on this module
+
+    if exports.live(session, row.job):
+        raise Conflict(_("A GGUF export of this adapter is running; wait for it to finish."))
     keys = [e.storage_key for e in found.evaluations if e.storage_key]
     keys += [j.storage_key for j in found.judgements if j.storage_key]
     keys.append(row.job.storage_key)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
-from app.adapters import service, upload
+from app.adapters import exports, service, upload
 from app.basemodels import service as models
 from app.core.deps import SessionDep, commit_now, csrf_protect
 from app.core.errors import InvalidInput, RefineryError
@@ -63,6 +63,7 @@ def detail(request: Request, session: SessionDep, user: PageUser, job_id: uuid.U
     row = service.get_adapter(session, job_id, user=user)
     context = {
         **_merge_context(session, row),
+        **_gguf_context(session, row),
         "dependents": service.dependents(session, row, user=user),
         "lineage": service.lineage(session, row, user=user),
         "verdict": verdict(row.evaluation.summary) if row.evaluation and row.evaluation.summary else "",
@@ -101,6 +102,56 @@ def merged_zip(request: Request, session: SessionDep, user: PageUser, job_id: uu
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="refinery-merged-{job_id.hex[:8]}.zip"'},
     )
+
+
+def _gguf_context(session: SessionDep, row: service.AdapterRow) -> dict[str, object]:
+    latest = exports.export_runs(session, row.job)
+    items = []
+    for fmt in exports.FORMATS:
+        facts = exports.ready(row.job, fmt)
+        run = latest.get(fmt)
+        modelfile = exports.modelfile(row, fmt) if facts and facts.get("modelfile") else ""
+        items.append(
+            {
+                "format": fmt,
+                "label": _(exports.FORMAT_LABELS[fmt]),
+                "refused": exports.refusal(row, fmt),
+                "facts": facts,
+                "run": run,
+                "live": run is not None and not run.status.is_final,
+                "modelfile": modelfile,
+            }
+        )
+    return {"row": row, "gguf": items, "gguf_live": any(item["live"] for item in items)}
+
+
+@router.post("/adapters/{job_id}/gguf")
+def export_gguf(request: Request, session: SessionDep, user: PageUser, form: FormDep, job_id: uuid.UUID) -> Response:
+    row = service.get_adapter(session, job_id, user=user)
+    exports.start(session, user=user, row=row, fmt=str(form.get("format", "")))
+    return RedirectResponse(f"/adapters/{job_id}#gguf", status_code=303)
+
+
+@router.get("/adapters/{job_id}/_gguf")
+def gguf_live(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID) -> Response:
+    context = _gguf_context(session, service.get_adapter(session, job_id, user=user))
+    return render_live(request, "adapters/_gguf.html", context, live=bool(context["gguf_live"]))
+
+
+@router.get("/adapters/{job_id}/gguf/{fmt}/archive.zip")
+def gguf_archive(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID, fmt: str) -> Response:
+    row = service.get_adapter(session, job_id, user=user)
+    return StreamingResponse(
+        exports.archive(session, row, fmt),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="refinery-{job_id.hex[:8]}-{fmt}-gguf.zip"'},
+    )
+
+
+@router.get("/adapters/{job_id}/gguf/{fmt}/file")
+def gguf_file(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID, fmt: str) -> Response:
+    path = exports.file_path(service.get_adapter(session, job_id, user=user), fmt)
+    return FileResponse(path, media_type="application/octet-stream", filename=f"refinery-{job_id.hex[:8]}-{path.name}")
 
 
 @router.post("/adapters/{job_id}/delete")

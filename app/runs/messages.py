@@ -55,6 +55,7 @@ TEXTS: dict[str, str] = {
     "merge_loading": N_("Loading the base model and the adapter"),
     "merge_merging": N_("Merging the adapter into the base weights"),
     "merge_saving": N_("Saving the merged weights as safetensors"),
+    "gguf_writing": N_("Writing the %(format)s GGUF file"),
     "adapter_check_forward": N_("Running the base model with the adapter once"),
     "cleaning_records": N_("Cleaned %(done)s of %(total)s records"),
     "committing_records": N_("Wrote %(done)s of %(total)s records into the new version"),
@@ -86,6 +87,7 @@ TEXTS: dict[str, str] = {
         "its timeout, then judge again."
     ),
     "merge_error": N_("The merge stopped with an error: %(detail)s."),
+    "gguf_error": N_("The GGUF export stopped with an error: %(detail)s."),
     "adapter_check_error": N_("The adapter does not load onto this base model: %(detail)s."),
     "cleaning_error": N_("The cleaning stopped with an error: %(detail)s."),
     "regex_timeout": N_(

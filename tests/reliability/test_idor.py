@@ -120,6 +120,7 @@ def _owned_objects(client: Any, setup: dict[str, Any], tmp_path: Path) -> dict[s
         "job_name": job["name"],
         "dataset_name": dataset["name"],
         "grader_name": grader["name"],
+        "fmt": "f16",
     }
 
 
