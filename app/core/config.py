@@ -40,6 +40,16 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the web app listens on.")
     port: int = Field(default=8000, description="Port the web app listens on.")
+    public_url: str = Field(
+        default="",
+        description="The address people open Refinery at (links from MLflow runs back to jobs). Empty means "
+        "http://<host>:<port>.",
+    )
+    mlflow_tracking_uri: str = Field(
+        default="",
+        description="An MLflow tracking server (http:// or https://) every job logs its params, metrics, adapter "
+        "and evaluation to; a job's spec may name another. Empty means no MLflow.",
+    )
     queue_prefix: str = Field(default="refinery", description="Prefix of the Celery queue names (tests use their own).")
     lease_ttl_seconds: float = Field(
         default=60.0, description="A running job whose heartbeat is older than this is presumed dead."

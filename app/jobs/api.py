@@ -164,6 +164,18 @@ def adapter(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Stream
 
 
 @router.get(
+    "/{job_id}/tensorboard",
+    summary="The job's TensorBoard event files (every attempt) as a zip, for tensorboard --logdir",
+    response_class=Response,
+)
+def tensorboard(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Response:
+    job = service.get_job(session, job_id, user=user)
+    name = f"refinery-tensorboard-{job.id.hex[:8]}.zip"
+    disposition = {"Content-Disposition": f'attachment; filename="{name}"'}
+    return Response(service.tensorboard_zip(job), media_type="application/zip", headers=disposition)
+
+
+@router.get(
     "/{job_id}/log",
     response_class=PlainTextResponse,
     summary="The trainer's log: the last lines over every attempt (tail=N), or all of it (tail=0)",

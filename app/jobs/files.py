@@ -108,3 +108,22 @@ def with_base(config_path: Path, base: tuple[str, str | None]) -> str:
     if revision:
         config["revision"] = revision
     return json.dumps(config, indent=2)
+
+
+def tensorboard_dir(job: TrainingJob) -> Path:
+    """TensorBoard event files, written during training beside the checkpoints (``tensorboard --logdir``)."""
+    return artifact_path(f"{job.storage_key}/tensorboard")
+
+
+def tensorboard_zip(job: TrainingJob) -> bytes | None:
+    """The event files of every attempt as a zip, or None before the first step was logged."""
+    import io
+
+    events = sorted(p for p in tensorboard_dir(job).glob("events.out.tfevents.*") if p.is_file())
+    if not events:
+        return None
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in events:
+            archive.write(path, f"{job.name or 'job'}/{path.name}")
+    return buffer.getvalue()

@@ -51,6 +51,8 @@ LABELS: dict[str, str] = {
     "save_steps": N_("Checkpoint every N steps"),
     "save_total_limit": N_("Checkpoints kept"),
     "seed": N_("Seed"),
+    "mlflow_experiment": N_("MLflow experiment"),
+    "mlflow_tracking_uri": N_("MLflow tracking URI"),
     "dpo_beta": N_("Beta"),
     "cpt_general_ratio": N_("General text per domain record"),
     "neftune_noise_alpha": N_("NEFTune noise"),

@@ -22,6 +22,7 @@ from app.datasets import service as datasets
 from app.db.models import BaseModelRecord, Dataset, DatasetVersion, ModelStatus, Run, RunStatus, TrainingJob, User
 from app.jobs.card import model_card
 from app.jobs.files import checkpoints, directory_zip, final_dir
+from app.jobs.files import tensorboard_zip as events_zip
 from app.jobs.spec import Adapter, Method, Problem, TrainingSpec, check_compatibility
 from app.runs import service as runs
 
@@ -281,6 +282,13 @@ def _check_resumable(
             ),
             field="adapter",
         )
+
+
+def tensorboard_zip(job: TrainingJob) -> bytes:
+    data = events_zip(job)
+    if data is None:
+        raise Conflict(_("The job has logged no step yet, so there are no TensorBoard events."))
+    return data
 
 
 def adapter_zip(session: Session, job: TrainingJob) -> Iterator[bytes]:

@@ -267,6 +267,19 @@ class TrainingSpec(BaseModel):
     )
     save_total_limit: int = _f(2, N_("How many checkpoints to keep."), "advanced", ge=1, le=100)
     seed: int = _f(42, N_("Random seed for initialisation and shuffling."), "advanced", ge=0, le=2**31 - 1)
+    mlflow_experiment: str = _f(
+        "",
+        N_("MLflow: the experiment this job's run goes under; empty means the dataset's name."),
+        "advanced",
+        max_length=200,
+    )
+    mlflow_tracking_uri: str = _f(
+        "",
+        N_("MLflow: another tracking server for this job (http:// or https://); empty means the install's, if any."),
+        "advanced",
+        max_length=500,
+        pattern=r"^(https?://[^\s]+)?$",
+    )
     dpo_beta: float = _f(
         0.1,
         N_(

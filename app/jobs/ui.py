@@ -18,12 +18,13 @@ from app.core.forms import FormDep, text_fields
 from app.core.i18n import _
 from app.core.templating import render, render_live
 from app.core.validation import ticked_ids
+from app.datasets.storage import artifact_path
 from app.db.models import ModelStatus, RunStatus, TrainingJob, User
 from app.evaluation import judges
 from app.evaluation import service as evaluations
 from app.graders import library
 from app.jobs import compare as comparing
-from app.jobs import files, presets, service, sizing
+from app.jobs import files, presets, service, sizing, tracking
 from app.jobs.forms import form_fields, spec_from_form, spec_from_yaml, spec_to_yaml
 from app.jobs.preview import preview
 from app.jobs.spec import METHOD_DEFAULTS, USUAL_LEARNING_RATES, TrainingSpec, method_for
@@ -296,6 +297,8 @@ def _job_context(session: Session, job: TrainingJob, user: User) -> dict[str, An
         "events": list_events(session, run.id),
         "live": service.is_live(run),
         "adapter_ready": run.status == RunStatus.succeeded and files.final_dir(job).is_dir(),
+        "tensorboard": bool(files.tensorboard_zip(job) is not None),
+        "mlflow": tracking.run_link(artifact_path(job.storage_key)),
         "status": service.job_status(run),
         "evaluations": evaluations.for_job(session, job),
         "eval_versions": service.usable_versions(session, user=user),
@@ -410,6 +413,14 @@ def trainer_log_live(request: Request, session: SessionDep, user: PageUser, job_
     live = service.is_live(run)
     context = {"job": job, "log": run_logs.tail(run.id), "log_live": live}
     return render_live(request, "jobs/_log.html", context, live=live)
+
+
+@router.get("/jobs/{job_id}/tensorboard.zip")
+def tensorboard(request: Request, session: SessionDep, user: PageUser, job_id: uuid.UUID) -> Response:
+    job = service.get_job(session, job_id, user=user)
+    name = f"refinery-tensorboard-{job.id.hex[:8]}.zip"
+    disposition = {"Content-Disposition": f'attachment; filename="{name}"'}
+    return Response(service.tensorboard_zip(job), media_type="application/zip", headers=disposition)
 
 
 @router.get("/jobs/{job_id}/adapter.zip")

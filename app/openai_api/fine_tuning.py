@@ -34,6 +34,7 @@ from app.db.session import session_scope
 from app.jobs import files as job_files
 from app.jobs import service as jobs
 from app.jobs.spec import Method
+from app.openai_api import integrations
 from app.openai_api.models import base_ids, find, fine_tuned_id
 from app.openai_api.routes import by_public_id, file_id, get_file, problems, result_file_id
 from app.runs import service as runs
@@ -235,7 +236,7 @@ def to_job(session: Session, job: TrainingJob, bases: dict[uuid.UUID, str] | Non
         "training_file": _version_file(session, job.dataset_version_id) or "",
         "validation_file": _version_file(session, job.validation_version_id),
         "estimated_finish": estimated,
-        "integrations": [],
+        "integrations": integrations.described(spec),
         "metadata": job.job_metadata or None,
         "method": {
             "type": method,
@@ -299,17 +300,6 @@ def _value(raw: Any, default: Any) -> Any:
 
 @router.post("/jobs", response_model=FineTuningJob, summary="Create a fine-tuning job (OpenAI-compatible)")
 def create_job(body: JobCreate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
-    if body.integrations:
-        kinds = ", ".join(sorted({str(i.get("type", "?"))[:40] for i in body.integrations}))
-        raise InvalidInput(
-            _(
-                "Integrations (%(kinds)s) are not supported: Refinery sends metrics nowhere else. Every job's curves "
-                "are on its page, in its events and in its result_files CSV; remove integrations to go on.",
-                kinds=kinds,
-            ),
-            code="unsupported_integration",
-            field="integrations",
-        )
     entry = find(session, user, body.model)
     start_from = entry.job if entry.job is not None and entry.listed else None
     if start_from is None and not entry.target.startswith("base-"):
@@ -349,6 +339,7 @@ def create_job(body: JobCreate, session: SessionDep, user: CurrentUser) -> dict[
         raw_spec["start_from_job_id"] = str(start_from.id)
     if body.seed is not None:
         raw_spec["seed"] = body.seed
+    raw_spec.update(integrations.spec_fields(body.integrations))
     job = jobs.create_job(
         session,
         user=user,

@@ -46,6 +46,8 @@ TEXTS: dict[str, str] = {
         "trained."
     ),
     "checkpoint_saved": N_("Checkpoint saved at step %(step)s."),
+    "tracker_logging": N_("Logging to %(tracker)s: %(url)s"),
+    "tracker_down": N_("%(tracker)s stopped answering (%(detail)s); the job goes on without it."),
     "eval_loss": N_("Scoring the test answers: %(done)s/%(total)s"),
     "generating": N_("Generating answers: batch %(done)s/%(total)s"),
     "probing": N_("Checking general tasks for forgetting"),

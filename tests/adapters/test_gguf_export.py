@@ -32,7 +32,7 @@ def _trained(client: Any, setup: dict[str, Any]) -> str:
     return str(job["id"])
 
 
-def _export(client: Any, job_id: str, fmt: str, tmp_path: Path) -> Path:
+def export_and_unzip(client: Any, job_id: str, fmt: str, tmp_path: Path) -> Path:
     run = client.post(f"/api/v1/adapters/{job_id}/gguf/{fmt}")
     assert run.status_code == 202, run.text
     lifecycle.execute(run.json()["id"])
@@ -51,7 +51,7 @@ def _export(client: Any, job_id: str, fmt: str, tmp_path: Path) -> Path:
     return out / state["file"]
 
 
-def _reference(job_id: str) -> tuple[Any, Any, Path, Path]:
+def adapter_reference(job_id: str) -> tuple[Any, Any, Path, Path]:
     """The adapter on its base through PEFT (what the export must reproduce), and the base alone."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -112,7 +112,7 @@ def test_gguf_exports_read_back_with_the_adapters_logits(client: Any, setup: dic
     states = {s["format"]: s for s in client.get(f"/api/v1/adapters/{job_id}/gguf").json()}
     assert set(states) == {"f16", "q8_0", "q4_0", "lora"}
     assert not any(s["ready"] or s["refused"] for s in states.values())
-    tuned, base, _base_dir, adapter_dir = _reference(job_id)
+    tuned, base, _base_dir, adapter_dir = adapter_reference(job_id)
     ids = torch.tensor(IDS)
     with torch.no_grad():
         expected = tuned(input_ids=ids).logits
@@ -120,7 +120,7 @@ def test_gguf_exports_read_back_with_the_adapters_logits(client: Any, setup: dic
     assert (expected - plain).abs().max() > 1e-3  # the adapter changes the answers, so the comparison means something
 
     for fmt, tolerance in (("f16", 2e-3), ("q8_0", 2e-2)):
-        path = _export(client, job_id, fmt, tmp_path)
+        path = export_and_unzip(client, job_id, fmt, tmp_path)
         loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name).eval()
         with torch.no_grad():
             got = loaded(input_ids=ids).logits
@@ -156,7 +156,7 @@ def test_gguf_exports_read_back_with_the_adapters_logits(client: Any, setup: dic
         assert ours == theirs
 
     # the LoRA alone, applied the way llama.cpp applies it
-    path = _export(client, job_id, "lora", tmp_path)
+    path = export_and_unzip(client, job_id, "lora", tmp_path)
     applied = _apply_gguf_lora(AutoModelForCausalLM.from_pretrained(str(_base_dir)).eval(), path, adapter_dir)
     with torch.no_grad():
         got = applied(input_ids=ids).logits

@@ -222,7 +222,7 @@ def test_bad_requests_get_openai_errors(live: dict[str, Any]) -> None:
         client.fine_tuning.jobs.create(
             model="tiny", training_file=good.id, integrations=[{"type": "wandb", "wandb": {"project": "p"}}]
         )
-    assert integration.value.param == "integrations" and "wandb" in integration.value.message
+    assert integration.value.param == "integrations[0].type" and "wandb" in integration.value.message
 
     with pytest.raises(openai.BadRequestError) as bad_hyper:
         client.fine_tuning.jobs.create(model="tiny", training_file=good.id, hyperparameters={"n_epochs": -1})

@@ -11,10 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.datasets.storage import artifact_path
-from app.db.models import BaseModelRecord, DatasetVersion, Evaluation, TrainingJob
+from app.db.models import BaseModelRecord, DatasetVersion, Evaluation, Run, TrainingJob
 from app.db.session import session_scope
 from app.evaluation.judges import judge_after_evaluation
 from app.evaluation.service import EVAL_KIND, PROBE_PATH
+from app.jobs import tracking
+from app.runs.service import add_event
 
 KIND = EVAL_KIND
 
@@ -50,6 +52,12 @@ class EvaluationHandler:
         evaluation = session.scalar(select(Evaluation).where(Evaluation.run_id == run_id))
         if evaluation is not None:
             evaluation.summary = result
+            job = session.get(TrainingJob, evaluation.job_id)
+            trained = session.get(Run, job.run_id) if job else None
+            if trained is not None and trained.result:
+                down = tracking.log_evaluation(trained.result, result, int(trained.result.get("steps") or 0))
+                if down:
+                    add_event(session, run_id, "tracker_down", {"tracker": "MLflow", "detail": down}, level="warning")
             judge_after_evaluation(session, evaluation)
 
 

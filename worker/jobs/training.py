@@ -10,10 +10,13 @@ from sqlalchemy.orm import Session
 
 from app.core.config import get_settings
 from app.datasets.storage import artifact_path
-from app.db.models import BaseModelRecord, DatasetVersion, Run, RunStatus, TrainingJob
+from app.db.models import BaseModelRecord, Dataset, DatasetVersion, Run, RunStatus, TrainingJob
 from app.db.session import session_scope
+from app.jobs import tracking
+from app.jobs.card import model_card
 from app.jobs.service import TRAIN_KIND
 from app.jobs.spec import TrainingSpec
+from app.runs.service import add_event
 from worker.training.distributed import launch_argv
 
 KIND = TRAIN_KIND
@@ -45,6 +48,7 @@ class TrainingHandler:
                 "resume_from": _resume_source(session, job),
                 "start_adapter_dir": _start_adapter(session, job.spec.get("start_from_job_id") or ""),
             }
+            spec["tracking"] = _tracking(session, job, model, version)
             storage_key = job.storage_key
             training_spec = TrainingSpec.model_validate(job.spec)
         artifact_path(storage_key).mkdir(parents=True, exist_ok=True)
@@ -64,7 +68,37 @@ class TrainingHandler:
 
         job = session.scalar(select(TrainingJob).where(TrainingJob.run_id == run_id))
         if job is not None:
+            down = tracking.finish_training(artifact_path(f"{job.storage_key}/final"), model_card(session, job), result)
+            if down:
+                add_event(session, run_id, "tracker_down", {"tracker": "MLflow", "detail": down}, level="warning")
             evaluate_after_training(session, job)
+
+
+def _tracking(session: Session, job: TrainingJob, model: BaseModelRecord, version: DatasetVersion) -> dict[str, Any]:
+    """What the child's trackers need: TensorBoard's directory always; MLflow's server, experiment and run name
+    when a tracking URI is set for the install or the job."""
+    dataset = session.get(Dataset, version.dataset_id)
+    params = tracking.flat(job.spec) | {
+        "base_model": model.name,
+        "dataset": dataset.name if dataset else "",
+        "dataset_version": str(version.number),
+    }
+    uri = tracking.tracking_uri(job.spec)
+    mlflow = None
+    if uri:
+        mlflow = {
+            "uri": uri,
+            "experiment": job.spec.get("mlflow_experiment") or (dataset.name if dataset else "refinery"),
+            "run_name": job.name,
+            "job_url": tracking.job_url(job.id),
+            "job_id": str(job.id),
+        }
+    return {
+        "job_dir": str(artifact_path(job.storage_key)),
+        "tensorboard_dir": str(artifact_path(f"{job.storage_key}/tensorboard")),
+        "params": params,
+        "mlflow": mlflow,
+    }
 
 
 def _start_adapter(session: Session, start_from_job_id: str) -> str | None:

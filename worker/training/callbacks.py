@@ -50,6 +50,7 @@ class RefineryCallback(TrainerCallback):  # type: ignore[misc]
         failpoints.check("kill_at_step", state.global_step)
         failpoints.check("oom_at_step", state.global_step)
         failpoints.check("disk_full_at_step", state.global_step)
+        failpoints.check("wait_at_step", state.global_step)
         if self.stop_requested:
             control.should_save = True
             control.should_training_stop = True

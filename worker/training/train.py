@@ -36,6 +36,7 @@ from worker.training.data import (
 from worker.training.distributed import world_size
 from worker.training.methods import PLANS, Context
 from worker.training.methods import cpu_micro_batches as cpu_micro_batches  # (tests and benchmarks)
+from worker.training.tracking import TrackingCallback
 
 PROCESS_STARTED = time.time()  # this module is imported first thing in the training child
 
@@ -186,7 +187,9 @@ def run(job: dict[str, Any]) -> dict[str, Any] | None:
     trainable, total = count_parameters(model)
     metrics_path = Path(job["metrics_path"])
     callback = RefineryCallback(metrics_path)
-    trainer = _trainer(spec, model, tokenizer, train, evaluation, output_dir, [callback], cuda, reward)
+    trackers = TrackingCallback(job["tracking"]) if job.get("tracking") and is_main_process() else None
+    callbacks = [callback, trackers] if trackers else [callback]
+    trainer = _trainer(spec, model, tokenizer, train, evaluation, output_dir, callbacks, cuda, reward)
     if job.get("resume_from") and latest_complete_checkpoint(output_dir) is None and is_main_process():
         _start_from_checkpoint(job["resume_from"], output_dir, metrics_path)
     if world_size() > 1:
@@ -245,6 +248,7 @@ def run(job: dict[str, Any]) -> dict[str, Any] | None:
         "size_bytes": sum(p.stat().st_size for p in final_dir.rglob("*") if p.is_file()),
         # wall-clock times of the start-up phases (the first step's end included), for time-to-first-step
         "timeline": timeline | callback.timeline,
+        "mlflow": trackers.run.as_dict() if trackers and trackers.run and trackers.mlflow else None,
     }
 
 
