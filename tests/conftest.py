@@ -341,6 +341,24 @@ def inference_process(configure: Callable[..., Any], tmp_path: Path, **settings:
         yield {"key": configured.inference_key(), "url": base}
 
 
+@contextmanager
+def mlflow_service(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real MLflow tracking server (``mlflow server``, SQLite backend, artifacts proxied) on a free loopback port;
+    its URI and process (a test may stop it mid-job)."""
+    port = free_port()
+    argv = [
+        str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "--artifacts-destination", str(tmp_path / "mlflow-artifacts"),
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFINERY_")}
+    uri = f"http://127.0.0.1:{port}"
+    with service_process(
+        argv, env=env, log=tmp_path / "mlflow.log", health_url=f"{uri}/health", what="the MLflow server", timeout=120
+    ) as proc:
+        yield uri, proc
+
+
 def refinery_command() -> str:
     """The `refinery` script of the environment running the tests."""
     import shutil

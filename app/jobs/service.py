@@ -16,6 +16,7 @@ from app.basemodels import service as models
 from app.core.config import get_settings
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.i18n import _
+from app.core.outbound import OutboundRefused, check_url
 from app.core.ownership import get_owned, referenced
 from app.core.validation import describe_error
 from app.datasets import service as datasets
@@ -157,6 +158,15 @@ def create_job(
         raise InvalidInput(problems[0].message, field=problems[0].field, code="incompatible")
     if resume_checkpoint:
         _check_resumable(session, cloned_from, resume_checkpoint, model_id=model.id, spec=spec)
+    if spec.mlflow_tracking_uri and spec.mlflow_tracking_uri.rstrip("/") != get_settings().mlflow_tracking_uri.rstrip(
+        "/"
+    ):
+        try:  # a tracker the user names is a user-given address like a judge's
+            check_url(spec.mlflow_tracking_uri, unresolvable_ok=True)
+        except OutboundRefused as exc:
+            raise InvalidInput(
+                _("The MLflow tracking URI cannot be used: %(reason)s.", reason=exc.reason), field="mlflow_tracking_uri"
+            ) from exc
     job = TrainingJob(
         owner_id=user.id,
         name=(name.strip() or f"{model.name} · {dataset.name} v{version.number}")[:200],

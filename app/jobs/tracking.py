@@ -18,6 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from app.core.config import get_settings
+from app.core.outbound import OutboundRefused, guarded_client
 
 TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 PARAM_LIMIT = 500  # characters of a param's value that every MLflow version accepts
@@ -29,9 +30,12 @@ class TrackerDown(Exception):
     """The tracking server did not answer, or refused a call."""
 
 
-def tracking_uri(spec: dict[str, Any]) -> str:
-    """The job's own tracking URI, else the install's (REFINERY_MLFLOW_TRACKING_URI), else none."""
-    return str(spec.get("mlflow_tracking_uri") or get_settings().mlflow_tracking_uri or "").rstrip("/")
+def tracking_uri(spec: dict[str, Any]) -> tuple[str, bool]:
+    """The job's own tracking URI, else the install's (REFINERY_MLFLOW_TRACKING_URI), else none; and whether it
+    is user-given (then every request passes the outbound check, as a judge's do)."""
+    install = get_settings().mlflow_tracking_uri.rstrip("/")
+    own = str(spec.get("mlflow_tracking_uri") or "").rstrip("/")
+    return (own, own != install) if own else (install, False)
 
 
 def flat(spec: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -53,19 +57,22 @@ class MlflowRun:
     experiment_id: str
     run_id: str
     artifact_uri: str
+    guarded: bool = False  # a user-given server: requests pass the outbound check
 
     @property
     def url(self) -> str:
         return f"{self.uri}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "url": self.url}
 
 
 class Mlflow:
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, *, guarded: bool = False) -> None:
         self.uri = uri.rstrip("/")
-        self.http = httpx.Client(timeout=TIMEOUT, trust_env=False)
+        self.guarded = guarded
+        options: dict[str, Any] = {"timeout": TIMEOUT, "trust_env": False}
+        self.http = guarded_client(**options) if guarded else httpx.Client(**options)
 
     def close(self) -> None:
         self.http.close()
@@ -75,6 +82,8 @@ class Mlflow:
             response = self.http.request(method, f"{self.uri}{path}", **kwargs)
         except httpx.HTTPError as exc:
             raise TrackerDown(f"{self.uri} did not answer ({exc.__class__.__name__})") from exc
+        except OutboundRefused as exc:
+            raise TrackerDown(exc.reason) from exc
         if response.status_code >= 400:
             raise TrackerDown(f"{self.uri} answered {response.status_code}: {response.text[:200]}")
         return dict(response.json()) if response.content else {}
@@ -100,7 +109,8 @@ class Mlflow:
             "tags": [{"key": k, "value": v} for k, v in tags.items()],
         }
         info = self._api("POST", "runs/create", json=body)["run"]["info"]
-        return MlflowRun(self.uri, str(info["experiment_id"]), str(info["run_id"]), str(info.get("artifact_uri", "")))
+        ids = str(info["experiment_id"]), str(info["run_id"])
+        return MlflowRun(self.uri, *ids, str(info.get("artifact_uri", "")), guarded=self.guarded)
 
     def log(
         self,
@@ -133,7 +143,9 @@ def saved_run(job_dir: Path) -> MlflowRun | None:
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    return MlflowRun(data["uri"], data["experiment_id"], data["run_id"], data["artifact_uri"])
+    return MlflowRun(
+        data["uri"], data["experiment_id"], data["run_id"], data["artifact_uri"], bool(data.get("guarded"))
+    )
 
 
 def save_run(job_dir: Path, run: MlflowRun) -> None:
@@ -153,7 +165,9 @@ def _recorded(result: dict[str, Any] | None) -> MlflowRun | None:
     found = (result or {}).get("mlflow")
     if not found:
         return None
-    return MlflowRun(found["uri"], found["experiment_id"], found["run_id"], found["artifact_uri"])
+    return MlflowRun(
+        found["uri"], found["experiment_id"], found["run_id"], found["artifact_uri"], bool(found.get("guarded"))
+    )
 
 
 def finish_training(final_dir: Path, card: str, result: dict[str, Any]) -> str | None:
@@ -162,7 +176,7 @@ def finish_training(final_dir: Path, card: str, result: dict[str, Any]) -> str |
     run = _recorded(result)
     if run is None:
         return None
-    client = Mlflow(run.uri)
+    client = Mlflow(run.uri, guarded=run.guarded)
     try:
         files = [p for p in sorted(final_dir.rglob("*")) if p.is_file() and p.suffix not in (".bin", ".pt", ".pkl")]
         if sum(p.stat().st_size for p in files) <= ARTIFACT_LIMIT:
@@ -192,7 +206,7 @@ def log_evaluation(result: dict[str, Any] | None, summary: dict[str, Any], step:
     for variant, graded in ((summary.get("graders") or {}).get("variants") or {}).items():
         if graded.get("total"):
             metrics.append((f"eval.{variant}.graders_pass_rate", graded["passed"] / graded["total"], step))
-    client = Mlflow(run.uri)
+    client = Mlflow(run.uri, guarded=run.guarded)
     try:
         client.log(run.run_id, metrics=metrics)
     except TrackerDown as exc:

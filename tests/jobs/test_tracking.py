@@ -7,9 +7,7 @@ it and carries on. /v1 integrations take the tracker types."""
 from __future__ import annotations
 
 import io
-import os
 import struct
-import sys
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -18,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port, service_process, wait_for
+from tests.conftest import mlflow_service, wait_for
 from worker import lifecycle
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -26,20 +24,8 @@ pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 @pytest.fixture
 def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Any]]:
-    """``mlflow server`` on a free loopback port; its URI and the process (to stop it mid-job)."""
-    port = free_port()
-    mlflow = Path(sys.executable).parent / "mlflow"
-    argv = [
-        str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "--artifacts-destination", str(tmp_path / "mlflow-artifacts"),
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REFINERY_")}
-    uri = f"http://127.0.0.1:{port}"
-    with service_process(
-        argv, env=env, log=tmp_path / "mlflow.log", health_url=f"{uri}/health", what="the MLflow server", timeout=120
-    ) as proc:
-        yield uri, proc
+    with mlflow_service(tmp_path) as found:
+        yield found
 
 
 def _job(client: Any, setup: dict[str, Any], **spec: Any) -> dict[str, Any]:
@@ -171,3 +157,10 @@ def test_v1_integrations_take_refinerys_trackers(client: Any, setup: dict[str, A
             integrations=[{"type": "mlflow", "mlflow": {"tracking_uri": "file:///etc"}}],
         )
     assert "mlflow_tracking_uri" in str(refused.value.param or refused.value.message)
+    with pytest.raises(openai.BadRequestError) as private:  # a user-given tracker is checked like a judge's URL
+        sdk.fine_tuning.jobs.create(
+            model="tiny",
+            training_file=created.training_file,
+            integrations=[{"type": "mlflow", "mlflow": {"tracking_uri": "http://127.0.0.1:5000"}}],
+        )
+    assert private.value.param == "mlflow_tracking_uri" and "loopback" in private.value.message

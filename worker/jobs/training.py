@@ -83,11 +83,12 @@ def _tracking(session: Session, job: TrainingJob, model: BaseModelRecord, versio
         "dataset": dataset.name if dataset else "",
         "dataset_version": str(version.number),
     }
-    uri = tracking.tracking_uri(job.spec)
+    uri, guarded = tracking.tracking_uri(job.spec)
     mlflow = None
     if uri:
         mlflow = {
             "uri": uri,
+            "guarded": guarded,
             "experiment": job.spec.get("mlflow_experiment") or (dataset.name if dataset else "refinery"),
             "run_name": job.name,
             "job_url": tracking.job_url(job.id),

@@ -49,7 +49,7 @@ class TrackingCallback(TrainerCallback):  # type: ignore[misc]
             self.board.add_text(f"spec/{key}", value, 0)
         if not self.mlflow_config:
             return
-        self.mlflow = tracking.Mlflow(self.mlflow_config["uri"])
+        self.mlflow = tracking.Mlflow(self.mlflow_config["uri"], guarded=bool(self.mlflow_config.get("guarded")))
         try:
             self.run = tracking.saved_run(self.job_dir)  # a resumed attempt goes on logging to the same run
             if self.run is None or self.run.uri != self.mlflow.uri:
