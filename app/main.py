@@ -202,6 +202,7 @@ def create_app() -> FastAPI:
     from app.openai_api import graders as openai_graders
     from app.openai_api import models as openai_models
     from app.openai_api import routes as openai_api
+    from app.openai_api import stored as openai_stored
     from app.playground import api as playground_api
     from app.playground import ui as playground_ui
     from app.runs import api as runs_api
@@ -233,6 +234,7 @@ def create_app() -> FastAPI:
         openai_fine_tuning,
         openai_graders,
         openai_evals,
+        openai_stored,
         adapters_ui,
         adapters_api,
     ):

@@ -52,7 +52,7 @@ class CustomDataSourceConfig(BaseModel):
 
 
 class OtherDataSourceConfig(BaseModel):
-    """Stored completions or logs as the source (not kept here yet: refused with the reason)."""
+    """Stored completions or logs as the source (not read by evals yet: refused with the reason)."""
 
     model_config = ConfigDict(extra="allow")
     type: Literal["logs", "stored_completions"]
@@ -209,8 +209,9 @@ def create_eval(session: Session, *, user: User, body: EvalCreate) -> EvalDefini
     if not isinstance(config, CustomDataSourceConfig):
         raise InvalidInput(
             _(
-                "A '%(type)s' data source needs stored completions, which are not kept here yet: describe your "
-                "items with a 'custom' data_source_config (item_schema) and send them with each run.",
+                "A '%(type)s' data source is not read by evals here yet (stored completions are listed by "
+                "GET /v1/chat/completions): describe your items with a 'custom' data_source_config (item_schema) "
+                "and send them with each run.",
                 type=config.type,
             ),
             field="data_source_config.type",

@@ -37,6 +37,7 @@ from app.inference.client import stream_chat, until_disconnected
 from app.inference.shapes import DONE, Completion, error_event
 from app.jobs import files as job_files
 from app.jobs import service as jobs
+from app.openai_api import stored
 from app.openai_api.models import resolve_model
 from app.users.deps import CurrentUser
 
@@ -73,6 +74,8 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = Field(
         None, ge=-(2**63), le=2**63 - 1, description="Sampling seed: the same seed and request, the same answer."
     )
+    store: bool = Field(False, description="Keep the request and the answer: GET /v1/chat/completions lists them.")
+    metadata: dict[str, str] | None = Field(None, description="Up to 16 key/value pairs kept with a stored answer.")
 
 
 def _text(content: str | list[dict[str, Any]]) -> str:
@@ -107,12 +110,33 @@ async def chat_completions(
     if body.seed is not None:
         params["seed"] = body.seed
     params["user"] = str(user.id)  # the inference server serves waiting requests in turns per user
+    metadata = stored.check_metadata(body.metadata)
     completion = Completion(body.model)
     ending: dict[str, Any] = {}
     pieces = stream_chat(model, messages, ending, **params)
     first = await anext(pieces, "")  # a refusal before the first token is a clean error response
+
+    async def keep(text: str) -> None:
+        if body.store:
+            request_params = {k: v for k, v in params.items() if k != "user"}
+            await run_in_threadpool(
+                lambda: stored.store(
+                    owner=user,
+                    completion_id=completion.id,
+                    created=completion.created,
+                    model=body.model,
+                    messages=messages,
+                    answer=text,
+                    finish_reason=ending.get("finish_reason", "stop"),
+                    usage=ending.get("usage"),
+                    request=request_params,
+                    metadata=metadata,
+                )
+            )
+
     if not body.stream:
         text = first + await until_disconnected(request, pieces)
+        await keep(text)
         return JSONResponse(completion.whole(text, ending.get("finish_reason", "stop"), ending.get("usage")))
     with_usage = body.stream_options is not None and body.stream_options.include_usage
 
@@ -120,12 +144,15 @@ async def chat_completions(
         yield completion.chunk({"role": "assistant", "content": ""})
         if first:
             yield completion.chunk({"content": first})
+        said = [first]
         try:
             async for piece in pieces:
+                said.append(piece)
                 yield completion.chunk({"content": piece})
             yield completion.chunk({}, ending.get("finish_reason", "stop"))
             if with_usage and ending.get("usage"):
                 yield completion.usage_chunk(ending["usage"])
+            await keep("".join(said))  # a whole answer only: one cut off by a lost client is not kept
         except Exception as exc:  # the stream has started: the error travels in it
             yield error_event(str(exc))
         finally:

@@ -93,7 +93,18 @@ def _owned_objects(client: Any, setup: dict[str, Any], tmp_path: Path) -> dict[s
         lifecycle.execute(str(background.run_id))
     [item] = client.get(f"/v1/evals/{made['id']}/runs/{eval_run['id']}/output_items").json()["data"]
     grader = client.post("/api/v1/graders", json={"name": "owners-secret-grader", "spec": criteria[0]}).json()
+    from app.db.models import User
+    from app.openai_api.stored import store
+
+    with get_sessionmaker()() as session:
+        owner = session.get(User, uuid.UUID(client.get("/api/v1/me").json()["id"]))
+    assert owner is not None
+    completion_id = "chatcmpl-owners0secret0answer00"
+    store(owner=owner, completion_id=completion_id, created=1_800_000_000, model=f"base-{model}",
+          messages=[{"role": "user", "content": "secret?"}], answer="secret", finish_reason="stop", usage=None,
+          request={}, metadata={"k": "v"})  # fmt: skip
     return {
+        "completion_id": completion_id,
         "grader_id": grader["id"],
         "eval_ident": made["id"],
         "eval_id": made["id"].removeprefix("eval_"),

@@ -2,6 +2,7 @@
 
 from app.db.models.base_model import BaseModelRecord, ModelStatus
 from app.db.models.cleaning import Cleaning, CleaningOverride, CleaningRecipe
+from app.db.models.completion import StoredCompletion
 from app.db.models.dataset import Dataset, DatasetStatus, DatasetVersion, Upload
 from app.db.models.evals import EvalDefinition, EvalRun, SavedGrader
 from app.db.models.evaluation import Evaluation, Judge, Judgement, SampleLabel
@@ -33,6 +34,7 @@ __all__ = [
     "RunStatus",
     "SampleLabel",
     "SavedGrader",
+    "StoredCompletion",
     "TrainingJob",
     "TrainingPreset",
     "Upload",
