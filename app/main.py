@@ -207,6 +207,8 @@ def create_app() -> FastAPI:
     from app.playground import ui as playground_ui
     from app.runs import api as runs_api
     from app.runs import ui as runs_ui
+    from app.traffic import api as traffic_api
+    from app.traffic import ui as traffic_ui
     from app.users import api as users_api
     from app.users import ui as users_ui
 
@@ -235,6 +237,8 @@ def create_app() -> FastAPI:
         openai_graders,
         openai_evals,
         openai_stored,
+        traffic_ui,
+        traffic_api,
         adapters_ui,
         adapters_api,
     ):

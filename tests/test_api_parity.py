@@ -60,6 +60,8 @@ COUNTERPART = {
     "GET /jobs/{job_id}/adapter.zip": "GET /api/v1/jobs/{job_id}/adapter",
     "GET /adapters/{job_id}/merged.zip": "GET /api/v1/adapters/{job_id}/merged.zip",
     "POST /adapters/{job_id}/gguf": "POST /api/v1/adapters/{job_id}/gguf/{fmt}",
+    "POST /traffic/{completion_id}/review": "PUT /api/v1/traffic/{completion_id}",
+    "POST /traffic/dataset": "POST /api/v1/traffic/datasets",
     "GET /adapters/{job_id}/gguf/{fmt}/archive.zip": "GET /api/v1/adapters/{job_id}/gguf/{fmt}/archive.zip",
     "GET /adapters/{job_id}/gguf/{fmt}/file": "GET /api/v1/adapters/{job_id}/gguf/{fmt}/file",
 }

@@ -28,9 +28,13 @@ def upgrade() -> None:
     sa.Column('usage', sa.JSON(), nullable=True),
     sa.Column('request', sa.JSON(), nullable=False),
     sa.Column('metadata', sa.JSON(), nullable=True),
+    sa.Column('rating', sa.String(length=8), nullable=True),
+    sa.Column('correction', sa.Text(), nullable=True),
+    sa.Column('dataset_id', sa.Uuid(), nullable=True),
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('created_at', app.db.base.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['owner_id'], ['users.id'], name=op.f('fk_stored_completions_owner_id_users'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['dataset_id'], ['datasets.id'], name=op.f('fk_stored_completions_dataset_id_datasets'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_stored_completions')),
     sa.UniqueConstraint('completion_id', name=op.f('uq_stored_completions_completion_id'))
     )

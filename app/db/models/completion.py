@@ -24,3 +24,8 @@ class StoredCompletion(IdMixin, TimestampMixin, Base):
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     request: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)  # temperature, top_p, max_tokens, seed
     completion_metadata: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON, nullable=True)
+    # review on the Traffic page: "good" or "bad", and the answer as it should have been
+    rating: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    correction: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # the dataset made from it (Make dataset), for lineage back to the traffic
+    dataset_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"), nullable=True)

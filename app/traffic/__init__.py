@@ -1,0 +1,1 @@
+"""Traffic: stored completions reviewed and turned into datasets."""
