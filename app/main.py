@@ -192,6 +192,8 @@ def create_app() -> FastAPI:
     from app.core import health
     from app.datasets import api as datasets_api
     from app.datasets import ui as datasets_ui
+    from app.deployments import api as deployments_api
+    from app.deployments import ui as deployments_ui
     from app.evaluation import api as evaluation_api
     from app.evaluation import ui as evaluation_ui
     from app.graders import api as graders_api
@@ -239,6 +241,8 @@ def create_app() -> FastAPI:
         openai_stored,
         traffic_ui,
         traffic_api,
+        deployments_ui,
+        deployments_api,
         adapters_ui,
         adapters_api,
     ):

@@ -26,7 +26,7 @@ from app.adapters import service as adapters
 from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import InvalidInput, NotFound
 from app.core.i18n import _
-from app.db.models import BaseModelRecord, TrainingJob, User
+from app.db.models import BaseModelRecord, Deployment, TrainingJob, User
 from app.playground import service as playground
 from app.users.deps import CurrentUser
 
@@ -99,6 +99,8 @@ def catalogue(session: Session, user: User) -> list[Entry]:
     rows: dict[uuid.UUID, BaseModelRecord | TrainingJob] = {}
     entries = []
     for chat in playground.chat_models(session, user=user):
+        if chat.group == "deployment":
+            continue  # added under their own names below
         kind, _sep, rest = chat.name.partition("-")
         ident, _at, checkpoint = rest.partition("@")
         key = uuid.UUID(ident)
@@ -120,7 +122,20 @@ def catalogue(session: Session, user: User) -> list[Entry]:
             entries.append(Entry(ident, chat.name, chat.label, created, owner, False, row))
         elif not checkpoint:
             entries.append(Entry(public, chat.name, chat.label, created, owner, True, row))
-    return entries
+    return entries + _deployments(session, user, entries)
+
+
+def _deployments(session: Session, user: User, entries: list[Entry]) -> list[Entry]:
+    """Each deployment under its own name, resolving to the model it serves at this moment: a request names
+    ``support-bot`` and gets whatever the last promotion or roll-back left there."""
+    by_target = {entry.target: entry for entry in entries}
+    found = []
+    for deployment in session.scalars(select(Deployment).where(Deployment.owner_id == user.id)):
+        served = by_target.get(deployment.target)
+        if served is not None:
+            created = int(deployment.created_at.timestamp())
+            found.append(Entry(deployment.name, served.target, deployment.name, created, "user", True))
+    return found
 
 
 def find(session: Session, user: User, name: str) -> Entry:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ from app.core.errors import InvalidInput, NotFound
 from app.core.i18n import _
 from app.datasets import service as datasets
 from app.datasets.storage import artifact_path, save_stream
-from app.db.models import Dataset, Feedback, ModelStatus, RunStatus, User
+from app.db.models import Dataset, Deployment, Feedback, ModelStatus, RunStatus, User
 from app.jobs import files as job_files
 from app.jobs import service as jobs
 from app.jobs.checkpoints import complete_checkpoints
@@ -48,7 +49,19 @@ def chat_models(session: Session, *, user: User) -> list[ChatModel]:
         # names only: the listing with losses and sizes (job_files.checkpoints) reads far more than this needs
         for _step, path in complete_checkpoints(artifact_path(f"{job.storage_key}/checkpoints")):
             found.append(ChatModel(f"job-{job.id}@{path.name}", f"{job.name} · {path.name}", "checkpoint"))
+    stmt = select(Deployment).where(Deployment.owner_id == user.id).order_by(Deployment.name)
+    found += [ChatModel(f"deployment-{d.id}", d.name, "deployment") for d in session.scalars(stmt)]
     return found
+
+
+def served_model(session: Session, name: str) -> str:
+    """What the inference process is asked for: a deployment's model at this moment, any other name as it is."""
+    if name.startswith("deployment-"):
+        deployment = session.get(Deployment, uuid.UUID(name.removeprefix("deployment-")))
+        if deployment is None:
+            raise NotFound(_("No such model."))
+        return deployment.target
+    return name
 
 
 def check_model(session: Session, name: str, *, user: User) -> str:
@@ -90,7 +103,7 @@ def chat_request(
         }
     except (TypeError, ValueError) as exc:
         raise InvalidInput(_("Temperature, top-p and max tokens must be numbers.")) from exc
-    return model, messages, params
+    return served_model(session, model), messages, params
 
 
 def save_feedback(session: Session, body: dict[str, Any], *, user: User) -> Feedback:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.datasets.storage import artifact_path
 from app.db.models import BaseModelRecord, DatasetVersion, Evaluation, Run, TrainingJob
 from app.db.session import session_scope
+from app.deployments.service import settle as settle_promotions
 from app.evaluation.judges import judge_after_evaluation
 from app.evaluation.service import EVAL_KIND, PROBE_PATH
 from app.jobs import tracking
@@ -59,6 +60,7 @@ class EvaluationHandler:
                 if down:
                     add_event(session, run_id, "tracker_down", {"tracker": "MLflow", "detail": down}, level="warning")
             judge_after_evaluation(session, evaluation)
+            settle_promotions(session, evaluation)  # a deployment's gate may have been waiting for it
 
 
 HANDLER = EvaluationHandler()

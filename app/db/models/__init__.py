@@ -4,6 +4,7 @@ from app.db.models.base_model import BaseModelRecord, ModelStatus
 from app.db.models.cleaning import Cleaning, CleaningOverride, CleaningRecipe
 from app.db.models.completion import StoredCompletion
 from app.db.models.dataset import Dataset, DatasetStatus, DatasetVersion, Upload
+from app.db.models.deployment import Deployment, DeploymentEvent, Promotion
 from app.db.models.evals import EvalDefinition, EvalRun, SavedGrader
 from app.db.models.evaluation import Evaluation, Judge, Judgement, SampleLabel
 from app.db.models.feedback import Feedback
@@ -20,6 +21,8 @@ __all__ = [
     "Dataset",
     "DatasetStatus",
     "DatasetVersion",
+    "Deployment",
+    "DeploymentEvent",
     "EvalDefinition",
     "EvalRun",
     "Evaluation",
@@ -28,6 +31,7 @@ __all__ = [
     "Judgement",
     "LoginSession",
     "ModelStatus",
+    "Promotion",
     "Role",
     "Run",
     "RunEvent",

@@ -1,0 +1,1 @@
+"""Deployments: stable model names moved through an evaluation gate."""
