@@ -16,6 +16,7 @@ from app.core.i18n import _
 from app.core.templating import render, render_live
 from app.datasets.storage import remove_tree
 from app.db.models import ModelStatus
+from app.deployments import service as deployments
 from app.evaluation.service import verdict
 from app.users.deps import PageUser
 
@@ -66,6 +67,7 @@ def detail(request: Request, session: SessionDep, user: PageUser, job_id: uuid.U
         **_gguf_context(session, row),
         "dependents": service.dependents(session, row, user=user),
         "lineage": service.lineage(session, row, user=user),
+        "deployed": deployments.serving(session, user, f"job-{row.job.id}"),
         "verdict": verdict(row.evaluation.summary) if row.evaluation and row.evaluation.summary else "",
     }
     return render(request, "adapters/detail.html", context)

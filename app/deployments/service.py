@@ -328,10 +328,15 @@ def delete(session: Session, deployment: Deployment) -> None:
     session.flush()
 
 
-def deployments_of(session: Session, user: User, target: str) -> list[Deployment]:
-    """The user's deployments serving a model now (an adapter's lineage shows them)."""
-    stmt = select(Deployment).where(Deployment.owner_id == user.id, Deployment.target == target)
-    return list(session.scalars(stmt))
+def serving(session: Session, user: User, target: str) -> list[tuple[Deployment, bool]]:
+    """The user's deployments that serve a model now (True) or served it before (False), for its lineage."""
+    found = []
+    for deployment in list_for(session, user=user):
+        if deployment.target == target:
+            found.append((deployment, True))
+        elif any(target in (e.target, e.previous) for e in history(session, deployment)):
+            found.append((deployment, False))
+    return found
 
 
 def refresh(session: Session, deployment: Deployment) -> None:

@@ -41,9 +41,10 @@ def test_a_job_opens_in_mlflow(browser: Any, live_server: str, tmp_path: Path) -
     model = next(m for m in api.get(f"{live_server}/api/v1/models").json() if "SmolLM2" in m["name"])
     with mlflow_service(tmp_path) as (uri, _proc):
         spec = {
-            "max_steps": 4,
+            "max_steps": 3,
             "batch_size": 2,
-            "max_seq_length": 128,
+            "max_seq_length": 64,
+            "max_eval_records": 8,
             "eval_steps": 0,
             "save_steps": 4,
             "mlflow_experiment": "support-bot",

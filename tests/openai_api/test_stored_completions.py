@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import csrf_of, inference_process, login
 
-pytestmark = pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # tests/traffic covers the table on both
 
 
 @pytest.fixture

@@ -103,7 +103,11 @@ def _owned_objects(client: Any, setup: dict[str, Any], tmp_path: Path) -> dict[s
     store(owner=owner, completion_id=completion_id, created=1_800_000_000, model=f"base-{model}",
           messages=[{"role": "user", "content": "secret?"}], answer="secret", finish_reason="stop", usage=None,
           request={}, metadata={"k": "v"})  # fmt: skip
+    gate = {"dataset_version_id": version, "metric": "rouge_l", "sample_size": 3}
+    deployment = client.post("/api/v1/deployments", json={"name": "owners-bot", "model": f"base-{model}", "gate": gate})
+    assert deployment.status_code == 201, deployment.text
     return {
+        "deployment_id": deployment.json()["id"],
         "completion_id": completion_id,
         "grader_id": grader["id"],
         "eval_ident": made["id"],
@@ -153,6 +157,9 @@ def _request_kwargs(method: str, path: str, ids: dict[str, str], token: str) -> 
         "/tags": {"tags": ["x"]},
         "/resume": {"checkpoint": "checkpoint-1"},
         "/runs": EVAL_RUN,
+        "/promote": {"model": ids["model"]},
+        "/rollback": {"model": ids["model"]},
+        "/chat/completions/{completion_id}": {"metadata": {"k": "v"}},
     }
     template = next((b for suffix, b in bodies.items() if path.endswith(suffix)), {})
     return {"json": template}
