@@ -45,6 +45,13 @@ class Settings(BaseSettings):
         description="The address people open Refinery at (links from MLflow runs back to jobs). Empty means "
         "http://<host>:<port>.",
     )
+    store_deployment_traffic: bool = Field(
+        default=False,
+        description="Keep every answer served through a deployment (as store=true would), for review on Traffic.",
+    )
+    stored_completion_retention_days: int = Field(
+        default=0, ge=0, description="Delete stored chat completions older than this many days; 0 keeps them."
+    )
     mlflow_tracking_uri: str = Field(
         default="",
         description="An MLflow tracking server (http:// or https://) every job logs its params, metrics, adapter "

@@ -91,6 +91,7 @@ class Entry:
     owned_by: str
     listed: bool
     job: TrainingJob | None = None
+    deployment: bool = False
 
 
 def catalogue(session: Session, user: User) -> list[Entry]:
@@ -134,7 +135,7 @@ def _deployments(session: Session, user: User, entries: list[Entry]) -> list[Ent
         served = by_target.get(deployment.target)
         if served is not None:
             created = int(deployment.created_at.timestamp())
-            found.append(Entry(deployment.name, served.target, deployment.name, created, "user", True))
+            found.append(Entry(deployment.name, served.target, deployment.name, created, "user", True, None, True))
     return found
 
 

@@ -38,7 +38,7 @@ from app.inference.shapes import DONE, Completion, error_event
 from app.jobs import files as job_files
 from app.jobs import service as jobs
 from app.openai_api import stored
-from app.openai_api.models import resolve_model
+from app.openai_api.models import find
 from app.users.deps import CurrentUser
 
 T = TypeVar("T")
@@ -93,11 +93,13 @@ async def chat_completions(
 ) -> Response:
     def resolve() -> Any:
         try:
-            return resolve_model(session, user, body.model)
+            return find(session, user, body.model)
         finally:
             end_reads(session)  # nothing is awaited below with a transaction open
 
-    model = await run_in_threadpool(resolve)
+    entry = await run_in_threadpool(resolve)
+    model = entry.target  # a deployment's model as it is now: a promotion later does not change this answer
+    keeping = body.store or (entry.deployment and get_settings().store_deployment_traffic)
     messages = [
         {"role": "system" if m.role == "developer" else m.role, "content": _text(m.content)[:100_000]}
         for m in body.messages
@@ -117,7 +119,7 @@ async def chat_completions(
     first = await anext(pieces, "")  # a refusal before the first token is a clean error response
 
     async def keep(text: str) -> None:
-        if body.store:
+        if keeping:
             request_params = {k: v for k, v in params.items() if k != "user"}
             await run_in_threadpool(
                 lambda: stored.store(

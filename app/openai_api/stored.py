@@ -194,3 +194,20 @@ def delete_stored(completion_id: str, session: SessionDep, user: CurrentUser) ->
     session.delete(row)
     session.flush()
     return {"object": "chat.completion.deleted", "id": completion_id, "deleted": True}
+
+
+def purge_expired(session: Session, *, now: datetime | None = None) -> int:
+    """Delete stored completions past the install's retention period (REFINERY_STORED_COMPLETION_RETENTION_DAYS;
+    0 keeps them); the reconciler calls it. Datasets made from them keep their records."""
+    from datetime import timedelta
+
+    from sqlalchemy import delete
+
+    from app.core.config import get_settings
+
+    days = get_settings().stored_completion_retention_days
+    if days <= 0:
+        return 0
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
+    result = session.execute(delete(StoredCompletion).where(StoredCompletion.created_at < cutoff))
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -39,8 +39,9 @@ def _gate(setup: dict[str, Any], **rule: Any) -> dict[str, Any]:
 
 
 def test_promote_through_the_gate_serve_and_roll_back(
-    client: Any, setup: dict[str, Any], inference: dict[str, Any]
+    client: Any, setup: dict[str, Any], inference: dict[str, Any], configure: Any
 ) -> None:
+    configure(store_deployment_traffic=True)  # the install keeps what its deployments answer
     tuned = _train(client, setup, "sums", 0.01)
     key = client.post("/api/v1/keys", json={"name": "app"}).json()["key"]
     ai = openai.OpenAI(base_url="http://testserver/v1", api_key=key, http_client=client, max_retries=0)
@@ -103,6 +104,8 @@ def test_promote_through_the_gate_serve_and_roll_back(
         stop.set()
         sender.join(timeout=120)
     assert not failures and answered[0] >= 3, (failures, answered)
+    kept = [c.model for c in ai.chat.completions.list(limit=100)]  # every answer the deployment gave, and no other
+    assert kept and set(kept) == {"support-bot"} and len(kept) == answered[0] + 4
 
     # the page shows it; the playground offers it
     page = client.get(f"/deployments/{deployment['id']}").text

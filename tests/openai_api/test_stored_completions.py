@@ -99,3 +99,30 @@ def test_stored_completions_round_trip(client: Any, setup: dict[str, Any], infer
         with pytest.raises(openai.NotFoundError):
             call()
     assert ai.chat.completions.retrieve(whole.id).metadata == {"team": "support", "verdict": "good"}
+
+
+def test_stored_completions_past_the_retention_period_are_deleted(client: Any, configure: Any) -> None:
+    import time
+    from datetime import UTC, datetime
+
+    from app.db.models import Role, StoredCompletion
+    from app.db.session import session_scope
+    from app.openai_api.stored import purge_expired, store
+    from app.users.service import create_user
+
+    with session_scope() as session:
+        owner = create_user(session, email="a@example.com", password="a-long-password-1", role=Role.member)
+        session.flush()
+        session.expunge(owner)
+    now = int(time.time())
+    for name, age_days in (("old", 3), ("new", 0)):
+        store(owner=owner, completion_id=f"chatcmpl-{name:0<24}", created=now - age_days * 86400, model="m",
+              messages=[{"role": "user", "content": "q"}], answer="a", finish_reason="stop", usage=None,
+              request={}, metadata=None)  # fmt: skip
+    with session_scope() as session:
+        assert purge_expired(session) == 0  # 0 days: kept for ever (the default)
+    configure(stored_completion_retention_days=2)
+    with session_scope() as session:
+        assert purge_expired(session, now=datetime.now(UTC)) == 1
+    with session_scope() as session:
+        assert [r.completion_id for r in session.query(StoredCompletion)] == [f"chatcmpl-{'new':0<24}"]
