@@ -62,6 +62,7 @@ COUNTERPART = {
     "POST /adapters/{job_id}/gguf": "POST /api/v1/adapters/{job_id}/gguf/{fmt}",
     "POST /traffic/{completion_id}/review": "PUT /api/v1/traffic/{completion_id}",
     "POST /traffic/dataset": "POST /api/v1/traffic/datasets",
+    "POST /traffic/distill": "POST /api/v1/traffic/distillations",
     "POST /deployments": "POST /api/v1/deployments",
     "POST /deployments/{deployment_id}/promote": "POST /api/v1/deployments/{deployment_id}/promote",
     "POST /deployments/{deployment_id}/rollback": "POST /api/v1/deployments/{deployment_id}/rollback",

@@ -58,6 +58,7 @@ TEXTS: dict[str, str] = {
     "merge_merging": N_("Merging the adapter into the base weights"),
     "merge_saving": N_("Saving the merged weights as safetensors"),
     "gguf_writing": N_("Writing the %(format)s GGUF file"),
+    "distilling": N_("The teacher answered %(done)s of %(total)s prompts"),
     "adapter_check_forward": N_("Running the base model with the adapter once"),
     "cleaning_records": N_("Cleaned %(done)s of %(total)s records"),
     "committing_records": N_("Wrote %(done)s of %(total)s records into the new version"),
@@ -90,6 +91,12 @@ TEXTS: dict[str, str] = {
     ),
     "merge_error": N_("The merge stopped with an error: %(detail)s."),
     "gguf_error": N_("The GGUF export stopped with an error: %(detail)s."),
+    "distill_error": N_("The distillation stopped with an error: %(detail)s."),
+    "no_prompts": N_("The dataset version's train split has no prompts (conversations ending with a user turn)."),
+    "teacher_unreachable": N_(
+        "The teacher failed %(count)s times in a row (last: %(detail)s); check its URL, model and key under "
+        "Judges, then distil again: the answers so far are kept."
+    ),
     "adapter_check_error": N_("The adapter does not load onto this base model: %(detail)s."),
     "cleaning_error": N_("The cleaning stopped with an error: %(detail)s."),
     "regex_timeout": N_(

@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field
 
 from app.core.deps import SessionDep, csrf_protect
 from app.openai_api.stored import to_object
-from app.traffic import service
+from app.runs.schemas import RunRead
+from app.traffic import distill, service
 from app.users.deps import CurrentUser
 
 router = APIRouter(prefix="/api/v1/traffic", tags=["traffic"], dependencies=[Depends(csrf_protect)])
@@ -82,3 +83,30 @@ class DatasetMade(BaseModel):
 def make_dataset(body: DatasetWrite, session: SessionDep, user: CurrentUser) -> DatasetMade:
     dataset, count = service.make_dataset(session, user, body.to_filter(), kind=body.kind, name=body.name)
     return DatasetMade(dataset_id=dataset.id, records=count)
+
+
+class DistillationWrite(BaseModel):
+    judge_id: uuid.UUID = Field(description="The teacher: any model set up under Judges (GET /api/v1/judges).")
+    dataset_version_id: uuid.UUID = Field(description="Whose train split's prompts the teacher answers.")
+    limit: int = Field(200, ge=1, le=100_000, description="At most this many prompts.")
+    max_tokens: int = Field(512, ge=1, le=8192)
+    temperature: float = Field(0.0, ge=0, le=2)
+
+
+@router.post(
+    "/distillations",
+    response_model=RunRead,
+    status_code=202,
+    summary="A teacher answers a dataset's prompts; the answers arrive here as stored completions to review",
+)
+def distill_dataset(body: DistillationWrite, session: SessionDep, user: CurrentUser) -> RunRead:
+    run = distill.start(
+        session,
+        user=user,
+        judge_id=body.judge_id,
+        version_id=body.dataset_version_id,
+        limit=body.limit,
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+    )
+    return RunRead.model_validate(run)

@@ -3,6 +3,7 @@ dataset with Make dataset."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
@@ -10,9 +11,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.core.deps import SessionDep, csrf_protect
+from app.core.errors import InvalidInput
 from app.core.forms import FormDep
+from app.core.i18n import _
 from app.core.templating import render
-from app.traffic import service
+from app.datasets import service as datasets
+from app.evaluation import judges
+from app.traffic import distill, service
 from app.users.deps import PageUser
 
 router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False)
@@ -46,8 +51,26 @@ def index(request: Request, session: SessionDep, user: PageUser) -> Response:
         "models": service.models_served(session, user),
         "reviews": service.REVIEWS,
         "metadata_example": "team=support",
+        "teachers": judges.list_judges(session),
+        "versions": [
+            (dataset, version)
+            for dataset in datasets.list_datasets(session, user=user)
+            for version in datasets.versions(session, dataset)
+        ],
+        "distillations": distill.recent(session, user=user),
     }
     return render(request, "traffic/index.html", context)
+
+
+@router.post("/traffic/distill")
+def start_distillation(request: Request, session: SessionDep, user: PageUser, form: FormDep) -> Response:
+    try:
+        judge_id, version_id = uuid.UUID(str(form.get("judge_id"))), uuid.UUID(str(form.get("version_id")))
+        limit, max_tokens = int(str(form.get("limit") or 200)), int(str(form.get("max_tokens") or 512))
+    except ValueError as exc:
+        raise InvalidInput(_("Choose a teacher and a dataset version, and give the numbers as numbers.")) from exc
+    distill.start(session, user=user, judge_id=judge_id, version_id=version_id, limit=limit, max_tokens=max_tokens)
+    return RedirectResponse("/traffic#distill", status_code=303)
 
 
 @router.post("/traffic/{completion_id}/review")
