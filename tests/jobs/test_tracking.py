@@ -99,6 +99,28 @@ def test_a_job_logs_to_mlflow_and_tensorboard(
     assert [step for step, _value in scalars["train/loss"]] == [1, 2, 3, 4]
     assert [round(v, 4) for _s, v in scalars["train/loss"]] == [round(m.value, 4) for m in losses]
     assert client.get(f"/jobs/{job['id']}/tensorboard.zip").content[:2] == b"PK"
+    picture_in_mlflow(f"{uri}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}/model-metrics")
+
+
+def picture_in_mlflow(url: str) -> None:
+    """README's picture of a run in MLflow's own pages, when .ci/screenshots asks for pictures (Chromium)."""
+    from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
+
+    if SCREENSHOTS is None:
+        return
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url)
+        page.wait_for_selector("text=tracked", timeout=120_000)  # the run's name: MLflow's page has loaded
+        page.wait_for_timeout(5_000)  # its charts draw after the page
+        assistant = page.locator("button[aria-label=Close]")
+        if assistant.count():  # MLflow's chat side panel, not part of the run
+            assistant.first.click()
+        page.screenshot(path=str(SCREENSHOTS / "18-mlflow-run.png"), full_page=True)
+        browser.close()
 
 
 def test_a_tracker_that_stops_answering_never_fails_the_job(
