@@ -233,13 +233,18 @@ def settle(session: Session, evaluation: Evaluation) -> None:
         (Promotion.candidate_evaluation_id == evaluation.id) | (Promotion.baseline_evaluation_id == evaluation.id),
     )
     for promotion in session.scalars(stmt):
-        _decide(session, promotion)
+        _decide(session, promotion, succeeded=evaluation)
 
 
-def _finished(session: Session, evaluation_id: uuid.UUID | None) -> tuple[bool, dict[str, Any] | None]:
-    """(over, summary): over when it succeeded, failed or was deleted; the summary when it succeeded."""
+def _finished(
+    session: Session, evaluation_id: uuid.UUID | None, succeeded: Evaluation | None = None
+) -> tuple[bool, dict[str, Any] | None]:
+    """(over, summary): over when it succeeded, failed or was deleted; the summary when it succeeded.
+    ``succeeded`` is the evaluation whose success is being recorded (its run is marked right after)."""
     if evaluation_id is None:
         return True, None
+    if succeeded is not None and succeeded.id == evaluation_id:
+        return True, succeeded.summary
     evaluation = session.get(Evaluation, evaluation_id)
     if evaluation is None:
         return True, None
@@ -249,10 +254,12 @@ def _finished(session: Session, evaluation_id: uuid.UUID | None) -> tuple[bool, 
     return True, evaluation.summary if run.status == RunStatus.succeeded else None
 
 
-def _decide(session: Session, promotion: Promotion) -> None:
-    over, candidate = _finished(session, promotion.candidate_evaluation_id)
+def _decide(session: Session, promotion: Promotion, succeeded: Evaluation | None = None) -> None:
+    over, candidate = _finished(session, promotion.candidate_evaluation_id, succeeded)
     base_over, baseline = (
-        _finished(session, promotion.baseline_evaluation_id) if promotion.baseline_evaluation_id else (True, candidate)
+        _finished(session, promotion.baseline_evaluation_id, succeeded)
+        if promotion.baseline_evaluation_id
+        else (True, candidate)
     )
     if not (over and base_over):
         return

@@ -88,11 +88,11 @@ def test_promote_through_the_gate_serve_and_roll_back(
         assert ask("support-bot") == base_answer  # not switched before the gate has spoken
         gate_run = client.get(f"/api/v1/evaluations/{promotion['evaluations'][0]}").json()["run"]["id"]
         lifecycle.execute(gate_run)
+        assert ask("support-bot") == tuned_answer  # the same name, the new adapter, as soon as the gate passed
         after = client.get(f"/api/v1/deployments/{deployment['id']}").json()
         assert after["model"] == f"job-{tuned}" and after["promotions"][0]["status"] == "passed"
         numbers = after["history"][0]["numbers"]
         assert after["history"][0]["action"] == "promoted" and numbers["passed"] and numbers["metric"] == "rouge_l"
-        assert ask("support-bot") == tuned_answer  # the same name, the new adapter
 
         rolled = client.post(f"/api/v1/deployments/{deployment['id']}/rollback", json={"model": base})
         assert rolled.status_code == 200 and rolled.json()["model"] == base
