@@ -341,17 +341,30 @@ def inference_process(configure: Callable[..., Any], tmp_path: Path, **settings:
         yield {"key": configured.inference_key(), "url": base}
 
 
+_MLFLOW_SCHEMA: list[Path] = []  # one empty, migrated MLflow database per test process, copied for each server
+
+
 @contextmanager
 def mlflow_service(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A real MLflow tracking server (``mlflow server``, SQLite backend, artifacts proxied) on a free loopback port;
     its URI and process (a test may stop it mid-job)."""
+    import shutil
+    import tempfile
+
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFINERY_")}
+    if not _MLFLOW_SCHEMA:  # MLflow's migrations take longer than the server's start: run them once
+        template = Path(tempfile.mkdtemp(prefix="mlflow-schema-")) / "mlflow.db"
+        subprocess.run([mlflow, "db", "upgrade", f"sqlite:///{template}"], env=env, check=True, capture_output=True)
+        _MLFLOW_SCHEMA.append(template)
+    shutil.copyfile(_MLFLOW_SCHEMA[0], tmp_path / "mlflow.db")
     port = free_port()
     argv = [
-        str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+        mlflow, "server", "--host", "127.0.0.1", "--port", str(port),
         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
         "--artifacts-destination", str(tmp_path / "mlflow-artifacts"),
     ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REFINERY_")}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # its GenAI job runner (ten consumers) is not tracking
     uri = f"http://127.0.0.1:{port}"
     with service_process(
         argv, env=env, log=tmp_path / "mlflow.log", health_url=f"{uri}/health", what="the MLflow server", timeout=120
