@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal, TypeVar
@@ -113,7 +114,8 @@ async def chat_completions(
         params["seed"] = body.seed
     params["user"] = str(user.id)  # the inference server serves waiting requests in turns per user
     metadata = stored.check_metadata(body.metadata)
-    completion = Completion(body.model)
+    started = time.time()  # kept to the microsecond, so that stored answers list in the order they were asked
+    completion = Completion(body.model, created=int(started))
     ending: dict[str, Any] = {}
     pieces = stream_chat(model, messages, ending, **params)
     first = await anext(pieces, "")  # a refusal before the first token is a clean error response
@@ -125,7 +127,7 @@ async def chat_completions(
                 lambda: stored.store(
                     owner=user,
                     completion_id=completion.id,
-                    created=completion.created,
+                    created=started,
                     model=body.model,
                     messages=messages,
                     answer=text,

@@ -44,7 +44,7 @@ def store(
     *,
     owner: User,
     completion_id: str,
-    created: int,
+    created: float,
     model: str,
     messages: list[dict[str, Any]],
     answer: str,
