@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.basemodels import service as models
@@ -23,7 +24,7 @@ from app.datasets.reading import FILE_TYPES
 from app.datasets.storage import artifact_path
 from app.datasets.template import TemplateRenderError, record_text, renderer_for
 from app.datasets.upload import ReceivedUpload, parse_options
-from app.db.models import Dataset, DatasetStatus, ModelStatus, User
+from app.db.models import Dataset, DatasetStatus, ModelStatus, StoredCompletion, User
 from app.users.deps import PageUser
 
 router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False)
@@ -78,6 +79,9 @@ def _detail_context(request: Request, session: Session, dataset: Dataset, user: 
         "issue_pages": max(1, -(-issue_total // 50)),
         "formats": FORMATS,
         "file_types": FILE_TYPES,
+        "traffic_count": session.scalar(  # made on the Traffic page: the answers it came from
+            select(func.count()).select_from(StoredCompletion).where(StoredCompletion.dataset_id == dataset.id)
+        ),
         "models": _ready_models(session, user),
         "histogram": json.dumps(_histogram(latest.stats if latest else {})),
         "cleanings": [

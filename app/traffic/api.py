@@ -44,9 +44,10 @@ class FilterParams(BaseModel):
     metadata: str = Field("", max_length=600, description="key=value")
     review: Literal["any", "good", "bad", "unrated", "corrected"] = "any"
     unused: bool = Field(False, description="Only answers not in a dataset yet.")
+    dataset: str = Field("", max_length=40, description="Only the answers a dataset (its id) was made from.")
 
     def to_filter(self) -> service.Filter:
-        return service.Filter(self.model, self.q, self.metadata, self.review, self.unused).check()
+        return service.Filter(self.model, self.q, self.metadata, self.review, self.unused, self.dataset).check()
 
 
 @router.get("", response_model=list[TrafficRead], summary="Your stored completions with their review, newest first")

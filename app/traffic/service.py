@@ -39,6 +39,7 @@ class Filter:
     metadata: str = ""  # key=value
     review: str = "any"
     unused: bool = False  # not in a dataset yet
+    dataset: str = ""  # the id of the dataset Make dataset put them into
 
     def check(self) -> Filter:
         if self.review not in REVIEWS:
@@ -57,6 +58,8 @@ class Filter:
             if self.q.lower() not in haystack:
                 return False
         if self.unused and row.dataset_id is not None:
+            return False
+        if self.dataset and str(row.dataset_id) != self.dataset:
             return False
         return {
             "any": True,

@@ -31,11 +31,18 @@ def _filter(values: Any) -> service.Filter:
         metadata=str(values.get("metadata", ""))[:600],
         review=str(values.get("review", "any")) or "any",
         unused=values.get("unused") in ("1", "on", "true"),
+        dataset=str(values.get("dataset", ""))[:40],
     ).check()
 
 
 def _query(where: service.Filter) -> str:
-    fields = {"model": where.model, "q": where.q, "metadata": where.metadata, "review": where.review}
+    fields = {
+        "model": where.model,
+        "q": where.q,
+        "metadata": where.metadata,
+        "review": where.review,
+        "dataset": where.dataset,
+    }
     return urlencode({k: v for k, v in fields.items() if v and v != "any"} | ({"unused": "1"} if where.unused else {}))
 
 

@@ -89,6 +89,9 @@ def test_review_filter_and_make_datasets(client: Any, setup: dict[str, Any]) -> 
     assert answers == sorted(json.dumps(a) for a in kept)
     assert set(listed(unused=True)) == {ids["sum"], ids["poem"]}  # the used ones remember their dataset
     assert client.get("/api/v1/traffic", params={"q": "capital"}).json()[0]["dataset_id"] == dataset_id
+    lineage = client.get(f"/datasets/{dataset_id}").text  # the dataset names where it came from, and links there
+    assert "made from 4 stored answers" in lineage and f"/traffic?dataset={dataset_id}" in lineage
+    assert len(listed(dataset=dataset_id)) == 4 and ids["poem"] not in listed(dataset=dataset_id)
 
     # preference pairs: the correction over the answer, the good answer over the bad one to the same question
     pairs = client.post("/api/v1/traffic/datasets", json={"kind": "preference", "metadata": "team=support"}).json()
