@@ -1,6 +1,7 @@
-"""Deployments on the tiny model over the real inference process: a stable name served at /v1/chat/completions
-(official ``openai`` client) moves from the base model to an adapter only when its gate — a real evaluation —
-passes, answers with the new adapter at once, rolls back, and no request sent throughout fails. A failing gate
+"""Deployments on the tiny model over the real inference process, the whole loop through the official ``openai``
+client and the JSON API: a stable name serves the base model, its traffic is kept, corrected and made a dataset,
+an adapter is trained on it, and the name moves to the adapter only when its gate — a real evaluation — passes,
+answers with the new adapter at once, rolls back, and no request sent throughout fails. A failing gate
 refuses the promotion and says which numbers failed; an administrator's override is recorded with its reason.
 Another user can neither see nor call nor move it."""
 
@@ -42,7 +43,6 @@ def test_promote_through_the_gate_serve_and_roll_back(
     client: Any, setup: dict[str, Any], inference: dict[str, Any], configure: Any
 ) -> None:
     configure(store_deployment_traffic=True)  # the install keeps what its deployments answer
-    tuned = _train(client, setup, "sums", 0.01)
     key = client.post("/api/v1/keys", json={"name": "app"}).json()["key"]
     ai = openai.OpenAI(base_url="http://testserver/v1", api_key=key, http_client=client, max_retries=0)
     base = f"base-{setup['model']}"
@@ -55,12 +55,27 @@ def test_promote_through_the_gate_serve_and_roll_back(
     assert deployment["model"] == base and [h["action"] for h in deployment["history"]] == ["created"]
     assert "support-bot" in [m.id for m in ai.models.list().data]
 
-    def ask(model: str) -> str:
+    def ask(model: str, question: str = "Add 3 and 3.") -> str:
         answer = ai.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": "Add 3 and 3."}], max_tokens=8, temperature=0
+            model=model, messages=[{"role": "user", "content": question}], max_tokens=8, temperature=0
         )
         return str(answer.choices[0].message.content)
 
+    # the loop: the deployment's traffic is kept, corrected on Traffic, made a dataset, and trained on
+    for n in range(8):
+        ask("support-bot", f"Add {n} and {n}.")
+    served = client.get("/api/v1/traffic", params={"model": "support-bot"}).json()
+    assert len(served) == 8
+    for row in served:
+        question = row["messages"][-1]["content"]
+        n = int(question.split()[1])
+        client.put(f"/api/v1/traffic/{row['completion']['id']}", json={"correction": f"{2 * n}"})
+    made_dataset = client.post("/api/v1/traffic/datasets", json={"model": "support-bot", "name": "corrected"})
+    assert made_dataset.status_code == 201 and made_dataset.json()["records"] == 8
+    corrected = client.get(f"/api/v1/datasets/{made_dataset.json()['dataset_id']}").json()
+    lifecycle.execute(corrected["validation_run"]["id"])
+    version = client.get(f"/api/v1/datasets/{corrected['id']}").json()["versions"][0]["id"]
+    tuned = _train(client, {**setup, "version": version}, "from traffic", 0.01)
     base_answer, tuned_answer = ask(base), ask(f"job-{tuned}")
     assert base_answer != tuned_answer  # so that which model answered shows
     assert ask("support-bot") == base_answer
@@ -105,7 +120,7 @@ def test_promote_through_the_gate_serve_and_roll_back(
         sender.join(timeout=120)
     assert not failures and answered[0] >= 3, (failures, answered)
     kept = [c.model for c in ai.chat.completions.list(limit=100)]  # every answer the deployment gave, and no other
-    assert kept and set(kept) == {"support-bot"} and len(kept) == answered[0] + 4
+    assert kept and set(kept) == {"support-bot"} and len(kept) == answered[0] + 4 + 8
 
     # the page shows it; the playground offers it
     page = client.get(f"/deployments/{deployment['id']}").text
