@@ -121,43 +121,42 @@ def cmd_models_import_bundled(_: argparse.Namespace) -> int:
     return 0
 
 
-def _export_gguf(args: argparse.Namespace) -> int:
+def _job_and_owner(session: Any, job_id: Any) -> tuple[Any, Any]:
+    """The job and the user who owns it (the command acts for them), or (None, None)."""
+    from app.db.models import TrainingJob, User
+
+    job = session.get(TrainingJob, job_id)
+    owner = session.get(User, job.owner_id) if job else None
+    return (job, owner) if job is not None and owner is not None else (None, None)
+
+
+def _in_the_foreground(run_id: Any, what: str) -> None:
+    print(what, file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "worker.execute", str(run_id)], check=False)
+
+
+def _export_gguf(args: argparse.Namespace, job_id: Any, out: Any) -> int:
     """``--gguf FORMAT``: export in a run of its own (unless done already), then copy the .gguf, its Modelfile and
     the model card into the directory."""
     import shutil
-    import uuid
-    from pathlib import Path
 
     from app.adapters import exports
     from app.adapters import service as adapters
     from app.core.errors import RefineryError
-    from app.db.models import TrainingJob, User
     from app.db.session import session_scope
     from app.jobs.card import model_card
 
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        print(f"{out} exists and is not empty; choose a new directory.", file=sys.stderr)
-        return 2
-    try:
-        job_id = uuid.UUID(args.job_id)
-    except ValueError:
-        print(f"{args.job_id} is not a job id.", file=sys.stderr)
-        return 2
     try:
         with session_scope() as session:
-            job = session.get(TrainingJob, job_id)
-            owner = session.get(User, job.owner_id) if job else None
-            if job is None or owner is None:
+            job, owner = _job_and_owner(session, job_id)
+            if job is None:
                 print(f"No training job {args.job_id}.", file=sys.stderr)
                 return 1
             row = adapters.get_adapter(session, job_id, user=owner)
-            run_id = (
-                None if exports.ready(job, args.gguf) else exports.start(session, user=owner, row=row, fmt=args.gguf).id
-            )
+            done = exports.ready(job, args.gguf)
+            run_id = None if done else exports.start(session, user=owner, row=row, fmt=args.gguf).id
         if run_id is not None:
-            print(f"Writing the {args.gguf} GGUF…", file=sys.stderr)
-            subprocess.run([sys.executable, "-m", "worker.execute", str(run_id)], check=False)
+            _in_the_foreground(run_id, f"Writing the {args.gguf} GGUF…")
         with session_scope() as session:
             row = adapters.get_adapter(session, job_id, user=owner)
             if not exports.ready(row.job, args.gguf):
@@ -179,7 +178,7 @@ def _export_gguf(args: argparse.Namespace) -> int:
 
 def cmd_adapters_export(args: argparse.Namespace) -> int:
     """Copy a succeeded job's adapter (or, with --merged, the adapter merged into its base, merging first when
-    needed) into a directory, with its model card."""
+    needed; or with --gguf, a GGUF export) into a directory, with its model card."""
     import shutil
     import uuid
     from pathlib import Path
@@ -188,23 +187,26 @@ def cmd_adapters_export(args: argparse.Namespace) -> int:
     from app.basemodels.service import public_base
     from app.core.errors import RefineryError
     from app.core.ownership import referenced
-    from app.db.models import BaseModelRecord, TrainingJob, User
+    from app.db.models import BaseModelRecord, TrainingJob
     from app.db.session import session_scope
     from app.jobs import files as job_files
     from app.jobs.card import model_card
 
-    if args.gguf:
-        return _export_gguf(args)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         print(f"{out} exists and is not empty; choose a new directory.", file=sys.stderr)
         return 2
     try:
         job_id = uuid.UUID(args.job_id)
+    except ValueError:
+        print(f"{args.job_id} is not a job id.", file=sys.stderr)
+        return 2
+    if args.gguf:
+        return _export_gguf(args, job_id, out)
+    try:
         with session_scope() as session:
-            job = session.get(TrainingJob, job_id)
-            owner = session.get(User, job.owner_id) if job else None
-            if job is None or owner is None:
+            job, owner = _job_and_owner(session, job_id)
+            if job is None:
                 print(f"No training job {args.job_id}.", file=sys.stderr)
                 return 1
             row = adapters.get_adapter(session, job_id, user=owner)
@@ -212,8 +214,7 @@ def cmd_adapters_export(args: argparse.Namespace) -> int:
             if args.merged and not adapters.merged_ready(job):
                 run_id = adapters.start_merge(session, user=owner, row=row).id
         if run_id is not None:
-            print("Merging the adapter into its base…", file=sys.stderr)
-            subprocess.run([sys.executable, "-m", "worker.execute", str(run_id)], check=False)
+            _in_the_foreground(run_id, "Merging the adapter into its base…")
         with session_scope() as session:
             job = session.get(TrainingJob, job_id)
             assert job is not None
@@ -223,9 +224,6 @@ def cmd_adapters_export(args: argparse.Namespace) -> int:
                 return 1
             card = model_card(session, job, merged=args.merged)
             base = public_base(referenced(session, BaseModelRecord, job.base_model_id))
-    except ValueError:
-        print(f"{args.job_id} is not a job id.", file=sys.stderr)
-        return 2
     except RefineryError as exc:
         print(exc.message, file=sys.stderr)
         return 1

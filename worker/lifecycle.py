@@ -27,6 +27,7 @@ from sqlalchemy.exc import OperationalError
 from app.core.config import get_settings
 from app.db.models import Run, RunStatus
 from app.db.session import session_scope
+from app.deployments.service import settle_stalled
 from app.openai_api.stored import purge_expired
 from app.runs import service as runs
 from worker.jobs import HANDLERS
@@ -349,6 +350,7 @@ def reconcile_forever(interval: float) -> None:
             with session_scope() as session:
                 counts = runs.reconcile(session, resend_all=first_sweep)
                 counts["stored_completions_expired"] = purge_expired(session)
+                counts["promotions_settled"] = settle_stalled(session)
             if any(counts.values()):
                 log.info("reconciler: %s", counts)
         except Exception as exc:

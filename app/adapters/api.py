@@ -207,24 +207,19 @@ class GgufExportRead(BaseModel):
 
 
 def gguf_reads(session: Session, row: service.AdapterRow) -> list[GgufExportRead]:
-    latest = exports.export_runs(session, row.job)
-    found = []
-    for fmt in exports.FORMATS:
-        facts = exports.ready(row.job, fmt) or {}
-        run = latest.get(fmt)
-        found.append(
-            GgufExportRead(
-                format=fmt,
-                refused=exports.refusal(row, fmt),
-                ready=bool(facts),
-                file=facts.get("file"),
-                size_bytes=facts.get("size_bytes"),
-                tensor_types=facts.get("tensor_types"),
-                template_left_out=facts.get("template_left_out"),
-                run=RunRead.model_validate(run) if run else None,
-            )
+    return [
+        GgufExportRead(
+            format=state.format,
+            refused=state.refused,
+            ready=bool(state.facts),
+            file=state.facts.get("file"),
+            size_bytes=state.facts.get("size_bytes"),
+            tensor_types=state.facts.get("tensor_types"),
+            template_left_out=state.facts.get("template_left_out"),
+            run=RunRead.model_validate(state.run) if state.run else None,
         )
-    return found
+        for state in exports.states(session, row)
+    ]
 
 
 @router.get("/{job_id}/gguf", response_model=list[GgufExportRead], summary="The adapter's GGUF exports, by format")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,24 @@ def export_runs(session: Session, job: TrainingJob) -> dict[str, Run]:
         if (run.params or {}).get("job_id") == str(job.id):
             latest.setdefault(str(run.params.get("format")), run)
     return latest
+
+
+@dataclass(frozen=True)
+class ExportState:
+    format: str
+    refused: str | None  # why this format is not offered for the adapter
+    facts: dict[str, Any]  # the finished export's file, size, tensor types; empty until then
+    run: Run | None  # the latest export run
+
+    @property
+    def live(self) -> bool:
+        return self.run is not None and not self.run.status.is_final
+
+
+def states(session: Session, row: AdapterRow) -> list[ExportState]:
+    """Each format's export of the adapter, as the page and the API show it."""
+    latest = export_runs(session, row.job)
+    return [ExportState(f, refusal(row, f), ready(row.job, f) or {}, latest.get(f)) for f in FORMATS]
 
 
 def live(session: Session, job: TrainingJob) -> list[Run]:

@@ -107,24 +107,20 @@ def merged_zip(request: Request, session: SessionDep, user: PageUser, job_id: uu
 
 
 def _gguf_context(session: SessionDep, row: service.AdapterRow) -> dict[str, object]:
-    latest = exports.export_runs(session, row.job)
-    items = []
-    for fmt in exports.FORMATS:
-        facts = exports.ready(row.job, fmt)
-        run = latest.get(fmt)
-        modelfile = exports.modelfile(row, fmt) if facts and facts.get("modelfile") else ""
-        items.append(
-            {
-                "format": fmt,
-                "label": _(exports.FORMAT_LABELS[fmt]),
-                "refused": exports.refusal(row, fmt),
-                "facts": facts,
-                "run": run,
-                "live": run is not None and not run.status.is_final,
-                "modelfile": modelfile,
-            }
-        )
-    return {"row": row, "gguf": items, "gguf_live": any(item["live"] for item in items)}
+    found = exports.states(session, row)
+    items = [
+        {
+            "format": state.format,
+            "label": _(exports.FORMAT_LABELS[state.format]),
+            "refused": state.refused,
+            "facts": state.facts,
+            "run": state.run,
+            "live": state.live,
+            "modelfile": exports.modelfile(row, state.format) if state.facts.get("modelfile") else "",
+        }
+        for state in found
+    ]
+    return {"row": row, "gguf": items, "gguf_live": any(state.live for state in found)}
 
 
 @router.post("/adapters/{job_id}/gguf")

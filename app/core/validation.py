@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import Query
+from pydantic import Field
 
 from app.core.i18n import N_, gettext
 
@@ -13,6 +14,10 @@ from app.core.i18n import N_, gettext
 PageNumber = Annotated[int, Query(ge=1, le=1_000_000, description="Page number, from 1.")]
 AfterSequence = Annotated[int, Query(ge=-1, le=2**62, description="Only the rows after this sequence number.")]
 MAX_SEED = 2**31 - 1
+# OpenAI's ``metadata``: at most 16 pairs, keys up to 64 characters, values strings up to 512
+Metadata = Annotated[
+    dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]], Field(max_length=16)
+]
 
 SENTENCES = {
     "missing": N_("This field is required."),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import uuid
 from typing import Any
 
@@ -16,7 +18,7 @@ from app.core.validation import MAX_SEED
 from app.datasets.formats import FORMATS
 from app.datasets.reading import FILE_TYPES, TEXT_SPLITS
 from app.datasets.splits import DEFAULT_RATIOS, SPLITS, normalize_ratios
-from app.datasets.storage import StoredFile, artifact_path, remove_tree
+from app.datasets.storage import StoredFile, artifact_path, remove_tree, save_stream
 from app.db.models import Dataset, DatasetStatus, DatasetVersion, ModelStatus, Run, Upload, User
 from app.runs.service import create_run, on_run_failure, optional_run
 
@@ -171,6 +173,16 @@ def _upload_row(session: Session, user: User, stored: StoredFile, filename: str)
     session.add(upload)
     session.flush()
     return upload
+
+
+def dataset_from_records(
+    session: Session, *, user: User, records: list[dict[str, Any]], filename: str, name: str, record_format: str
+) -> Dataset:
+    """A dataset made here rather than uploaded (preference pairs from the playground, answers from Traffic):
+    the records as a JSONL upload, validated in the background like any other."""
+    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+    stored = save_stream(io.BytesIO(payload), limit=len(payload) + 1)
+    return create_dataset(session, user=user, stored=stored, filename=filename, name=name, record_format=record_format)
 
 
 def create_dataset(

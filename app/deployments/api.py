@@ -43,7 +43,6 @@ class Rollback(BaseModel):
 
 
 def read(session: Any, user: Any, deployment: Deployment) -> dict[str, Any]:
-    service.refresh(session, deployment)
 
     def when(moment: datetime | None) -> str | None:
         return moment.isoformat() if moment else None
@@ -52,7 +51,7 @@ def read(session: Any, user: Any, deployment: Deployment) -> dict[str, Any]:
         "id": str(deployment.id),
         "name": deployment.name,
         "model": deployment.target,
-        "model_label": service.target_label(session, user, deployment.target),
+        "model_label": service.labels(session, user).get(deployment.target, deployment.target),
         "gate": deployment.gate,
         "created_at": when(deployment.created_at),
         "history": [

@@ -346,19 +346,17 @@ def serving(session: Session, user: User, target: str) -> list[tuple[Deployment,
     return found
 
 
-def refresh(session: Session, deployment: Deployment) -> None:
-    """Decide promotions whose evaluations ended without a success (a failed or cancelled evaluation has no
-    success hook to settle them)."""
-    for promotion in promotions(session, deployment):
-        if promotion.status == "running":
-            _decide(session, promotion)
+def settle_stalled(session: Session) -> int:
+    """Decide the promotions whose evaluations ended without succeeding (a failed or cancelled evaluation has no
+    success hook to settle them); the reconciler calls it, so that no page view changes anything."""
+    running = list(session.scalars(select(Promotion).where(Promotion.status == "running")))
+    for promotion in running:
+        _decide(session, promotion)
+    return sum(1 for p in running if p.status != "running")
 
 
-def target_label(session: Session, user: User, target: str) -> str:
-    """The name people know a target by: the adapter's job name or the base model's name."""
+def labels(session: Session, user: User) -> dict[str, str]:
+    """The names people know each target by (the adapter's job name, the base model's name), read once."""
     from app.openai_api.models import catalogue
 
-    for entry in catalogue(session, user):
-        if entry.target == target and entry.label != entry.id:
-            return entry.label
-    return target
+    return {e.target: e.label for e in catalogue(session, user) if not e.deployment}

@@ -24,7 +24,8 @@ router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False
 
 
 def _models(session: SessionDep, user: User) -> list[Any]:
-    return [e for e in catalogue(session, user) if e.listed and e.target.startswith(("base-", "job-"))]
+    """What a deployment may serve (base models and adapters, not another deployment's name), read once."""
+    return [e for e in catalogue(session, user) if e.listed and not e.deployment]
 
 
 @router.get("/deployments")
@@ -34,11 +35,11 @@ def index(request: Request, session: SessionDep, user: PageUser) -> Response:
         for dataset in datasets.list_datasets(session, user=user)
         for version in datasets.versions(session, dataset)
     ]
+    models = _models(session, user)
+    names = {e.target: e.label for e in models}
     context = {
-        "deployments": [
-            (d, service.target_label(session, user, d.target)) for d in service.list_for(session, user=user)
-        ],
-        "models": _models(session, user),
+        "deployments": [(d, names.get(d.target, d.target)) for d in service.list_for(session, user=user)],
+        "models": models,
         "versions": versions,
         "metrics": service.METRICS,
         "example_name": "support-bot",
@@ -67,7 +68,8 @@ def create(request: Request, session: SessionDep, user: PageUser, form: FormDep)
 
 
 def _context(session: SessionDep, user: User, deployment: Deployment) -> dict[str, Any]:
-    service.refresh(session, deployment)
+    models = _models(session, user)
+    names = {e.target: e.label for e in models}
     promotions = service.promotions(session, deployment)
     history = service.history(session, deployment)
     earlier = []
@@ -77,14 +79,12 @@ def _context(session: SessionDep, user: User, deployment: Deployment) -> dict[st
                 earlier.append(target)
     return {
         "deployment": deployment,
-        "label": service.target_label(session, user, deployment.target),
-        "history": [(e, service.target_label(session, user, e.target)) for e in history],
+        "label": names.get(deployment.target, deployment.target),
+        "history": [(e, names.get(e.target, e.target)) for e in history],
         "promotions": promotions,
         "running": [p for p in promotions if p.status == "running"],
-        "candidates": [
-            e for e in _models(session, user) if e.target.startswith("job-") and e.target != deployment.target
-        ],
-        "earlier": [(t, service.target_label(session, user, t)) for t in earlier],
+        "candidates": [e for e in models if e.target.startswith("job-") and e.target != deployment.target],
+        "earlier": [(t, names.get(t, t)) for t in earlier],
         "is_admin": user.role.value == "admin",
     }
 

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, selectinload
 from app.core.errors import InvalidInput, NotFound
 from app.core.i18n import _
 from app.core.ownership import get_owned
+from app.core.validation import Metadata
 from app.datasets.storage import artifact_path, remove_tree
 from app.db.models import EvalDefinition, EvalRun, Run, RunStatus, User
 from app.evaluation.judges import check_grader_models
@@ -39,7 +40,6 @@ from app.runs import service as runs
 EVAL_RUN_KIND = "eval_run"
 MAX_ITEMS = 10_000
 MAX_ITEMS_BYTES = 50 * 1024 * 1024
-Metadata = Annotated[dict[str, Annotated[str, Field(max_length=512)]], Field(max_length=16)]
 
 
 class CustomDataSourceConfig(BaseModel):

@@ -129,13 +129,12 @@ class Mlflow:
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self._api("POST", "runs/update", json={"run_id": run_id, "status": status, "end_time": int(time.time() * 1000)})
 
-    def upload(self, run: MlflowRun, name: str, path: Path) -> None:
+    def upload(self, run: MlflowRun, name: str, content: bytes) -> None:
         """An artifact, through the server's artifact proxy (``mlflow server`` serves artifacts by default)."""
         if not run.artifact_uri.startswith("mlflow-artifacts:"):
             raise TrackerDown(f"the server stores artifacts at {run.artifact_uri[:80]}, which it does not proxy")
         where = run.artifact_uri.removeprefix("mlflow-artifacts:").lstrip("/")
-        with path.open("rb") as handle:
-            self._call("PUT", f"/api/2.0/mlflow-artifacts/artifacts/{where}/{quote(name)}", content=handle.read())
+        self._call("PUT", f"/api/2.0/mlflow-artifacts/artifacts/{where}/{quote(name)}", content=content)
 
 
 def saved_run(job_dir: Path) -> MlflowRun | None:
@@ -181,10 +180,8 @@ def finish_training(final_dir: Path, card: str, result: dict[str, Any]) -> str |
         files = [p for p in sorted(final_dir.rglob("*")) if p.is_file() and p.suffix not in (".bin", ".pt", ".pkl")]
         if sum(p.stat().st_size for p in files) <= ARTIFACT_LIMIT:
             for path in files:
-                client.upload(run, f"adapter/{path.relative_to(final_dir).as_posix()}", path)
-        card_path = final_dir.parent / "model-card.md"
-        card_path.write_text(card)
-        client.upload(run, "README.md", card_path)
+                client.upload(run, f"adapter/{path.relative_to(final_dir).as_posix()}", path.read_bytes())
+        client.upload(run, "README.md", card.encode())
         client.finish(run.run_id)
     except (TrackerDown, OSError) as exc:
         return str(exc)[:300]

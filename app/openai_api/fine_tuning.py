@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import InvalidInput, NotFound
 from app.core.i18n import _
+from app.core.validation import Metadata
 from app.datasets import service as datasets
 from app.db.models import Dataset, DatasetStatus, DatasetVersion, Run, RunStatus, TrainingJob, User
 from app.db.session import session_scope
@@ -172,7 +173,7 @@ class JobCreate(BaseModel):
     method: MethodSpec | None = None
     suffix: str | None = Field(None, max_length=64)
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None = Field(
+    metadata: Metadata | None = Field(
         None, max_length=16, description="Up to 16 pairs; the list filters by them with metadata[key]=value."
     )
     integrations: list[dict[str, Any]] | None = None

@@ -30,6 +30,7 @@ from app.core.deps import SessionDep, commit_now, csrf_protect, end_reads
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.i18n import _
 from app.core.openapi import BINARY, multipart_body
+from app.core.validation import Metadata
 from app.datasets import records
 from app.datasets import service as datasets
 from app.datasets.storage import StoredFile, artifact_path, discard, save_stream
@@ -76,7 +77,7 @@ class ChatCompletionRequest(BaseModel):
         None, ge=-(2**63), le=2**63 - 1, description="Sampling seed: the same seed and request, the same answer."
     )
     store: bool = Field(False, description="Keep the request and the answer: GET /v1/chat/completions lists them.")
-    metadata: dict[str, str] | None = Field(None, description="Up to 16 key/value pairs kept with a stored answer.")
+    metadata: Metadata | None = Field(None, description="Up to 16 key/value pairs kept with a stored answer.")
 
 
 def _text(content: str | list[dict[str, Any]]) -> str:
@@ -113,7 +114,6 @@ async def chat_completions(
     if body.seed is not None:
         params["seed"] = body.seed
     params["user"] = str(user.id)  # the inference server serves waiting requests in turns per user
-    metadata = stored.check_metadata(body.metadata)
     started = time.time()  # kept to the microsecond, so that stored answers list in the order they were asked
     completion = Completion(body.model, created=int(started))
     ending: dict[str, Any] = {}
@@ -134,7 +134,7 @@ async def chat_completions(
                     finish_reason=ending.get("finish_reason", "stop"),
                     usage=ending.get("usage"),
                     request=request_params,
-                    metadata=metadata,
+                    metadata=body.metadata,
                 )
             )
 

@@ -15,29 +15,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.deps import SessionDep, csrf_protect
-from app.core.errors import InvalidInput, NotFound
+from app.core.errors import NotFound
 from app.core.i18n import _
+from app.core.validation import Metadata
 from app.db.models import StoredCompletion, User
 from app.db.session import session_scope
 from app.users.deps import CurrentUser
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"], dependencies=[Depends(csrf_protect)])
-MAX_METADATA = 16
-
-
-def check_metadata(metadata: dict[str, Any] | None) -> dict[str, str] | None:
-    """OpenAI's limits: at most 16 pairs, keys up to 64 characters, values strings up to 512."""
-    if metadata is None:
-        return None
-    if len(metadata) > MAX_METADATA:
-        raise InvalidInput(_("metadata holds at most 16 keys."), field="metadata")
-    for key, value in metadata.items():
-        if not isinstance(value, str) or len(key) > 64 or len(value) > 512:
-            raise InvalidInput(
-                _("metadata keys are up to 64 characters and values strings up to 512 (not %(key)s).", key=key[:64]),
-                field="metadata",
-            )
-    return dict(metadata)
 
 
 def store(
@@ -177,13 +162,13 @@ def stored_messages(
 
 
 class MetadataUpdate(BaseModel):
-    metadata: dict[str, str] | None = Field(description="Replaces the stored completion's metadata.")
+    metadata: Metadata | None = Field(description="Replaces the stored completion's metadata.")
 
 
 @router.post("/chat/completions/{completion_id}", summary="Update a stored chat completion's metadata")
 def update_stored(completion_id: str, body: MetadataUpdate, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     row = get_stored(session, user, completion_id)
-    row.completion_metadata = check_metadata(body.metadata)
+    row.completion_metadata = body.metadata
     session.flush()
     return to_object(row)
 

@@ -3,7 +3,6 @@ from that feedback."""
 
 from __future__ import annotations
 
-import io
 import json
 import uuid
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from app.basemodels import service as models
 from app.core.errors import InvalidInput, NotFound
 from app.core.i18n import _
 from app.datasets import service as datasets
-from app.datasets.storage import artifact_path, save_stream
+from app.datasets.storage import artifact_path
 from app.db.models import Dataset, Deployment, Feedback, ModelStatus, RunStatus, User
 from app.jobs import files as job_files
 from app.jobs import service as jobs
@@ -187,12 +186,10 @@ def make_preference_dataset(session: Session, *, user: User, name: str = "") -> 
                 "thumbs down to two answers of the same prompt."
             )
         )
-    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
-    stored = save_stream(io.BytesIO(payload), limit=len(payload) + 1)
-    dataset = datasets.create_dataset(
+    dataset = datasets.dataset_from_records(
         session,
         user=user,
-        stored=stored,
+        records=records,
         filename="playground-preferences.jsonl",
         name=name.strip() or _("Playground preferences"),
         record_format="preference",

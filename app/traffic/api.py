@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from app.core.deps import SessionDep, csrf_protect
+from app.db.models import StoredCompletion
 from app.openai_api.stored import to_object
 from app.runs.schemas import RunRead
 from app.traffic import distill, service
@@ -25,10 +26,7 @@ class TrafficRead(BaseModel):
     dataset_id: uuid.UUID | None = Field(description="The dataset Make dataset put it into.")
 
 
-def _read(row: object) -> TrafficRead:
-    from app.db.models import StoredCompletion
-
-    assert isinstance(row, StoredCompletion)
+def _read(row: StoredCompletion) -> TrafficRead:
     return TrafficRead(
         completion=to_object(row),
         messages=row.messages,

@@ -11,7 +11,6 @@ each completion which dataset it went into:
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -22,7 +21,6 @@ from sqlalchemy.orm import Session
 from app.core.errors import InvalidInput
 from app.core.i18n import _
 from app.datasets import service as datasets
-from app.datasets.storage import save_stream
 from app.db.models import Dataset, StoredCompletion, User
 from app.openai_api.stored import get_stored
 
@@ -169,12 +167,10 @@ def make_dataset(
                 "messages."
             )
         )
-    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
-    stored = save_stream(io.BytesIO(payload), limit=len(payload) + 1)
-    dataset = datasets.create_dataset(
+    dataset = datasets.dataset_from_records(
         session,
         user=user,
-        stored=stored,
+        records=records,
         filename=f"traffic-{kind}.jsonl",
         name=name.strip() or _("Traffic"),
         record_format="preference" if kind == "preference" else "openai_chat",

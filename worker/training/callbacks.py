@@ -15,6 +15,21 @@ from app.jobs.checkpoints import COMPLETE_MARKER
 from worker.protocol import event, progress
 from worker.training import failpoints
 
+# the Trainer's logged numbers a job keeps (its metrics log, TensorBoard, MLflow)
+LOGGED = (
+    "loss",
+    "eval_loss",
+    "learning_rate",
+    "grad_norm",
+    "mean_token_accuracy",
+    "eval_mean_token_accuracy",
+    "rewards/accuracies",
+    "rewards/margins",
+    "reward",  # GRPO and RLOO: the mean reward of the step's answers, and its spread
+    "reward_std",
+    "grader_failed",  # reinforcement from a grader: the share of answers its grading failed on
+)
+
 
 class RefineryCallback(TrainerCallback):  # type: ignore[misc]
     """Writes one JSON line per logged step to ``metrics_path`` and reports progress to the supervisor.
@@ -62,19 +77,7 @@ class RefineryCallback(TrainerCallback):  # type: ignore[misc]
         now = time.monotonic()
         tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
         row: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), "time": time.time()}
-        for key in (
-            "loss",
-            "eval_loss",
-            "learning_rate",
-            "grad_norm",
-            "mean_token_accuracy",
-            "eval_mean_token_accuracy",
-            "rewards/accuracies",
-            "rewards/margins",
-            "reward",  # GRPO and RLOO: the mean reward of the step's answers, and its spread
-            "reward_std",
-            "grader_failed",  # reinforcement from a grader: the share of answers its grading failed on
-        ):
+        for key in LOGGED:
             value = logs.get(key)
             if isinstance(value, int | float) and math.isfinite(value):
                 row[key.replace("/", "_")] = float(value)

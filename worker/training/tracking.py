@@ -4,6 +4,7 @@ first failure is reported as an event on the job and ends its tracking for this 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,20 +12,7 @@ from transformers import TrainerCallback
 
 from app.jobs import tracking
 from worker.protocol import event
-
-SCALARS = (
-    "loss",
-    "eval_loss",
-    "learning_rate",
-    "grad_norm",
-    "mean_token_accuracy",
-    "eval_mean_token_accuracy",
-    "rewards/accuracies",
-    "rewards/margins",
-    "reward",
-    "reward_std",
-    "grader_failed",
-)
+from worker.training.callbacks import LOGGED
 
 
 class TrackingCallback(TrainerCallback):  # type: ignore[misc]
@@ -71,7 +59,7 @@ class TrackingCallback(TrainerCallback):  # type: ignore[misc]
         values = [
             (key.replace("/", "_"), float(value))
             for key, value in (logs or {}).items()
-            if key in SCALARS and isinstance(value, int | float) and value == value  # not NaN
+            if key in LOGGED and isinstance(value, int | float) and math.isfinite(value)
         ]
         if not values:
             return
