@@ -52,8 +52,16 @@ def records(n: int, seed: int = 0) -> Any:
 def measure_refinery(steps: list[dict[str, Any]], n: int) -> dict[str, Any]:
     from app.cleaning.ops import Cleaner
     from app.cleaning.recipe import validate_steps
+    from worker.cleaning.run import skipped_steps
 
-    cleaner = Cleaner(validate_steps(steps), salt="bench")
+    checked = validate_steps(steps)
+    skip = skipped_steps(checked, n)  # as the worker does: the default semantic dedup only up to its max_records
+    embed = None
+    if any(s["op"] == "semantic_dedup" for i, s in enumerate(checked) if i not in skip):
+        from worker.cleaning.embed import Embedder
+
+        embed = Embedder()
+    cleaner = Cleaner(checked, salt="bench", embed=embed, skip=frozenset(skip))
     dropped = 0
     batch: list[tuple[str, str, dict[str, Any]]] = []
     started = time.perf_counter()

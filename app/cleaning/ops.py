@@ -13,7 +13,7 @@ import regex
 
 from app.cleaning import pii
 from app.cleaning.minhash import Match, NearDuplicateIndex
-from app.cleaning.patterns import EN_WORDS, REFUSALS, ZH_WORDS, find_injection
+from app.cleaning.patterns import CODE_REQUEST, EN_WORDS, QUOTED, REFUSALS, ZH_WORDS, find_injection
 from app.cleaning.recipe import (
     PARAMS,
     ContaminationParams,
@@ -29,7 +29,9 @@ from app.cleaning.recipe import (
     SemanticDedupParams,
 )
 from app.cleaning.text import (
+    answer_key,
     answer_of,
+    answer_texts,
     dedup_key,
     detect_language,
     joined,
@@ -99,6 +101,7 @@ class Cleaner:
         count_tokens: TokenFn | None = None,
         find_names: NameFn | None = None,
         regex_timeout: float = 1.0,
+        skip: frozenset[int] = frozenset(),
     ) -> None:
         self.steps = [(s["op"], PARAMS[s["op"]].model_validate(s["params"])) for s in steps]
         self.salt = salt
@@ -120,9 +123,12 @@ class Cleaner:
         self.count_tokens = count_tokens
         self.find_names = find_names
         self.regex_timeout = regex_timeout
+        self.skip = skip  # steps not run on this dataset (a semantic dedup over its max_records)
         self._names: dict[str, list[tuple[int, int]]] = {}  # per text of the batch: its names' ranges
         self._semantic: dict[int, Any] = {}  # per semantic step: (ids, unit vectors) of the records kept so far
         self._semantic_found: dict[str, tuple[str, float]] = {}
+        self._semantic_answers: dict[int, dict[str, int]] = {}  # per semantic step: kept record → its answer's key
+        self._detected: dict[str, Any] = {}  # per record of the batch: the injection detector's finding
 
     def process(self, record_id: str, kind: str, data: dict[str, Any]) -> Outcome:
         return self.process_many([(record_id, kind, data)])[0]
@@ -136,6 +142,8 @@ class Cleaner:
         self._splits = dict(zip((r[0] for r in records), splits, strict=True)) if splits else {}
         outcomes = [Outcome(data=data) for _rid, _kind, data in records]
         for index, (op, params) in enumerate(self.steps):
+            if index in self.skip:
+                continue
             live = [k for k, outcome in enumerate(outcomes) if outcome.data is not None]
             if op == "profanity":
                 self._score_batch([joined(outcomes[k].data or {}) for k in live], [records[k][0] for k in live])
@@ -149,6 +157,8 @@ class Cleaner:
                 self._semantic_batch(
                     index, params, [records[k][0] for k in live], [outcomes[k].data or {} for k in live]
                 )
+            elif op == "injection" and isinstance(params, InjectionParams) and params.detector:
+                self._detect_batch(params, [records[k][0] for k in live], [outcomes[k].data or {} for k in live])
             elif op == "judge":
                 if index not in self.judges:
                     raise ValueError(f"step {index + 1}: no judge was given to the cleaner")
@@ -227,21 +237,24 @@ class Cleaner:
             return
         vectors = np.asarray(self.embed([joined(d, prompt_only=p.fields == "prompt") for d in datas]), np.float32)
         kept_ids, kept = self._semantic.get(i, ([], np.empty((0, vectors.shape[1]), np.float32)))
+        answers = self._semantic_answers.setdefault(i, {})
+        mine = [answer_key(d) for d in datas] if p.same_answer else [0] * len(datas)
         earlier = vectors @ kept.T if len(kept) else np.empty((len(ids), 0), np.float32)
         within = vectors @ vectors.T
         new: list[int] = []
         for q, rid in enumerate(ids):
-            best_score, best_id = -1.0, ""
-            if earlier.shape[1]:
-                j = int(np.argmax(earlier[q]))
-                best_score, best_id = float(earlier[q, j]), kept_ids[j]
-            for j in new:  # kept earlier in this batch
-                if within[q, j] > best_score:
-                    best_score, best_id = float(within[q, j]), ids[j]
-            if best_score >= p.threshold:
+            # the most similar kept record (and, with same_answer, whose answer has the same words)
+            pairs = [(float(earlier[q, j]), kept_ids[j]) for j in np.flatnonzero(earlier[q] >= p.threshold)]
+            pairs += [(float(within[q, j]), ids[j]) for j in new if within[q, j] >= p.threshold]
+            if p.same_answer:
+                pairs = [(score, other) for score, other in pairs if answers.get(other) == mine[q]]
+            if pairs:
+                best_score, best_id = max(pairs)
                 self._semantic_found[rid] = (best_id, round(best_score, 3))
             else:
                 new.append(q)
+                if p.same_answer:
+                    answers[rid] = mine[q]
         self._semantic[i] = (kept_ids + [ids[q] for q in new], np.concatenate([kept, vectors[new]]))
 
     def _semantic_dedup(self, i: int, rid: str, kind: str, data: dict[str, Any], p: SemanticDedupParams) -> Any:
@@ -296,11 +309,37 @@ class Cleaner:
             return Decision(i, "pii", "drop", "pii", evidence), data
         return Decision(i, "pii", "modify", "pii_redacted", evidence), changed
 
+    def _detect_batch(self, p: InjectionParams, ids: list[str], datas: list[dict[str, Any]]) -> None:
+        from app.cleaning.injection_model import detector
+
+        found = detector().find([joined(d, prompt_only=True) for d in datas], p.threshold)
+        self._detected = {rid: f for rid, f in zip(ids, found, strict=True) if f and f.category in p.categories}
+
     def _injection(self, i: int, rid: str, kind: str, data: dict[str, Any], p: InjectionParams) -> Any:
-        text = joined(data)
-        found = find_injection(text, p.categories)
+        prompt = joined(data, prompt_only=True)
+        found, text = find_injection(prompt, p.categories), prompt
         if found is None:
-            return None, data
+            # an answer to a request for code writes markup and SQL as code: there only the other categories count
+            answer_categories = (
+                [c for c in p.categories if c not in QUOTED] if CODE_REQUEST.search(prompt) else p.categories
+            )
+            text = "\n".join(answer_texts(data))
+            found = find_injection(text, answer_categories) if answer_categories else None
+        if found is None:
+            detected = self._detected.get(rid) if p.detector else None
+            if detected is None:
+                return None, data
+            evidence = {
+                "category": detected.category,
+                "detector": True,
+                "score": detected.score,
+                "threshold": p.threshold,
+                "match": detected.sentence[:300],
+                "context": detected.sentence[:600],
+                "exemplar": detected.exemplar,
+                "similarity": detected.similarity,
+            }
+            return Decision(i, "injection", "drop", detected.category, evidence), data
         category, name, match = found
         start = max(0, match.start() - 80)
         evidence = {

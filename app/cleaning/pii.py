@@ -1,7 +1,8 @@
 """Finding personal data and secrets in text: patterns, each confirmed by a check where the format has one
 (Luhn for cards, mod 97 for IBANs, the ISO 7064 checksum of the 18-digit Chinese resident ID, octet ranges for
-IPv4). Text inside code (``` fences or `inline`) is not searched for e-mails, IPs or phone numbers: there they
-are usually syntax (``git@host:repo``, ``0.0.0.0``) rather than someone's data."""
+IPv4, and for IPv4 not a version: a dotted quad after "version", "v", "build", 版本 is a version number). Text
+inside code (``` fences or `inline`) is not searched for e-mails, IPs or phone numbers: there they are usually
+syntax (``git@host:repo``, ``0.0.0.0``) rather than someone's data."""
 
 from __future__ import annotations
 
@@ -25,7 +26,10 @@ PLACEHOLDERS = {
 }
 CODE_SENSITIVE = {"email", "ip", "phone"}
 
-EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}(?![\w-])")
+# the edges are ASCII: an address written straight after Chinese text (请联系li@example.com) still counts
+EMAIL = re.compile(
+    r"(?<![A-Za-z0-9_.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}(?![A-Za-z0-9_-])"
+)
 # mainland-China mobile numbers (optionally +86), and international numbers written with a leading +
 CN_MOBILE = re.compile(r"(?<![\d+])(?:\+?86[\s-]?)?1[3-9]\d[\s-]?\d{4}[\s-]?\d{4}(?!\d)")
 INTL_PHONE = re.compile(r"(?<![\w+])\+[1-9]\d{0,2}(?:[\s.-]?\(?\d{1,4}\)?){2,5}(?!\d)")
@@ -33,7 +37,7 @@ INTL_PHONE = re.compile(r"(?<![\w+])\+[1-9]\d{0,2}(?:[\s.-]?\(?\d{1,4}\)?){2,5}(
 NANP_PHONE = re.compile(r"(?<![\w-])(?:\(\d{3}\)\s?|\d{3}[.-])\d{3}[.-]\d{4}(?![\w-])")
 CARD = re.compile(r"(?<![\d.,+])(?:\d[ -]?){12,18}\d(?![\d]|[.,]\d)")
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b")
-IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\d|\.\d)")  # a sentence's full stop may follow
 IPV6 = re.compile(r"(?<![:\w])(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}(?![:\w])")
 CN_ID = re.compile(
     r"(?<![\dA-Za-z])[1-9]\d{5}(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx](?![\dA-Za-z])"
@@ -49,6 +53,12 @@ SECRETS = re.compile(
     r")"
 )
 URL_CREDENTIALS = re.compile(r"\b[a-z][a-z0-9+.-]{1,15}://[^\s/:@]{1,64}:[^\s/@]{1,128}@[^\s/]+", re.IGNORECASE)
+# what a dotted quad after these words is: a version or build number, not an address
+VERSION_BEFORE = re.compile(
+    r"(?:\b(?:versions?|ver|release[sd]?|build|firmware|kernel|update|upgrade|patch|install(?:ed)?)\b\.?\s*[:#]?\s*"
+    r"|\bv|版本号?\s*[:：]?\s*|固件\s*|(?:安|先|升级到|更新到)装?\s*)$",
+    re.IGNORECASE,
+)
 CODE = re.compile(r"```.*?```|`[^`\n]+`", re.DOTALL)
 DIGIT = re.compile(r"\d")
 
@@ -178,7 +188,7 @@ def find(
         if 13 <= len(digits) <= 19 and luhn_ok(digits) and len(set(digits)) > 1:
             add("credit_card", m.start(), m.end())
     for m in IPV4.finditer(text) if "ipv4" in scan else ():
-        if _ipv4_ok(m.group()):
+        if _ipv4_ok(m.group()) and not VERSION_BEFORE.search(text, max(0, m.start() - 16), m.start()):
             add("ip", m.start(), m.end())
     for m in IPV6.finditer(text) if "ipv6" in scan else ():
         add("ip", m.start(), m.end())

