@@ -174,6 +174,10 @@ def env(configure: Callable[..., Any], tmp_path: Path, db_url: str) -> Any:
         hub_endpoint="http://127.0.0.1:9",
         heartbeat_seconds=0.5,
         eval_max_new_tokens=24,  # the tiny random model never stops early: 96 tokens cost minutes per run
+        # the evaluation after training (and "Evaluate" without options): small, as the tests read its plumbing
+        eval_sample_size=6,
+        eval_loss_records=16,
+        eval_probe_size=6,
     )
     upgrade_to_head()
     return settings

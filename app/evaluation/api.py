@@ -23,6 +23,9 @@ router = APIRouter(prefix="/api/v1", tags=["evaluations"], dependencies=[Depends
 
 
 class EvaluationCreate(service.EvaluationOptions):
+    """Options left out take the server's evaluation settings (REFINERY_EVAL_SAMPLE_SIZE, _MAX_NEW_TOKENS,
+    _LOSS_RECORDS, _PROBE_SIZE), as the evaluation after training does."""
+
     dataset_version_id: uuid.UUID | None = Field(
         default=None, description="The dataset version to evaluate on; defaults to the one the job trained on."
     )
@@ -64,7 +67,7 @@ def create(job_id: uuid.UUID, body: EvaluationCreate, session: SessionDep, user:
             field="dataset_version_id",
         )
     _dataset, version = jobs.owned_version(session, version_id, user=user)
-    options = service.EvaluationOptions.model_validate(body.model_dump(exclude={"dataset_version_id"}))
+    options = service.configured(body.model_dump(exclude={"dataset_version_id"}, exclude_unset=True))
     return to_read(session, service.create_evaluation(session, user=user, job=job, version=version, options=options))
 
 

@@ -110,14 +110,20 @@ def evaluate_after_training(session: Session, job: TrainingJob) -> Evaluation | 
     kinds = {"chat", "preference", "prompt"} if job.spec.get("grader") else None
     if not version.split_counts.get("test") or not evaluable_kinds(version, kinds):
         return None
+    return create_evaluation(session, user=user, job=job, version=version, options=configured({}), trained=True)
+
+
+def configured(values: dict[str, Any]) -> EvaluationOptions:
+    """The options given, the rest from the server's evaluation settings (REFINERY_EVAL_*): the evaluation
+    after training, "Evaluate" on a job's page and the API's all start from what the administrator set."""
     settings = get_settings()
-    options = EvaluationOptions(
-        sample_size=settings.eval_sample_size,
-        max_new_tokens=settings.eval_max_new_tokens,
-        loss_records=settings.eval_loss_records,
-        probe_size=settings.eval_probe_size,
-    )
-    return create_evaluation(session, user=user, job=job, version=version, options=options, trained=True)
+    defaults = {
+        "sample_size": settings.eval_sample_size,
+        "max_new_tokens": settings.eval_max_new_tokens,
+        "loss_records": settings.eval_loss_records,
+        "probe_size": settings.eval_probe_size,
+    }
+    return EvaluationOptions.model_validate({**defaults, **values})
 
 
 def get_evaluation(session: Session, evaluation_id: uuid.UUID, *, user: User) -> Evaluation:

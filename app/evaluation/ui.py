@@ -97,7 +97,7 @@ def start(request: Request, session: SessionDep, user: PageUser, sent: FormDep, 
         values.pop("judge_id")
     ticked = [v for v in sent.getlist("grader_ids") if isinstance(v, str) and v]
     try:
-        options = service.EvaluationOptions.model_validate({**values, "grader_ids": ticked})
+        options = service.configured({**values, "grader_ids": ticked})
     except ValidationError as exc:
         first = exc.errors()[0]
         raise InvalidInput(describe_error(dict(first)), field=str(first["loc"][0])) from exc

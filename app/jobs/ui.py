@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from app.basemodels import service as models
+from app.core.config import get_settings
 from app.core.deps import SessionDep, csrf_protect
 from app.core.errors import InvalidInput, NotFound, RefineryError
 from app.core.forms import FormDep, text_fields
@@ -301,6 +302,7 @@ def _job_context(session: Session, job: TrainingJob, user: User) -> dict[str, An
         "mlflow": tracking.run_link(artifact_path(job.storage_key)),
         "status": service.job_status(run),
         "evaluations": evaluations.for_job(session, job),
+        "eval_sample_size": get_settings().eval_sample_size,
         "eval_versions": service.usable_versions(session, user=user),
         "judges": judges.list_judges(session),
         "graders": library.list_graders(session, user=user),

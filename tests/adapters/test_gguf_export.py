@@ -127,11 +127,12 @@ def test_gguf_exports_read_back_with_the_adapters_logits(client: Any, setup: dic
         spread = expected.abs().max()
         assert (got - expected).abs().max() <= tolerance * spread, (fmt, (got - expected).abs().max(), spread)
         assert torch.equal(got.argmax(-1), expected.argmax(-1))
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        own = AutoTokenizer.from_pretrained(str(adapter_dir))
-        text = "Add 12 and 30.<|im_end|> ünïcode ✓"
-        assert tokenizer(text)["input_ids"] == own(text)["input_ids"]
-        assert tokenizer.chat_template == own.chat_template
+    # every format carries the same tokenizer (one writer): read back from one file, it tokenises as the model's
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    own = AutoTokenizer.from_pretrained(str(adapter_dir))
+    text = "Add 12 and 30.<|im_end|> ünïcode ✓"
+    assert tokenizer(text)["input_ids"] == own(text)["input_ids"]
+    assert tokenizer.chat_template == own.chat_template
 
     # the Modelfile renders conversations as the model's chat template does
     modelfile = (tmp_path / "q8_0" / "Modelfile").read_text()

@@ -164,8 +164,8 @@ def test_lora_on_smollm2_learns_a_fixed_format_better_than_base_and_few_shot(cli
     assert report["verdict"].startswith(f"Graded by in format, right kind: the tuned model passes {passes['tuned']}/20")
     assert "Fine-tuning clearly helped" in report["verdict"]
 
-    # the tuned SmolLM2 as GGUF: read back by transformers' GGUF loader, the f16 and q8_0 files give the adapter's
-    # logits on the task's prompts, and the f16 file answers as the adapter does
+    # the tuned SmolLM2 as 8-bit GGUF: read back by transformers' GGUF loader, it gives the adapter's logits on the
+    # task's prompts (f16's exactness is the tiny model's test, tests/adapters/test_gguf_export.py)
     exported_like_the_adapter(client, job["id"], tmp_path)
 
 
@@ -184,14 +184,11 @@ def exported_like_the_adapter(client: Any, job_id: str, tmp_path: Path) -> None:
     ]
     with torch.no_grad():
         expected = [tuned(**i).logits for i in inputs]
-        answer = tuned.generate(**inputs[0], max_new_tokens=24, do_sample=False)
-    for fmt, tolerance, agreement in (("f16", 0.01, 1.0), ("q8_0", 0.08, 0.9)):
+    for fmt, tolerance, agreement in (("q8_0", 0.08, 0.9),):
         path = export_and_unzip(client, job_id, fmt, tmp_path)
         loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name).eval()
         with torch.no_grad():
             got = [loaded(**i).logits for i in inputs]
-            if fmt == "f16":
-                assert torch.equal(loaded.generate(**inputs[0], max_new_tokens=24, do_sample=False), answer)
         for mine, theirs in zip(got, expected, strict=True):
             worst = float((mine - theirs).abs().max() / theirs.abs().max())
             same = float((mine.argmax(-1) == theirs.argmax(-1)).float().mean())
