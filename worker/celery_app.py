@@ -35,9 +35,12 @@ def _start_reconciler(**_: Any) -> None:
     lifecycle.start_reconciler()
     if get_settings().spare_training_child:
         lifecycle.SPARES.enable()
+    if get_settings().fork_children:
+        lifecycle.FORKS.enable()
 
 
 @signals.worker_shutting_down.connect
 def _stopping(**_: Any) -> None:
     lifecycle.STOPPING.set()
     lifecycle.SPARES.close()
+    lifecycle.FORKS.close()

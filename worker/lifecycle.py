@@ -30,6 +30,7 @@ from app.db.session import session_scope
 from app.deployments.service import settle_stalled
 from app.openai_api.stored import purge_expired
 from app.runs import service as runs
+from worker.forkserver import ChildProcess, ForkServer
 from worker.jobs import HANDLERS
 from worker.protocol import child_env
 
@@ -97,16 +98,23 @@ class Supervisor:
         settings = get_settings()
         log_path = settings.logs_dir / f"{self.lease.run_id}-attempt{self.lease.attempt}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        if settings.fork_children:
+            FORKS.enable()  # the first child of this process starts afresh while the server imports
         with log_path.open("ab") as stderr:
             self.log = stderr
-            proc = SPARES.take(self.argv, log_path) or subprocess.Popen(
-                self.argv,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                start_new_session=True,
-                text=True,
-                bufsize=1,
-                env=child_env(),
+            env = child_env()
+            proc: ChildProcess = (
+                SPARES.take(self.argv, log_path)
+                or FORKS.spawn(self.argv, stderr, env)
+                or subprocess.Popen(
+                    self.argv,
+                    stdout=subprocess.PIPE,
+                    stderr=stderr,
+                    start_new_session=True,
+                    text=True,
+                    bufsize=1,
+                    env=env,
+                )
             )
             lines: queue.Queue[str | None] = queue.Queue()
             assert proc.stdout is not None
@@ -118,7 +126,7 @@ class Supervisor:
         SPARES.refill()  # the next job's child gets ready while the worker is between jobs
         self._conclude(verdict, code)
 
-    def _supervise(self, proc: subprocess.Popen[str], lines: queue.Queue[str | None], beat: float, ttl: float) -> str:
+    def _supervise(self, proc: ChildProcess, lines: queue.Queue[str | None], beat: float, ttl: float) -> str:
         last_beat = last_ok = time.monotonic()
         while True:
             try:
@@ -316,6 +324,7 @@ class SpareTrainingChild:
 
 
 SPARES = SpareTrainingChild()
+FORKS = ForkServer()
 
 
 def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
@@ -324,12 +333,12 @@ def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
     lines.put(None)
 
 
-def _signal_group(proc: subprocess.Popen[str], sig: int) -> None:
+def _signal_group(proc: ChildProcess, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
 
 
-def _kill_group(proc: subprocess.Popen[str]) -> None:
+def _kill_group(proc: ChildProcess) -> None:
     for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(proc.pid, sig)
