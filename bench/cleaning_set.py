@@ -368,18 +368,10 @@ HARD_NEGATIVES_ZH = [
 
 
 def _luhn_complete(prefix: str, length: int, rng: random.Random) -> str:
+    from app.cleaning.pii import luhn_ok
+
     body = prefix + "".join(rng.choice("0123456789") for _ in range(length - len(prefix) - 1))
-    for check in "0123456789":
-        digits = body + check
-        total = 0
-        for i, ch in enumerate(reversed(digits)):
-            n = int(ch)
-            if i % 2 == 1:
-                n = n * 2 - 9 if n > 4 else n * 2
-            total += n
-        if total % 10 == 0:
-            return digits
-    raise AssertionError
+    return next(body + check for check in "0123456789" if luhn_ok(body + check))
 
 
 def _iban(country: str, bban: str) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from app.cleaning.recipe import DEFAULT_RECIPE
 from tests.cleaning.test_flow import MESSY
 from tests.e2e.conftest import logged_in_page, shot, upload_dataset
 
@@ -28,14 +29,14 @@ def test_clean_review_restore_and_commit(browser: Any, live_server: str, tmp_pat
     page.click("#cleaning >> text=Clean v1")
 
     page.wait_for_selector("#builder .step")
-    assert page.locator("#builder .step").count() == 7  # the default recipe
+    assert page.locator("#builder .step").count() == len(DEFAULT_RECIPE)
     page.select_option("select[name=add_op]", "rules")
     page.click("button[value=add]")
     page.wait_for_selector("#builder .step[data-op=rules]")  # the form redrawn by htmx
-    assert page.locator("#builder .step").count() == 8
+    assert page.locator("#builder .step").count() == len(DEFAULT_RECIPE) + 1
     page.click("#builder .step[data-op=rules] >> text=Remove")
     page.wait_for_selector("#builder .step[data-op=rules]", state="detached")
-    assert page.locator("#builder .step").count() == 7
+    assert page.locator("#builder .step").count() == len(DEFAULT_RECIPE)
     shot(page, "06a-clean-recipe")
     page.click("button[value=run]")
 
