@@ -149,10 +149,13 @@ def promotions(session: Session, deployment: Deployment) -> list[Promotion]:
 
 def _gate_evaluation(session: Session, user: User, job: TrainingJob, gate: dict[str, Any]) -> Evaluation:
     _dataset, version = jobs.owned_version(session, uuid.UUID(gate["dataset_version_id"]), user=user)
-    options = evaluations.EvaluationOptions(
-        sample_size=gate["sample_size"],
-        grader_ids=[uuid.UUID(g) for g in gate["grader_ids"]],
-        few_shot=0,  # the gate compares two models; the few-shot baseline is not part of it
+    # the gate's own numbers; the rest (answer length, loss records, probes) as the server's evaluations are set
+    options = evaluations.configured(
+        {
+            "sample_size": gate["sample_size"],
+            "grader_ids": [uuid.UUID(g) for g in gate["grader_ids"]],
+            "few_shot": 0,  # the gate compares two models; the few-shot baseline is not part of it
+        }
     )
     return evaluations.create_evaluation(session, user=user, job=job, version=version, options=options)
 

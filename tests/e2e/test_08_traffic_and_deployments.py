@@ -1,8 +1,9 @@
 """The flywheel's pages in the browser (Debian's Chromium), on the real SmolLM2: answers kept with store=true
 appear on Traffic, one is marked bad and one corrected by clicking, Make dataset turns them into a dataset;
 a deployment is created from its form, moved to the short job's adapter (an administrator's override, with its
-reason) and rolled back, its history on its page. (The gate itself, with its evaluations, is exercised on the
-tiny model in tests/deployments.)"""
+reason) and rolled back, its history on its page; then the same adapter is put to the gate, whose two
+evaluations run while the page watches, and the outcome with its numbers is shown and kept in the history. (The
+gate's pass and refusal rules are tested on the tiny model in tests/deployments.)"""
 
 from __future__ import annotations
 
@@ -54,6 +55,10 @@ def test_review_traffic_make_a_dataset_and_move_a_deployment(browser: Any, live_
     page.goto(f"{live_server}/deployments")
     page.fill("#new-deployment input[name=name]", "walkthrough-bot")
     page.select_option("#new-deployment select[name=model]", value=base["id"])
+    alpaca = page.locator("#new-deployment select[name=dataset_version_id] option", has_text="Alpaca 5000").first
+    page.select_option("#new-deployment select[name=dataset_version_id]", value=alpaca.get_attribute("value"))
+    page.select_option("#new-deployment select[name=metric]", "rouge_l")
+    page.fill("#new-deployment input[name=sample_size]", "3")
     page.click("#new-deployment button[type=submit]")
     page.wait_for_url("**/deployments/*")
     assert "SmolLM2" in page.inner_text("#serves")
@@ -70,3 +75,18 @@ def test_review_traffic_make_a_dataset_and_move_a_deployment(browser: Any, live_
     shot(page, "20-deployment")
     page.goto(f"{live_server}/adapters/{job_id}")
     assert "walkthrough-bot" in page.inner_text("#lineage")
+
+    # the gate: no reason given, so the candidate and the served model are evaluated first
+    page.go_back()
+    page.wait_for_selector("#promote-form")
+    page.select_option("#promote-form select[name=model]", value=option.get_attribute("value"))
+    page.click("#promote-form button[type=submit]")
+    page.wait_for_selector("#gate-live [data-promotion=running]")
+    outcome = page.wait_for_selector(
+        "#gate-live [data-promotion=passed], #gate-live [data-promotion=failed]", timeout=600_000
+    )
+    assert outcome is not None and "rouge_l: candidate" in outcome.inner_text()  # the gate's metric, both numbers
+    action = "promoted" if outcome.get_attribute("data-promotion") == "passed" else "refused"
+    page.reload()
+    assert page.locator(f"#history tr[data-action={action}]").count() == 1
+    assert (QUICK_JOB in page.inner_text("#serves")) == (action == "promoted")

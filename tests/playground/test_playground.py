@@ -165,6 +165,19 @@ def test_stream_swap_adapters_and_feedback_to_preferences(
     assert summary["samples"] >= 1 and summary["judged"] == 0
     assert summary["errors"] == {"malformed": 4 * summary["samples"], "timeout": 0, "http": 0, "unreachable": 0}
 
+    # the same local model as a distillation teacher: it answers the preference version's prompts, which arrive on
+    # Traffic as its stored completions
+    body = {"judge_id": judge["id"], "dataset_version_id": version["id"], "max_tokens": 8}
+    distilling = client.post("/api/v1/traffic/distillations", json=body)
+    assert distilling.status_code == 202, distilling.text
+    lifecycle.execute(distilling.json()["id"])
+    taught = client.get(f"/api/v1/runs/{distilling.json()['id']}").json()
+    assert taught["status"] == "succeeded", taught
+    assert taught["result"]["answers"] == 2 and taught["result"]["failures"] == {}
+    assert taught["result"]["tokens"]["prompt_tokens"] > 0 and taught["result"]["tokens"]["completion_tokens"] > 0
+    stored = client.get("/api/v1/traffic", params={"model": "teacher:tiny judge"}).json()
+    assert len(stored) == 2 and all(a["completion"]["choices"][0]["message"]["content"] for a in stored)
+
     # an eval run on a completions source: each item's prompt answered by the base and by the tuned model
     # through the same inference process, then graded (client.evals end to end)
     made = ai.evals.create(
