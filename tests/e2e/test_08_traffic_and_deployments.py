@@ -1,9 +1,10 @@
 """The flywheel's pages in the browser (Debian's Chromium), on the real SmolLM2: answers kept with store=true
-appear on Traffic, one is marked bad and one corrected by clicking, Make dataset turns them into a dataset;
-a deployment is created from its form, moved to the short job's adapter (an administrator's override, with its
-reason) and rolled back, its history on its page; then the same adapter is put to the gate, whose two
-evaluations run while the page watches, and the outcome with its numbers is shown and kept in the history. (The
-gate's pass and refusal rules are tested on the tiny model in tests/deployments.)"""
+appear on Traffic, one is marked bad and one corrected by clicking, Make dataset turns them into a dataset, and a
+short job is trained on it from its page. A deployment is created from its form, moved to the walkthrough's quick
+job (an administrator's override, with its reason) and rolled back, its history on its page; then the adapter
+trained on the traffic is put to the gate, whose two evaluations run while the page watches, and the outcome with
+its numbers is shown and kept in the history. (The gate's pass and refusal rules are tested on the tiny model in
+tests/deployments.)"""
 
 from __future__ import annotations
 
@@ -51,6 +52,19 @@ def test_review_traffic_make_a_dataset_and_move_a_deployment(browser: Any, live_
     page.wait_for_url("**/datasets/*")
     assert "made from 2 stored answers" in page.inner_text("#from-traffic")  # the bad one without a fix left out
 
+    # train on it from its page: a short job, launched from the form as a user would
+    page.click("#versions a:has-text('Train on it')")
+    page.wait_for_url("**/jobs/new?version=*")
+    page.fill("input[name=name]", "traffic fix")
+    page.fill("input[name=max_steps]", "2")
+    page.fill("input[name=batch_size]", "2")
+    page.fill("input[name=max_seq_length]", "128")
+    page.click("summary:has-text('Advanced')")
+    page.fill("input[name=eval_steps]", "0")
+    page.click("button:has-text('Launch')")
+    page.wait_for_url("**/jobs/*")
+    page.wait_for_selector("[data-status=succeeded]", timeout=600_000)
+
     # Deployments: create one on the base model, move it to the short job's adapter, roll it back
     page.goto(f"{live_server}/deployments")
     page.fill("#new-deployment input[name=name]", "walkthrough-bot")
@@ -76,10 +90,12 @@ def test_review_traffic_make_a_dataset_and_move_a_deployment(browser: Any, live_
     page.goto(f"{live_server}/adapters/{job_id}")
     assert "walkthrough-bot" in page.inner_text("#lineage")
 
-    # the gate: no reason given, so the candidate and the served model are evaluated first
+    # the gate, for the adapter trained on the traffic: no reason given, so the candidate and the served model are
+    # evaluated first
     page.go_back()
     page.wait_for_selector("#promote-form")
-    page.select_option("#promote-form select[name=model]", value=option.get_attribute("value"))
+    fixed = page.locator("#promote-form select[name=model] option", has_text="traffic fix").first
+    page.select_option("#promote-form select[name=model]", value=fixed.get_attribute("value"))
     page.click("#promote-form button[type=submit]")
     page.wait_for_selector("#gate-live [data-promotion=running]")
     outcome = page.wait_for_selector(
@@ -89,4 +105,5 @@ def test_review_traffic_make_a_dataset_and_move_a_deployment(browser: Any, live_
     action = "promoted" if outcome.get_attribute("data-promotion") == "passed" else "refused"
     page.reload()
     assert page.locator(f"#history tr[data-action={action}]").count() == 1
-    assert (QUICK_JOB in page.inner_text("#serves")) == (action == "promoted")
+    shot(page, "21-deployment-gate")
+    assert ("traffic fix" in page.inner_text("#serves")) == (action == "promoted")
