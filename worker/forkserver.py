@@ -363,6 +363,8 @@ class ForkServer:
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(Exception):
                 proc.wait(timeout=5)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)  # killed, it could not remove its socket itself
 
 
 def main() -> int:

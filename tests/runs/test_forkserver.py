@@ -27,7 +27,9 @@ def server() -> Iterator[ForkServer]:
     forks.enable()
     wait_for(lambda: bool(forks._path) and os.path.exists(forks._path), timeout=120, what="the fork server's socket")
     yield forks
+    path = forks._path
     forks.close()
+    assert not os.path.exists(path)  # no socket left behind
 
 
 def test_a_forked_child_runs_its_module_and_reports_how_it_ended(server: ForkServer, tmp_path: Path) -> None:
