@@ -5,8 +5,8 @@ with the worker's pipe as stdout, the attempt's log as stderr and the worker's e
 
 The worker talks to it over a Unix socket (``ForkServer`` below): one connection per child, carrying the request
 and the two file descriptors (SCM_RIGHTS), then the child's pid and, when the server has reaped it, its exit
-status. Only the modules in ``FORKABLE`` are forked, and only while the environment outside ``REFINERY_*`` is
-the one the server imported under (libraries read it at import); anything else, or a server not ready yet,
+status. Only the modules in ``FORKABLE`` are forked, and only while the variables the libraries read at import
+(``IMPORT_TIME_PREFIXES``) are those the server imported under; anything else, or a server not ready yet,
 starts with ``subprocess.Popen`` as before. The server forks from its only thread and has never run a tensor
 operation, so no thread pool is copied into a child. It exits when the process that started it goes away, or,
 when the worker closes its stdin, as soon as its last child has finished (children watch it: see
@@ -230,12 +230,11 @@ def gpu_visible() -> bool:
 class ForkedChild:
     """What the worker supervises for a forked child: the parts of ``subprocess.Popen`` it uses."""
 
-    def __init__(self, conn: socket.socket, pid: int, stdout: IO[str], args: list[str]) -> None:
+    def __init__(self, conn: socket.socket, pid: int, stdout: IO[str], args: list[str], unread: bytes) -> None:
         self._conn = conn
-        self._buffer = b""
+        self._buffer = unread  # what arrived after the pid line (the exit line, for a child that ended at once)
         self.pid = pid
         self.stdout: IO[str] | None = stdout
-        self.stdin = None
         self.args = args
         self.returncode: int | None = None
 
@@ -339,12 +338,13 @@ class ForkServer:
             os.close(write_end)
             write_end = -1
             reply = b""
-            while not reply.endswith(b"\n"):
+            while b"\n" not in reply:
                 chunk = conn.recv(64)
                 if not chunk:
                     raise OSError("the fork server closed the connection")
                 reply += chunk
-            pid = int(reply.decode().split()[1])
+            line, _, unread = reply.partition(b"\n")
+            pid = int(line.decode().split()[1])
         except (OSError, ValueError, IndexError):
             conn.close()
             os.close(read_end)
@@ -352,7 +352,7 @@ class ForkServer:
                 os.close(write_end)
             return None
         stdout = os.fdopen(read_end, "r", buffering=1, encoding="utf-8", errors="replace")
-        return ForkedChild(conn, pid, stdout, argv)
+        return ForkedChild(conn, pid, stdout, argv, unread)
 
     def close(self) -> None:
         with self._lock:

@@ -1,7 +1,7 @@
 """The learned prompt-injection detector: a logistic regression over character 1–4-grams and word 1–2-grams
 (TF-IDF, scikit-learn), fitted on Refinery's own exemplars (app/cleaning/exemplars.py: attacks in English and
-Chinese by category, and benign texts that share their words) the first time it is needed, in well under a
-second. It reads text the way people write it: other verbs and nouns, words in between, questions, Chinese
+Chinese by category, and benign texts that share their words) the first time it is needed (about two
+seconds). It reads text the way people write it: other verbs and nouns, words in between, questions, Chinese
 without spaces, where fixed patterns see only the phrasings they list.
 
 A text is cut into sentences (and the whole of it, when short); code (``` fences, `inline`) is left out, since
@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from app.cleaning.exemplars import ATTACKS, BENIGN
+from app.cleaning.pii import CODE
 
 # words (English, matched on word boundaries) and Chinese terms an attack sentence holds at least one of
 _EN_CUES = (
@@ -36,7 +37,6 @@ _ZH_CUES = (
     "当作|作废|取消"
 )
 CUES = re.compile(rf"\b(?:{_EN_CUES})\b|{_ZH_CUES}", re.IGNORECASE)
-CODE = re.compile(r"```.*?```|`[^`\n]+`", re.DOTALL)
 SENTENCE = re.compile(r"[^.!?。！？\n]+[.!?。！？]*")
 MAX_CHARS = 20_000  # of one text: an injection hides early or is repeated; the rest is not scored
 WHOLE_UP_TO = 400  # texts this short are also scored whole (an attack spread over two sentences)

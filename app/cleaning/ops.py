@@ -335,7 +335,6 @@ class Cleaner:
                 "score": detected.score,
                 "threshold": p.threshold,
                 "match": detected.sentence[:300],
-                "context": detected.sentence[:600],
                 "exemplar": detected.exemplar,
                 "similarity": detected.similarity,
             }

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from app.cleaning.pii import code_ranges
+
 # --- decontamination --------------------------------------------------------------------------------------
 
 # the verbs that set aside what came before, what came before, and what a model is told: an override is a verb
@@ -179,7 +181,6 @@ INJECTION_NEEDS: dict[str, tuple[str, ...]] = {
 }
 
 
-CODE_SPAN = re.compile(r"```.*?```|`[^`\n]+`", re.DOTALL)
 # "the <script> tag", "a <script> element": markup named in prose, as a tutorial does
 NAMED_TAG = re.compile(r"\s*(?:tags?|elements?|blocks?|标签|元素)\b", re.I)
 QUOTED = frozenset({"script", "sql"})  # the categories whose matches inside code are quoted, not injected
@@ -218,7 +219,7 @@ def find_injection(
                 continue
             for match in pattern.finditer(text):
                 if category in QUOTED and code is None:
-                    code = [(m.start(), m.end()) for m in CODE_SPAN.finditer(text)] if "`" in text else []
+                    code = code_ranges(text)
                 if not _quoted(category, text, match, code or []):
                     return category, name, match
                 if category not in QUOTED:

@@ -107,7 +107,7 @@ def _ipv4_ok(value: str) -> bool:
     return not (address.is_unspecified or address.is_loopback or str(address).startswith("255."))
 
 
-def _code_ranges(text: str) -> list[tuple[int, int]]:
+def code_ranges(text: str) -> list[tuple[int, int]]:
     return [(m.start(), m.end()) for m in CODE.finditer(text)] if "`" in text else []
 
 
@@ -153,7 +153,7 @@ def find(
     and credentials first, so that a key is not half-read as a phone number; people's names, found by an NER
     model and given as character ranges, last). ``prefilter=False`` scans with every pattern (for tests)."""
     scan = _could_hold(text) if prefilter else {*KINDS, "ipv4", "ipv6"}
-    code = _code_ranges(text)
+    code = code_ranges(text)
     found: list[Span] = []
 
     def taken(start: int, end: int) -> bool:
