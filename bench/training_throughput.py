@@ -1,16 +1,24 @@
-"""Training throughput: Refinery's training path against a plain Hugging Face ``Trainer`` + PEFT LoRA loop that
-pads every batch to its longest record (the baseline), on the same model (SmolLM2-135M-Instruct, converted
-from the bundled GGUF), the same records (alpaca_5000), the same LoRA, optimiser, schedule, seed, effective
-batch and number of steps.
+"""Training throughput: Refinery's training path against plain Hugging Face ``Trainer`` + PEFT LoRA scripts,
+on the same model (SmolLM2-135M-Instruct, converted from the bundled GGUF), the same records (alpaca_5000),
+tokens and masks, the same LoRA, optimiser, schedule, effective batch and number of steps. Two baselines:
+
+* ``defaults``: the Trainer as it comes — every batch padded to its longest record, one pass per step;
+* ``tuned``: the Trainer as a user who tuned it would set it — batches grouped by length
+  (``train_sampling_strategy="group_by_length"``), micro-batches of ``--tuned-micro`` records with gradient
+  accumulation up to the same batch, and, with ``--flatten``, the micro-batches padding-free
+  (``DataCollatorWithFlattening``: one row, ``position_ids`` restarting per record, which SDPA attention turns
+  into a block-diagonal mask).
 
 Reported per run: trained tokens per second (non-padding tokens only, over the training loop's own time),
 peak RSS, the mean training loss of the last steps, and the loss on held-out records after training (the
-same function scores both adapters, so the ratio is only meaningful when these agree).
+same function scores every adapter, so a ratio means something only when these agree). Every variant runs
+with each seed (``--seeds``); the summary gives the mean and the spread.
 
-Each run is its own Python process, so peak RSS is that run's alone.
+Each run is its own Python process, so peak RSS is that run's alone; the runs alternate variants so that a
+change in the machine's load falls on all of them.
 
-    .venv/bin/python bench/training_throughput.py                      # 480 records, batch 8
-    .venv/bin/python bench/training_throughput.py --records 960 --batch 16
+    .venv/bin/python bench/training_throughput.py                      # 480 records, batch 8, seeds 7 and 8
+    .venv/bin/python bench/training_throughput.py --records 160 --variants tuned refinery --out quick
 
 Writes bench/results/training.json and bench/results/training.md.
 """
@@ -97,7 +105,7 @@ def spec_for(args: argparse.Namespace, **extra: Any) -> Any:
             "learning_rate": 2e-4,
             "eval_steps": 0,
             "save_steps": 100_000,
-            "seed": 7,
+            "seed": args.seed,
             **extra,
         }
     )
@@ -142,8 +150,9 @@ def run_refinery(args: argparse.Namespace, model_dir: Path, records: Path, work:
 
 
 def run_baseline(args: argparse.Namespace, model_dir: Path, records: Path, work: Path) -> dict[str, Any]:
-    """A plain Trainer + PEFT LoRA loop: the same tokens and masks, batches padded to their longest record
-    (DataCollatorForSeq2Seq), random order."""
+    """A plain Trainer + PEFT LoRA loop on the same tokens and masks: as it comes (``defaults``: random order,
+    batches padded to their longest record by DataCollatorForSeq2Seq) or tuned (``tuned``: see the module's
+    docstring)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig, TaskType, get_peft_model
@@ -151,6 +160,7 @@ def run_baseline(args: argparse.Namespace, model_dir: Path, records: Path, work:
         AutoModelForCausalLM,
         AutoTokenizer,
         DataCollatorForSeq2Seq,
+        DataCollatorWithFlattening,
         Trainer,
         TrainerCallback,
         TrainingArguments,
@@ -170,6 +180,9 @@ def run_baseline(args: argparse.Namespace, model_dir: Path, records: Path, work:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    # with a key/value cache transformers does not read a flattened row's restarting positions as separate
+    # records (they would attend to each other); training needs none
+    model.config.use_cache = False
     config = LoraConfig(
         r=spec.lora_r,
         lora_alpha=spec.lora_alpha,
@@ -185,10 +198,15 @@ def run_baseline(args: argparse.Namespace, model_dir: Path, records: Path, work:
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
 
+    micro, tuning = spec.batch_size, {}
+    if args.child == "tuned":
+        micro = min(args.tuned_micro, spec.batch_size)
+        tuning = {"train_sampling_strategy": "group_by_length"}
     training_args = TrainingArguments(
         output_dir=str(work / "out"),
-        per_device_train_batch_size=spec.batch_size,
-        gradient_accumulation_steps=spec.gradient_accumulation_steps,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=spec.gradient_accumulation_steps * (spec.batch_size // micro),
+        **tuning,
         num_train_epochs=1,
         learning_rate=spec.learning_rate,
         lr_scheduler_type=spec.scheduler,
@@ -203,7 +221,9 @@ def run_baseline(args: argparse.Namespace, model_dir: Path, records: Path, work:
         seed=spec.seed,
         include_num_input_tokens_seen="non_padding",
     )
-    collator = DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=-100)
+    collator: Any = DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=-100)
+    if args.child == "tuned" and args.flatten:
+        collator = DataCollatorWithFlattening()
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train, data_collator=collator, callbacks=[Losses()]
     )
@@ -248,7 +268,7 @@ def held_out_loss(model_dir: Path, adapter: str, records: Path, max_length: int)
 
 def child(args: argparse.Namespace) -> None:
     model_dir, records = prepare_model(), prepare_records(args.records)
-    work = CACHE / f"run-{args.child}"
+    work = CACHE / f"run-{args.child}-{args.seed}"
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)
@@ -261,9 +281,13 @@ def child(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def measure(variant: str, args: argparse.Namespace) -> dict[str, Any]:
-    argv = [sys.executable, __file__, "--child", variant, "--records", str(args.records), "--batch", str(args.batch)]
-    argv += ["--accum", str(args.accum), "--max-length", str(args.max_length)]
+OPTIONS = ("records", "batch", "accum", "max_length", "tuned_micro", "flatten", "refinery_spec")
+
+
+def measure(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    argv = [sys.executable, __file__, "--child", variant, "--seed", str(seed), "--records", str(args.records)]
+    argv += ["--batch", str(args.batch), "--accum", str(args.accum), "--max-length", str(args.max_length)]
+    argv += ["--tuned-micro", str(args.tuned_micro)] + (["--flatten"] if args.flatten else [])
     if args.refinery_spec:
         argv += ["--refinery-spec", args.refinery_spec]
     started = time.monotonic()
@@ -274,6 +298,7 @@ def measure(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     result = json.loads(line[len("RESULT ") :])
     result |= {
         "variant": variant,
+        "seed": seed,
         "tokens_per_second": round(result["tokens"] / result["train_seconds"], 1),
         "final_loss": round(sum(result["last_losses"]) / len(result["last_losses"]), 4),
         "wall_seconds": round(time.monotonic() - started, 1),
@@ -282,14 +307,34 @@ def measure(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per variant: the mean over seeds of tokens/s, held-out loss and peak RSS, with each one's spread
+    (largest minus smallest)."""
+    out: dict[str, dict[str, float]] = {}
+    for variant in dict.fromkeys(r["variant"] for r in runs):
+        mine = [r for r in runs if r["variant"] == variant]
+        row: dict[str, float] = {"seeds": len(mine)}
+        for key in ("tokens_per_second", "held_out_loss", "peak_rss_mb"):
+            values = [float(r[key]) for r in mine]
+            row[key] = round(sum(values) / len(values), 4)
+            row[key + "_spread"] = round(max(values) - min(values), 4)
+        out[variant] = row
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=480)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--accum", type=int, default=1)
     parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--tuned-micro", type=int, default=2, help="records per pass of the tuned baseline")
+    parser.add_argument("--flatten", action="store_true", help="the tuned baseline's passes padding-free")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[7, 8])
+    parser.add_argument("--variants", nargs="+", default=["defaults", "tuned", "refinery"])
     parser.add_argument("--refinery-spec", default="", help="JSON of spec fields to try on Refinery's side")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=7, help=argparse.SUPPRESS)
     parser.add_argument("--out", default="training", help="result file name under bench/results/")
     args = parser.parse_args()
     if args.child:
@@ -297,28 +342,44 @@ def main() -> None:
         return
     prepare_model()  # converted here once, so that no run's peak memory includes the conversion
     prepare_records(args.records)
-    runs = [measure("baseline", args), measure("refinery", args)]
-    base, ours = runs
-    ratio = ours["tokens_per_second"] / base["tokens_per_second"]
+    runs = [measure(variant, seed, args) for seed in args.seeds for variant in args.variants]
+    summary = summarise(runs)
+    ours = summary.get("refinery")
+    ratios = {
+        f"refinery_over_{name}": round(ours["tokens_per_second"] / row["tokens_per_second"], 2)
+        for name, row in summary.items()
+        if ours and name != "refinery"
+    }
     report = {
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": _cpus()},
-        "settings": {k: getattr(args, k) for k in ("records", "batch", "accum", "max_length", "refinery_spec")},
+        "settings": {k: getattr(args, k) for k in OPTIONS} | {"seeds": args.seeds},
         "runs": runs,
-        "ratio_tokens_per_second": round(ratio, 2),
+        "summary": summary,
+        "ratios_tokens_per_second": ratios,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
-        "| run | steps | trained tokens | tokens/s | train s | peak RSS (MB) | final train loss | held-out loss |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | seed | steps | trained tokens | tokens/s | train s | peak RSS (MB) | final train loss "
+        "| held-out loss |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         lines.append(
-            f"| {r['variant']} | {r['steps']} | {r['tokens']:,} | {r['tokens_per_second']:,.0f} | "
+            f"| {r['variant']} | {r['seed']} | {r['steps']} | {r['tokens']:,} | {r['tokens_per_second']:,.0f} | "
             f"{r['train_seconds']:.1f} | {r['peak_rss_mb']:,} | {r['final_loss']:.3f} | {r['held_out_loss']:.3f} |"
         )
+    lines += ["", "| variant | seeds | tokens/s (mean ± spread) | held-out loss (mean ± spread) | peak RSS (MB) |"]
+    lines.append("|---|---:|---:|---:|---:|")
+    for name, row in summary.items():
+        lines.append(
+            f"| {name} | {row['seeds']:.0f} | {row['tokens_per_second']:,.0f} ± {row['tokens_per_second_spread']:,.0f} "
+            f"| {row['held_out_loss']:.3f} ± {row['held_out_loss_spread']:.3f} | {row['peak_rss_mb']:,.0f} |"
+        )
     lines.append("")
-    lines.append(f"Refinery / baseline tokens per second: **{ratio:.2f}×** ({json.dumps(report['settings'])}).")
+    for name, ratio in ratios.items():
+        lines.append(f"- Refinery / {name.removeprefix('refinery_over_')} tokens per second: **{ratio:.2f}×**")
+    lines.append(f"\nSettings: `{json.dumps(report['settings'])}`.")
     (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -126,7 +126,13 @@ def test_gguf_exports_read_back_with_the_adapters_logits(client: Any, setup: dic
             got = loaded(input_ids=ids).logits
         spread = expected.abs().max()
         assert (got - expected).abs().max() <= tolerance * spread, (fmt, (got - expected).abs().max(), spread)
-        assert torch.equal(got.argmax(-1), expected.argmax(-1))
+        if fmt == "f16":  # the same next token everywhere
+            assert torch.equal(got.argmax(-1), expected.argmax(-1))
+        else:  # q8_0: wherever the reference's best two are further apart than its error allowance (a near tie
+            # on this random tiny model may flip within 8-bit rounding: that is what quantising is)
+            top2 = expected.topk(2, dim=-1).values
+            clear = (top2[..., 0] - top2[..., 1]) > 2 * tolerance * spread
+            assert torch.equal(got.argmax(-1)[clear], expected.argmax(-1)[clear]), fmt
     # every format carries the same tokenizer (one writer): read back from one file, it tokenises as the model's
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     own = AutoTokenizer.from_pretrained(str(adapter_dir))

@@ -76,8 +76,11 @@ def cpu_micro_batches(spec: TrainingSpec, train: Any) -> tuple[int, int]:
 def _sft(ctx: Context) -> Any:
     from trl import SFTConfig, SFTTrainer
 
+    from worker.training.label_logits import LabelLogitsSFTTrainer, supports
+
     spec, args = ctx.spec, dict(ctx.args)
-    if not ctx.cuda:  # supervised and continued pre-training rows are tokenised: their lengths are known
+    packed_passes = not ctx.cuda and not spec.packing and supports(ctx.model)  # label_logits.PackedPasses
+    if not ctx.cuda and not packed_passes:  # supervised and continued pre-training rows are tokenised
         micro, passes = cpu_micro_batches(spec, ctx.train)
         args |= {"per_device_train_batch_size": micro, "gradient_accumulation_steps": passes}
     if spec.group_by_length and not spec.packing:
@@ -86,6 +89,8 @@ def _sft(ctx: Context) -> Any:
     if spec.neftune_noise_alpha > 0:  # noisy embeddings while training (transformers' NEFTune hook)
         args["neftune_noise_alpha"] = spec.neftune_noise_alpha
     config = SFTConfig(**args, max_length=spec.max_seq_length, packing=spec.packing, dataset_num_proc=None)
+    if not ctx.cuda:  # on a CPU: packed passes, and only the learned positions projected (label_logits.py)
+        return LabelLogitsSFTTrainer(model=ctx.model, args=config, **ctx.common)
     return SFTTrainer(model=ctx.model, args=config, **ctx.common)
 
 
