@@ -2,20 +2,23 @@
 
 Memory = weights + gradients + optimiser states + activations (+ a fixed CUDA/framework overhead):
 
-* weights: 2 bytes/parameter in 16-bit, 4 in fp32, ~0.55 for 4-bit NF4 with double quantisation (QLoRA);
+* weights: 2 bytes/parameter in 16-bit, 4 in fp32, ~0.55 for 4-bit NF4 with double quantisation (QLoRA, whose
+  embeddings and output layer stay in 16-bit: bitsandbytes quantises the linear layers inside the blocks);
 * trainable parameters (adapter or all): gradients in the training precision and AdamW's two fp32
   moments (8 bytes), plus an fp32 master copy (4 bytes) when full fine-tuning runs in mixed precision —
   16 bytes per trained parameter in all, the figure behind "full fine-tuning of a 7B model needs ~112 GB";
-* activations kept for the backward pass: ~``batch × sequence × hidden × layers × 34`` bytes in 16-bit
-  without gradient checkpointing (Korthikanti et al.'s per-layer count, attention scores excluded because
-  SDPA/flash attention does not store them); plus the fp32 logits for the loss;
+* activations kept for the backward pass on a GPU, where training checkpoints them (worker/training/train.py,
+  every adapter but prefix tuning): each layer's input (``batch × sequence × hidden`` values) plus one layer's
+  full set while it is recomputed, ``batch × sequence × hidden × 34`` bytes in 16-bit (Korthikanti et al.'s
+  per-layer count, attention scores excluded because SDPA/flash attention does not store them); without
+  checkpointing, that full set for every layer; plus the fp32 logits for the loss;
 * on a CPU (fp32), measured rather than taken from the literature: about 60 fp32 values per hidden unit,
   layer and token of a forward pass (bench/results/memory_estimate.md: SmolLM2 with LoRA on every linear
   layer, allocator slack included), counted for one pass of the batch as the CPU runs it
   (``cpu_pass_size``), plus the libraries (torch and the rest: about 0.55 GB).
 
-Checked against the published 7B figures (tests/jobs/test_estimate.py): LoRA in 16-bit ≈ 16 GB,
-QLoRA ≈ 6 GB, full fine-tuning with AdamW in mixed precision ≈ 80–120 GB.
+Checked against the published 7B figures, in GB (tests/jobs/test_spec_and_estimate.py): LoRA in 16-bit
+≈ 16 GB, QLoRA ≈ 6 GB, full fine-tuning with AdamW in mixed precision ≈ 80–120 GB; on a GPU by bench/gpu.py.
 """
 
 from __future__ import annotations
@@ -99,6 +102,12 @@ def cpu_pass_size(batch_size: int, longest: int) -> int:
     return max(d for d in range(1, batch_size + 1) if batch_size % d == 0 and d <= fits)
 
 
+def checkpointed(spec: TrainingSpec) -> bool:
+    """Whether training on a GPU recomputes activations (worker/training/train.py's gradient_checkpointing):
+    prefix tuning feeds its prefix as past key/values, which activation checkpointing drops."""
+    return spec.adapter != Adapter.prefix_tuning
+
+
 def estimate_memory(spec: TrainingSpec, shape: ModelShape, *, gpu: bool = True) -> MemoryEstimate:
     sixteen_bit = gpu and spec.precision != "fp32"
     weight_bytes = 0.55 if spec.adapter == Adapter.qlora else (2.0 if sixteen_bit else 4.0)
@@ -107,14 +116,20 @@ def estimate_memory(spec: TrainingSpec, shape: ModelShape, *, gpu: bool = True) 
     master = 4.0 if (spec.adapter == Adapter.full and sixteen_bit) else 0.0
     tokens = spec.batch_size * spec.max_seq_length
     if gpu:
-        activation_bytes = 1.0 if sixteen_bit else 2.0
-        activations = tokens * shape.hidden_size * shape.layers * ACTIVATION_FACTOR * activation_bytes
+        scale = 1.0 if sixteen_bit else 2.0  # ACTIVATION_FACTOR counts bytes in 16-bit
+        # checkpointed: the layers' inputs, and one layer's activations while it is recomputed
+        per_token = shape.layers * (2.0 if checkpointed(spec) else ACTIVATION_FACTOR)
+        per_token += ACTIVATION_FACTOR if checkpointed(spec) else 0
+        activations = tokens * shape.hidden_size * per_token * scale
     else:
         if spec.method in PASSED_METHODS:
             tokens = cpu_pass_size(spec.batch_size, spec.max_seq_length) * spec.max_seq_length
         activations = tokens * shape.hidden_size * shape.layers * CPU_ACTIVATION_VALUES * 4.0
     activations += tokens * shape.vocab_size * 4  # fp32 logits for the loss
     weights = shape.parameters * weight_bytes
+    if spec.adapter == Adapter.qlora:  # the embeddings and the output layer are not quantised
+        embeddings = min(shape.parameters, 2 * shape.vocab_size * shape.hidden_size)
+        weights = (shape.parameters - embeddings) * weight_bytes + embeddings * 2.0
     if spec.method in REFERENCE_METHODS and spec.adapter in (Adapter.full, Adapter.freeze):
         weights *= 2  # a frozen reference copy (adapters get theirs by switching the adapter off)
     return MemoryEstimate(
