@@ -193,6 +193,7 @@ class Lineage:
 
     training: DatasetTrail | None  # None for an adapter uploaded rather than trained here
     general: DatasetTrail | None
+    mixed: list[tuple[DatasetTrail, float]]  # other dataset versions mixed in (TrainingSpec.mix), with ratios
     held_out: DatasetTrail | None
     reward_model: TrainingJob | None
     cloned_from: TrainingJob | None
@@ -245,9 +246,16 @@ def lineage(session: Session, row: AdapterRow, *, user: User) -> Lineage:
     cloned_from = session.get(TrainingJob, job.cloned_from_id) if job.cloned_from_id else None
     general = referenced(session, DatasetVersion, job.general_version_id) if job.general_version_id else None
     held_out = referenced(session, DatasetVersion, job.validation_version_id) if job.validation_version_id else None
+    mixed = []
+    for part in job.spec.get("mix") or []:
+        # no foreign key: datasets.deletable() keeps a mixed-in version; a missing one is left out
+        trail = _dataset_trail(session, session.get(DatasetVersion, uuid.UUID(str(part["version_id"]))))
+        if trail is not None:
+            mixed.append((trail, float(part["ratio"])))
     return Lineage(
         training=_dataset_trail(session, row.version),
         general=_dataset_trail(session, general),
+        mixed=mixed,
         held_out=_dataset_trail(session, held_out),
         reward_model=reward,
         cloned_from=cloned_from if cloned_from and cloned_from.owner_id == user.id else None,

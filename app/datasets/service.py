@@ -373,7 +373,12 @@ def deletable(session: Session, dataset: Dataset) -> bool:
         ),
         select(Evaluation.id).where(Evaluation.dataset_version_id.in_(ids)),
     )
-    return all(session.scalar(stmt.limit(1)) is None for stmt in used)
+    if not all(session.scalar(stmt.limit(1)) is None for stmt in used):
+        return False
+    # a version mixed into a job (TrainingSpec.mix) is in the job's spec; jobs mix only their owner's versions
+    wanted = {str(i) for i in ids}
+    specs = session.scalars(select(TrainingJob.spec).where(TrainingJob.owner_id == dataset.owner_id))
+    return not any(str(part.get("version_id")) in wanted for spec in specs for part in (spec or {}).get("mix") or [])
 
 
 def delete_dataset(session: Session, dataset: Dataset) -> None:

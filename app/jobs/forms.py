@@ -11,7 +11,7 @@ import yaml
 from annotated_types import Ge, Gt, Le, Lt
 
 from app.core.i18n import N_, gettext
-from app.jobs.spec import ADAPTER_LABELS, METHOD_LABELS, TrainingSpec, field_groups
+from app.jobs.spec import ADAPTER_LABELS, MAX_MIX_PARTS, METHOD_LABELS, TrainingSpec, field_groups
 
 LABELS: dict[str, str] = {
     "method": N_("Method"),
@@ -149,11 +149,31 @@ def spec_from_form(form: dict[str, str]) -> dict[str, Any]:
         if name == "grader":  # a cloned job's grader travels as JSON in a hidden field
             if form.get("grader"):
                 raw["grader"] = _grader_json(form["grader"])
+        elif name == "mix":  # rows of a dataset version and its ratio
+            raw["mix"] = mix_from_form(form)
         elif info.annotation is bool:
             raw[name] = form.get(name) in ("on", "true", "1")
         elif name in form and form[name] != "":
             raw[name] = form[name]
     return raw
+
+
+def mix_from_form(form: dict[str, str]) -> list[dict[str, str]]:
+    """The form's mix rows (``mix_version_N`` and ``mix_ratio_N``) that name a version; a missing ratio is 1."""
+    rows = []
+    for n in range(1, MAX_MIX_PARTS + 1):
+        version = form.get(f"mix_version_{n}", "").strip()
+        if version:
+            rows.append({"version_id": version, "ratio": form.get(f"mix_ratio_{n}", "").strip() or "1"})
+    return rows
+
+
+def mix_rows(values: TrainingSpec | None, form: dict[str, str]) -> list[dict[str, str]]:
+    """The mix rows the form shows: the form's own (sent back with an error), else the spec's (a clone)."""
+    rows = mix_from_form(form) or [
+        {"version_id": str(part.version_id), "ratio": f"{part.ratio:g}"} for part in (values.mix if values else [])
+    ]
+    return rows + [{"version_id": "", "ratio": ""}] * (MAX_MIX_PARTS - len(rows))
 
 
 def _grader_json(text: str) -> Any:

@@ -24,7 +24,7 @@ from app.db.models import BaseModelRecord, Dataset, DatasetVersion, ModelStatus,
 from app.jobs.card import model_card
 from app.jobs.files import checkpoints, directory_zip, final_dir
 from app.jobs.files import tensorboard_zip as events_zip
-from app.jobs.spec import Adapter, Method, Problem, TrainingSpec, check_compatibility
+from app.jobs.spec import METHOD_KINDS, Adapter, Method, Problem, TrainingSpec, check_compatibility
 from app.runs import service as runs
 
 TRAIN_KIND = "training"
@@ -83,6 +83,34 @@ def problems_for(
         problem = _start_problem(session, spec, model=model, user=user)
         if problem:
             problems.append(Problem(field="start_from_job_id", message=problem))
+    problems += mix_problems(session, spec, version=version, user=user)
+    return problems
+
+
+def mix_problems(session: Session, spec: TrainingSpec, *, version: DatasetVersion, user: User) -> list[Problem]:
+    """Each dataset version mixed in must be the user's, another than the job's, used once, and hold training
+    records of a kind the method reads."""
+    problems: list[Problem] = []
+    seen = {version.id}
+    readable = METHOD_KINDS[spec.method.value]
+    for part in spec.mix:
+        dataset, mixed = owned_version(session, part.version_id, user=user)
+        name = f"{dataset.name} v{mixed.number}"
+        if mixed.id in seen:
+            message = _("%(name)s is mixed in twice, or is the job's own dataset: mix in each version once.", name=name)
+        elif not any(mixed.kind_counts.get(kind) for kind in readable):
+            message = _(
+                "%(name)s holds no records %(method)s trains on (%(kinds)s): mix in another version.",
+                name=name,
+                method=spec.method.value.upper(),
+                kinds=", ".join(sorted(readable)),
+            )
+        elif not mixed.split_counts.get("train"):
+            message = _("%(name)s has no records in its train split: mix in another version.", name=name)
+        else:
+            seen.add(mixed.id)
+            continue
+        problems.append(Problem(field="mix", message=message))
     return problems
 
 

@@ -9,6 +9,7 @@ for LoRA SFT of small instruct models (the values LLaMA-Factory and TRL's exampl
 from __future__ import annotations
 
 import enum
+import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -130,6 +131,25 @@ def method_for(kind_counts: dict[str, int]) -> str:
 
 def _f(default: Any, help_text: str, group: str = "basic", **kwargs: Any) -> Any:
     return Field(default, description=help_text, json_schema_extra={"group": group}, **kwargs)
+
+
+MAX_MIX_PARTS = 3
+
+
+class MixPart(BaseModel):
+    """Another dataset version mixed into the job's training split."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version_id: uuid.UUID = Field(description="A dataset version of yours whose records the method can train on.")
+    ratio: float = Field(
+        gt=0,
+        le=10,
+        description=(
+            "Records drawn from this version per record of the job's dataset (0.5: half as many; 2: twice as "
+            "many, repeating records when the version has fewer)."
+        ),
+    )
 
 
 class TrainingSpec(BaseModel):
@@ -296,6 +316,15 @@ class TrainingSpec(BaseModel):
         "linked",
         max_length=36,
         pattern=r"^[0-9a-fA-F-]*$",
+    )
+    mix: list[MixPart] = _f(
+        [],
+        N_(
+            "Other dataset versions mixed into the training split, each with a ratio: records drawn from it per "
+            "record of the job's dataset. Any method; each version must hold records the method trains on."
+        ),
+        "linked",
+        max_length=MAX_MIX_PARTS,
     )
     start_from_job_id: str = _f(
         "",

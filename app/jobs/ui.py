@@ -26,7 +26,7 @@ from app.evaluation import service as evaluations
 from app.graders import library
 from app.jobs import compare as comparing
 from app.jobs import files, presets, service, sizing, tracking
-from app.jobs.forms import form_fields, spec_from_form, spec_from_yaml, spec_to_yaml
+from app.jobs.forms import form_fields, mix_rows, spec_from_form, spec_from_yaml, spec_to_yaml
 from app.jobs.preview import preview
 from app.jobs.spec import METHOD_DEFAULTS, USUAL_LEARNING_RATES, TrainingSpec, method_for
 from app.runs import logs as run_logs
@@ -37,7 +37,9 @@ router = APIRouter(dependencies=[Depends(csrf_protect)], include_in_schema=False
 GPU_SIZES = (8, 16, 24, 40, 48, 80, 141)
 
 
-def _choices(session: Session, user: User, values: TrainingSpec | None = None) -> dict[str, Any]:
+def _choices(
+    session: Session, user: User, values: TrainingSpec | None = None, form: dict[str, str] | None = None
+) -> dict[str, Any]:
     reward_help = TrainingSpec.model_fields["reward_job_id"].description or ""
     versions = service.usable_versions(session, user=user)
     return {
@@ -59,6 +61,8 @@ def _choices(session: Session, user: User, values: TrainingSpec | None = None) -
         "method_defaults": json.dumps(METHOD_DEFAULTS),
         "usual_rates": json.dumps(USUAL_LEARNING_RATES),
         "version_methods": {str(v.id): method_for(v.kind_counts) for _d, v in versions},
+        "mix_rows": mix_rows(values, form or {}),
+        "mix_help": _(TrainingSpec.model_fields["mix"].description or ""),
     }
 
 
@@ -116,7 +120,7 @@ def new_job_page(request: Request, session: SessionDep, user: PageUser) -> Respo
         request,
         "jobs/new.html",
         {
-            **_choices(session, user, values),
+            **_choices(session, user, values, form),
             "fields": form_fields(values),
             "selected": selected,
             "form": form,
@@ -134,7 +138,7 @@ def _form_again(
     except (ValueError, RefineryError):
         values = None
     context = {
-        **_choices(session, user, values),
+        **_choices(session, user, values, form),
         "fields": form_fields(values),
         "selected": form.get("dataset_version_id", ""),
         "form": form,

@@ -45,6 +45,10 @@ TEXTS: dict[str, str] = {
         "Training started: %(records)s training records, %(steps)s steps, %(trainable)s of %(total)s parameters "
         "trained."
     ),
+    "dataset_mixed": N_(
+        "Mixed datasets: %(own)s records of the job's dataset and %(mixed)s from the mixed-in versions, "
+        "%(total)s in all."
+    ),
     "checkpoint_saved": N_("Checkpoint saved at step %(step)s."),
     "tracker_logging": N_("Logging to %(tracker)s: %(url)s"),
     "tracker_down": N_("%(tracker)s stopped answering (%(detail)s); the job goes on without it."),

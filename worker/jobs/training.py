@@ -22,6 +22,17 @@ from worker.training.distributed import launch_argv
 KIND = TRAIN_KIND
 
 
+def _mix_paths(session: Any, parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records file and ratio of each dataset version mixed into the job (TrainingSpec.mix)."""
+    out = []
+    for part in parts:
+        version = session.get(DatasetVersion, uuid.UUID(str(part["version_id"])))
+        if version is None or not version.storage_key:
+            raise ValueError("A dataset version mixed into this job no longer exists.")
+        out.append({"path": str(artifact_path(version.storage_key)), "ratio": float(part["ratio"])})
+    return out
+
+
 class TrainingHandler:
     def argv(self, run_id: uuid.UUID, params: dict[str, Any], attempt: int) -> list[str]:
         with session_scope() as session:
@@ -40,6 +51,7 @@ class TrainingHandler:
                 "chat_template": model.chat_template,
                 "records_path": str(artifact_path(version.storage_key)),
                 "general_records_path": str(artifact_path(general.storage_key)) if general else None,
+                "mix": _mix_paths(session, job.spec.get("mix") or []),
                 "eval_records_path": str(artifact_path(held_out.storage_key)) if held_out else None,
                 "output_dir": str(artifact_path(f"{job.storage_key}/checkpoints")),
                 "final_dir": str(artifact_path(f"{job.storage_key}/final")),

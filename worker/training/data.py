@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,33 @@ def mix_general(
     mixed = domain + rng.sample(general, wanted)
     rng.shuffle(mixed)
     return mixed
+
+
+def draw(rows: list[dict[str, Any]], wanted: int, rng: random.Random) -> list[dict[str, Any]]:
+    """``wanted`` rows: a sample without repeats when there are enough, else every row as often as fits and a
+    sample for the rest."""
+    if not rows or wanted <= 0:
+        return []
+    whole, rest = divmod(wanted, len(rows))
+    return rows * whole + rng.sample(rows, rest)
+
+
+def mix_versions(
+    train: list[dict[str, Any]],
+    parts: list[dict[str, Any]],
+    rows_of: Callable[[Path], list[dict[str, Any]]],
+    seed: int,
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """The job's rows and, per mixed-in version (``{"path", "ratio"}``), ``round(ratio × len(train))`` of its
+    rows, shuffled with the seed; with how many rows each version gave."""
+    rng = random.Random(seed)  # noqa: S311  (reproducible sampling, not security)
+    mixed, counts = list(train), []
+    for part in parts:
+        drawn = draw(rows_of(Path(part["path"])), round(float(part["ratio"]) * len(train)), rng)
+        counts.append(len(drawn))
+        mixed += drawn
+    rng.shuffle(mixed)
+    return mixed, counts
 
 
 def dpo_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from app.datasets.template import renderer_for
 from app.jobs.checkpoints import COMPLETE_MARKER, latest_complete_checkpoint
+from app.jobs.estimate import checkpointed
 from app.jobs.spec import Adapter, Method, TrainingSpec
 from worker.protocol import emit, event, exit_with_parent, fail, is_main_process, progress
 from worker.training.adapters import (
@@ -31,6 +32,7 @@ from worker.training.callbacks import RefineryCallback
 from worker.training.data import (
     DataError,
     mix_general,
+    mix_versions,
     read_records,
 )
 from worker.training.distributed import world_size
@@ -58,6 +60,15 @@ def _datasets(spec: TrainingSpec, job: dict[str, Any], renderer: Any) -> tuple[A
     if spec.method == Method.cpt and job.get("general_records_path") and spec.cpt_general_ratio:
         general = plan.rows(spec, read_records(Path(job["general_records_path"]), split="train", kinds=kinds), renderer)
         train = mix_general(train, general, spec.cpt_general_ratio, spec.seed)
+    if job.get("mix"):  # other dataset versions, each with its ratio (TrainingSpec.mix)
+        own = len(train)
+        train, counts = mix_versions(
+            train,
+            job["mix"],
+            lambda path: plan.rows(spec, read_records(path, split="train", kinds=kinds), renderer),
+            spec.seed,
+        )
+        event("dataset_mixed", own=own, mixed=", ".join(str(n) for n in counts), total=len(train))
     if not train:
         raise DataError("no_train_records")
     if spec.max_eval_records and len(evaluation) > spec.max_eval_records:  # the same sample at every evaluation
@@ -102,8 +113,8 @@ def _common_args(spec: TrainingSpec, output_dir: Path, has_eval: bool, cuda: boo
         "dataloader_num_workers": 0,
         "include_num_input_tokens_seen": "non_padding",
         # recomputing activations saves GPU memory for a third more compute; on CPU, memory is not the limit.
-        # Prefix tuning feeds its prefix as past key/values, which activation checkpointing drops.
-        "gradient_checkpointing": cuda and spec.adapter != Adapter.prefix_tuning,
+        # The memory estimate counts activations by the same rule (app/jobs/estimate.py).
+        "gradient_checkpointing": cuda and checkpointed(spec),
     }
 
 
