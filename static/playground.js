@@ -38,8 +38,8 @@
 
   // the text, then (after an ASCII record separator the text never holds) how the answer ended
   const END_MARK = "\x1e";
-  async function streamInto(side, model, messages, target) {
-    const response = await post("/playground/stream", { model, messages, ...params() });
+  async function streamInto(side, model, messages, target, pair) {
+    const response = await post("/playground/stream", { model, messages, ...params(), ...(pair ? { pair } : {}) });
     if (!response.ok) {
       let message = response.statusText;
       try { message = (await response.json()).error.message; } catch (_) { /* keep the status text */ }
@@ -115,6 +115,8 @@
     const same = JSON.stringify(history.a) === JSON.stringify(history.b);
     const prompts = {};
     const answers = {};
+    // side by side, both requests carry one id: the inference process generates the two answers together
+    const pair = m.b ? `p${Date.now().toString(36)}${Math.random().toString(36).slice(2, 10)}` : null;
     await Promise.all(sides.map(async (side) => {
       const messages = [...(system ? [{ role: "system", content: system }] : []), ...history[side], { role: "user", content: text }];
       prompts[side] = messages;
@@ -125,7 +127,7 @@
       body.dataset.answer = side;
       item.appendChild(body);
       log.appendChild(item);
-      const answer = await streamInto(side, m[side], messages, body);
+      const answer = await streamInto(side, m[side], messages, body, pair);
       if (answer !== null) {
         answers[side] = answer;
         history[side].push({ role: "user", content: text }, { role: "assistant", content: answer.text });

@@ -132,11 +132,24 @@ class CompletionsDataSource(BaseModel):
     sampling_params: EvalSampling | None = None
 
 
-class ResponsesDataSource(BaseModel):
-    """OpenAI's Responses API as a source: refused, with the reason."""
+class StoredResponsesSource(BaseModel):
+    """Responses stored by OpenAI's Responses API, filtered: refused, with the reason (none are stored here)."""
 
     model_config = ConfigDict(extra="allow")
     type: Literal["responses"]
+
+
+class ResponsesDataSource(BaseModel):
+    """OpenAI's ``responses`` run source: each item's prompt answered by a model here, as a completions source
+    does (the Responses API's sampling settings that a chat model here has: temperature, top-p, the answer's
+    length and a seed). Its stored-responses source is refused with the reason."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["responses"]
+    source: Annotated[FileContentSource | FileIdSource | StoredResponsesSource, Field(discriminator="type")]
+    input_messages: Annotated[TemplateMessages | ItemReference, Field(discriminator="type")]
+    model: str = Field(min_length=1, max_length=200)
+    sampling_params: EvalSampling | None = None
 
 
 class EvalRunCreate(BaseModel):
@@ -316,21 +329,14 @@ def create_run(
     ``inference_model``: the name the inference process knows the run's model by (resolved by the caller,
     who checked it is the user's), for a completions source."""
     source = body.data_source
-    if isinstance(source, ResponsesDataSource):
-        raise InvalidInput(
-            _(
-                "A 'responses' data source is not offered: use a 'completions' source (a model here answers "
-                "each item) or a 'jsonl' source whose items carry the sample to grade."
-            ),
-            field="data_source.type",
-        )
+    refuse_stored(source)
     if isinstance(source.source, FileContentSource):
         items = [r.model_dump() for r in source.source.content]
     else:
         assert file_bytes is not None
         items = parse_lines(file_bytes, field="data_source.source.id")
     sampling = None
-    if isinstance(source, CompletionsDataSource):
+    if isinstance(source, CompletionsDataSource | ResponsesDataSource):
         assert inference_model is not None
         sampling = _sampling_plan(source, inference_model)
     eval_run = EvalRun(
@@ -338,7 +344,7 @@ def create_run(
         owner_id=user.id,
         name=(body.name or "").strip() or _("Run"),
         data_source=source.model_dump(mode="json", exclude={"source": {"content"}}, exclude_none=True),
-        model=source.model if isinstance(source, CompletionsDataSource) else "",
+        model=source.model if isinstance(source, CompletionsDataSource | ResponsesDataSource) else "",
         metadata_=body.metadata,
     )
     session.add(eval_run)
@@ -358,7 +364,19 @@ def create_run(
     return eval_run
 
 
-def check_prompt(source: CompletionsDataSource) -> None:
+def refuse_stored(source: JsonlDataSource | CompletionsDataSource | ResponsesDataSource) -> None:
+    """A filter over stored responses as the items is refused, with the reason (checked before anything else)."""
+    if isinstance(source.source, StoredResponsesSource):
+        raise InvalidInput(
+            _(
+                "A 'responses' source that filters stored responses is not offered: Refinery stores no Responses "
+                "API objects. Give the items as file_content or a file_id; the model named answers each one."
+            ),
+            field="data_source.source.type",
+        )
+
+
+def check_prompt(source: CompletionsDataSource | ResponsesDataSource) -> None:
     """A template prompt's templates name only the item (the sample is what the model writes)."""
     messages = source.input_messages
     if isinstance(messages, TemplateMessages):
@@ -374,7 +392,7 @@ def check_prompt(source: CompletionsDataSource) -> None:
                 )
 
 
-def _sampling_plan(source: CompletionsDataSource, inference_model: str) -> dict[str, Any]:
+def _sampling_plan(source: CompletionsDataSource | ResponsesDataSource, inference_model: str) -> dict[str, Any]:
     """What the run's child asks the inference process for each item (written beside the items)."""
     check_prompt(source)
     messages = source.input_messages

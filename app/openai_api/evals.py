@@ -178,13 +178,14 @@ def create_run(
     row = _eval(session, user, eval_ident)
     file_bytes, inference_model = None, None
     source = body.data_source
-    if isinstance(source, evals.CompletionsDataSource):
+    evals.refuse_stored(source)
+    if isinstance(source, evals.CompletionsDataSource | evals.ResponsesDataSource):
         evals.check_prompt(source)
         try:
             inference_model = resolve_model(session, user, source.model)
         except NotFound as exc:
             raise NotFound(exc.message, code="model_not_found", field="data_source.model") from None
-    if not isinstance(source, evals.ResponsesDataSource) and isinstance(source.source, evals.FileIdSource):
+    if isinstance(source.source, evals.FileIdSource):
         upload = datasets.get_upload(session, get_file(session, user, source.source.id))
         if upload.size_bytes > evals.MAX_ITEMS_BYTES:
             raise InvalidInput(

@@ -4,6 +4,7 @@ from that feedback."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,9 @@ def _messages(raw: Any, field: str) -> list[dict[str, str]]:
     return out
 
 
+PAIR_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def chat_request(
     session: Session, body: dict[str, Any], *, user: User
 ) -> tuple[str, list[dict[str, str]], dict[str, Any]]:
@@ -95,13 +99,16 @@ def chat_request(
     if messages[-1]["role"] != "user":
         raise InvalidInput(_("The last message must be the user's."), field="messages")
     try:
-        params = {
+        params: dict[str, Any] = {
             "temperature": min(2.0, max(0.0, float(body.get("temperature", 0.7)))),
             "top_p": min(1.0, max(0.01, float(body.get("top_p", 1.0)))),
             "max_tokens": min(4096, max(1, int(body.get("max_tokens", 256)))),
         }
     except (TypeError, ValueError) as exc:
         raise InvalidInput(_("Temperature, top-p and max tokens must be numbers.")) from exc
+    pair = body.get("pair")
+    if isinstance(pair, str) and PAIR_ID.fullmatch(pair):  # side by side: both answers generated together
+        params["pair"] = pair
     return served_model(session, model), messages, params
 
 

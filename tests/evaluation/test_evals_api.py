@@ -181,7 +181,18 @@ def test_bad_evals_and_runs_are_refused_naming_the_field(api: openai.OpenAI) -> 
     assert logs.value.param == "data_source_config.type"
 
     made = api.evals.create(data_source_config=config, testing_criteria=[CRITERIA[0]])
-    with pytest.raises(openai.BadRequestError) as responses:
+    with pytest.raises(openai.BadRequestError) as stored:  # a filter over stored responses: none are kept here
+        api.evals.runs.create(
+            made.id,
+            data_source={
+                "type": "responses",
+                "model": "base-x",
+                "source": {"type": "responses", "metadata": {"team": "a"}},
+                "input_messages": {"type": "template", "template": [{"role": "user", "content": "{{ item.a }}"}]},
+            },
+        )
+    assert stored.value.param == "data_source.source.type" and "file_content" in str(stored.value)
+    with pytest.raises(openai.BadRequestError) as no_model:  # a responses source samples a model: it names one
         api.evals.runs.create(
             made.id,
             data_source={  # type: ignore[typeddict-item]
@@ -189,7 +200,7 @@ def test_bad_evals_and_runs_are_refused_naming_the_field(api: openai.OpenAI) -> 
                 "source": {"type": "file_content", "content": ITEMS},
             },
         )
-    assert responses.value.param == "data_source.type" and "not offered" in str(responses.value)
+    assert no_model.value.param is not None and no_model.value.param.startswith("data_source")
     completions: Any = {
         "type": "completions",
         "model": "base-x",

@@ -102,7 +102,30 @@ def test_stream_swap_adapters_and_feedback_to_preferences(
     assert base_answer.text and base_answer.text != tuned_answer.text  # (the tuned model may just stop: "<|im_end|>")
     assert _chat(client, base).text == base_answer.text  # greedy: the adapter was switched off again
     health = httpx.get(f"{inference['url']}/healthz", timeout=5).json()
-    assert health["loads"] == 1
+    assert health["loads"] == 1 and health["paired"] == 0
+
+    # side by side: the two requests of one comparison share a pair id and are generated as one batch (the
+    # base row and the adapter row of PEFT's mixed batch), each answer the same as when asked alone; one of
+    # them streamed, the other whole
+    def paired(model: str, stream: bool) -> str:
+        body = {"model": model, "messages": [{"role": "user", "content": "Add 3 and 3."}], "max_tokens": 12}
+        body |= {"temperature": 0, "stream": stream, "pair": "cmp-1", "user": "someone"}
+        auth = {"Authorization": f"Bearer {inference['key']}"}
+        if not stream:
+            return str(httpx.post(url, json=body, headers=auth, timeout=120).json()["choices"][0]["message"]["content"])
+        with httpx.stream("POST", url, json=body, headers=auth, timeout=120) as response:
+            chunks = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+        return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(paired, [base, tuned], [True, False]))
+    assert together == [base_answer.text, tuned_answer.text]
+    health = httpx.get(f"{inference['url']}/healthz", timeout=5).json()
+    assert health["paired"] == 1 and health["loads"] == 1
+    # the page sends its pair id through the web app
+    from app.playground.service import PAIR_ID
+
+    assert PAIR_ID.fullmatch("p1x2y3") and not PAIR_ID.fullmatch("a b")
 
     # the same through the OpenAI-compatible API with the official package, whole and streamed
     secret = client.post("/api/v1/keys", json={"name": "openai"}).json()["key"]
@@ -200,11 +223,11 @@ def test_stream_swap_adapters_and_feedback_to_preferences(
     )
     items = [{"item": {"a": a, "b": b, "sum": str(a + b)}} for a, b in ((2, 2), (3, 4), (1, 5))]
     answers = {}
-    for model in (base, tuned):
+    for model, kind in ((base, "completions"), (tuned, "responses")):  # OpenAI's two sampling sources
         run = ai.evals.runs.create(
             made.id,
-            data_source={  # type: ignore[typeddict-item]
-                "type": "completions",
+            data_source={  # type: ignore[misc]
+                "type": kind,
                 "model": model,
                 "source": {"type": "file_content", "content": items},
                 "input_messages": {
@@ -214,7 +237,7 @@ def test_stream_swap_adapters_and_feedback_to_preferences(
                 "sampling_params": {"temperature": 0, "max_completion_tokens": 6, "seed": 1},
             },
         )
-        assert run.model == model and run.status == "queued"
+        assert run.model == model and run.status == "queued" and run.data_source.type == kind
         from app.db.models import EvalRun
         from app.db.session import get_sessionmaker
 

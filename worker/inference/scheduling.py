@@ -7,7 +7,11 @@ import queue
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
+
+
+class Cancellable(Protocol):
+    def is_set(self) -> bool: ...
 
 
 class FairLock:
@@ -25,7 +29,7 @@ class FairLock:
         with self._cond:
             return sum(len(q) for q in self._waiting.values())
 
-    def acquire(self, who: str, cancel: threading.Event) -> bool:
+    def acquire(self, who: str, cancel: Cancellable) -> bool:
         token = object()
         with self._cond:
             if self._holder is None and not self._waiting:

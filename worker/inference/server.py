@@ -42,6 +42,7 @@ from app.db.models import BaseModelRecord, Run, RunStatus, TrainingJob
 from app.db.session import session_scope
 from app.inference.shapes import DONE, Completion, error_event, usage
 from app.jobs.checkpoints import COMPLETE_MARKER
+from worker.inference.pairs import BASE_ROW, Rendezvous, RowStreamer, Slot, batchable, same_sampling
 from worker.inference.scheduling import FairLock, Generation
 
 
@@ -64,6 +65,8 @@ class ChatRequest(BaseModel):
     stream_options: StreamOptions | None = None
     seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     user: str = Field(default="", max_length=200)  # whose turn it is: requests are served in turns per user
+    # side by side: the two requests of one comparison share this id and are generated together (pairs.py)
+    pair: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9_-]*$")
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,16 @@ def preload() -> None:
     peft.PeftModel  # noqa: B018  (the attribute access is the point)
 
 
+class _AllCancelled:
+    """Cancelled when every one of these requests is (the lock's wait for a pair)."""
+
+    def __init__(self, generations: list[Generation]) -> None:
+        self.generations = generations
+
+    def is_set(self) -> bool:
+        return all(g.cancel.is_set() for g in self.generations)
+
+
 class ContextTooLong(ValueError):
     """The prompt does not fit the model's context (OpenAI's ``context_length_exceeded``)."""
 
@@ -235,6 +248,8 @@ class Engine:
         self.cache = Cache(settings.inference_max_models, settings.inference_max_adapters)
         self.lock = FairLock()
         self.max_seconds = settings.inference_max_seconds
+        self.rendezvous = Rendezvous()
+        self.paired = 0  # side-by-side pairs generated as one batch
 
     def start(self, request: ChatRequest) -> Generation:
         generation = Generation()
@@ -242,11 +257,14 @@ class Engine:
         return generation
 
     def _run(self, request: ChatRequest, generation: Generation) -> None:
+        partner = self.rendezvous.meet(request, generation) if request.pair else None
+        if partner is False:
+            return  # the other half of the pair answers this request too
+        if isinstance(partner, Slot):
+            self._run_pair(request, generation, partner)
+            return
         try:
-            target = resolve(request.model)
-            chars = sum(len(m.content) for m in request.messages)
-            if chars > target.context * MAX_CHARS_PER_TOKEN:
-                raise ContextTooLong(None, target.context)
+            target = self._checked(request)
             if not self.lock.acquire(request.user, generation.cancel):
                 raise Cancelled("the request was cancelled while it waited for its turn")
             try:
@@ -257,6 +275,136 @@ class Engine:
             generation.put(exc)
         finally:
             generation.finish()
+
+    @staticmethod
+    def _checked(request: ChatRequest) -> Target:
+        target = resolve(request.model)
+        chars = sum(len(m.content) for m in request.messages)
+        if chars > target.context * MAX_CHARS_PER_TOKEN:
+            raise ContextTooLong(None, target.context)
+        return target
+
+    def _run_pair(self, request: ChatRequest, generation: Generation, partner: Slot) -> None:
+        """Both halves of a side-by-side comparison, in one batch when one model can serve both, else one
+        after the other; each half's failure is its own."""
+        halves: list[tuple[ChatRequest, Target, Generation]] = []
+        for req, gen in ((partner.request, partner.generation), (request, generation)):
+            try:
+                halves.append((req, self._checked(req), gen))
+            except BaseException as exc:
+                gen.put(exc)
+                gen.finish()
+        gens = [gen for _req, _target, gen in halves]
+        try:
+            if not halves:
+                return
+            if not self.lock.acquire(request.user, _AllCancelled(gens)):
+                raise Cancelled("the request was cancelled while it waited for its turn")
+            try:
+                if (
+                    len(halves) == 2
+                    and same_sampling(halves[0][0], halves[1][0])
+                    and batchable(*(h[1] for h in halves))
+                ):
+                    self._generate_batch(halves)
+                    self.paired += 1
+                    return
+                for req, target, gen in halves:
+                    try:
+                        self._generate(req, target, gen)
+                    except BaseException as exc:
+                        gen.put(exc)
+                    gen.finish()
+                gens = []
+            finally:
+                self.lock.release()
+        except BaseException as exc:
+            for gen in gens:
+                gen.put(exc)
+        finally:
+            for gen in gens:
+                gen.finish()
+
+    def _one_batch(self, halves: list[tuple[ChatRequest, Target, Generation]]) -> bool:
+        (first, first_target, _), (second, second_target, _) = halves
+        adapters = sum(t.adapter_dir is not None for t in (first_target, second_target))
+        return (
+            same_sampling(first, second)
+            and batchable(first_target, second_target)
+            and adapters <= self.cache.max_adapters  # both stay loaded
+        )
+
+    def _generate_batch(self, halves: list[tuple[ChatRequest, Target, Generation]]) -> None:
+        """The two answers of a pair in one ``generate``: prompts padded on the left, each row with its own
+        adapter (PEFT's ``adapter_names``; the base model is its ``__base__``)."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        for _req, target, _gen in sorted(halves, key=lambda h: h[1].adapter_dir is None):  # adapters first
+            self.cache.model_for(target)  # loaded (the first adapter wraps the base model in PEFT)
+        loaded = [self.cache.model_for(target) for _req, target, _gen in halves]
+        model, tokenizer = loaded[-1][0], loaded[-1][1]
+        if any(m is not model for m, _t, _n in loaded):
+            raise RuntimeError("the pair's models are not one model")  # _one_batch() rules this out
+        names = [name for _m, _t, name in loaded]
+        request, target = halves[0][0], halves[0][1]
+        if target.chat_template:
+            tokenizer.chat_template = target.chat_template
+        prompts = [
+            tokenizer.apply_chat_template(
+                [m.model_dump(include={"role", "content"}) for m in req.messages],
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+            for req, _target, _gen in halves
+        ]
+        lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+        if max(lengths) >= target.context:
+            raise ContextTooLong(max(lengths), target.context)
+        side, tokenizer.padding_side = tokenizer.padding_side, "left"
+        try:
+            inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        finally:
+            tokenizer.padding_side = side
+        budget = min(request.max_tokens, target.context - max(lengths))
+        stops = model.generation_config.eos_token_id
+        stops = set(stops if isinstance(stops, list) else [stops]) | {tokenizer.eos_token_id}
+        generations = [gen for _req, _target, gen in halves]
+        streamer = RowStreamer(tokenizer, generations, stops)
+        deadline = time.monotonic() + self.max_seconds
+        timed_out = threading.Event()
+
+        class Budget(StoppingCriteria):  # type: ignore[misc]
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                late = time.monotonic() > deadline
+                if late:
+                    timed_out.set()
+                stop = late or all(g.cancel.is_set() for g in generations)
+                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+        kwargs: dict[str, Any] = {
+            **inputs,
+            "max_new_tokens": budget,
+            "do_sample": request.temperature > 0,
+            "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([Budget()]),
+            "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id,
+        }
+        if request.temperature > 0:
+            kwargs.update(temperature=request.temperature, top_p=request.top_p)
+        if hasattr(model, "peft_config"):
+            kwargs["adapter_names"] = [name or BASE_ROW for name in names]
+        if request.seed is not None:
+            torch.manual_seed(request.seed)
+        try:
+            with torch.no_grad():
+                model.generate(**kwargs)
+        except Exception as exc:
+            raise RuntimeError(str(exc)) from exc
+        for row, gen in enumerate(generations):
+            full = streamer.counts[row] >= budget and not streamer.ended[row]
+            gen.ending["finish_reason"] = "length" if full or timed_out.is_set() else "stop"
+            gen.ending["usage"] = usage(lengths[row], streamer.counts[row])
 
     def _generate(self, request: ChatRequest, target: Target, generation: Generation) -> None:
         """Runs with the model to itself. Stops at the end of the answer, at max_tokens or the context's end,
@@ -355,7 +503,13 @@ def create_app() -> FastAPI:
     @app.get("/healthz")
     def health() -> dict[str, Any]:
         loaded = list(engine.cache.entries)
-        return {"ok": True, "loaded": loaded, "loads": engine.cache.loads, "waiting": engine.lock.waiting()}
+        return {
+            "ok": True,
+            "loaded": loaded,
+            "loads": engine.cache.loads,
+            "waiting": engine.lock.waiting(),
+            "paired": engine.paired,
+        }
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request, body: ChatRequest) -> Any:
