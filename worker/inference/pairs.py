@@ -15,7 +15,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.inference.scheduling import Generation
+from app.inference.shapes import usage
+from worker.inference.scheduling import ContextTooLong, Generation, time_budget
 
 PAIR_WAIT = 2.0  # seconds the first of a pair waits for the second (the browser sends them together)
 BASE_ROW = "__base__"  # PEFT's name for "no adapter" in a mixed batch
@@ -114,3 +115,66 @@ class RowStreamer:
             if len(text) > len(self.sent[row]):
                 self.generations[row].put(text[len(self.sent[row]) :])
                 self.sent[row] = text
+
+
+def generate_batch(cache: Any, max_seconds: float, halves: list[tuple[Any, Any, Generation]]) -> None:
+    """The two answers of a pair in one ``generate``: prompts padded on the left, each row with its own
+    adapter (PEFT's ``adapter_names``; the base model is its ``__base__``)."""
+    import torch
+
+    for _req, target, _gen in sorted(halves, key=lambda h: h[1].adapter_dir is None):  # adapters first
+        cache.model_for(target)  # loaded (the first adapter wraps the base model in PEFT)
+    loaded = [cache.model_for(target) for _req, target, _gen in halves]
+    model, tokenizer = loaded[-1][0], loaded[-1][1]
+    if any(m is not model for m, _t, _n in loaded):
+        raise RuntimeError("the pair's models are not one model")  # _one_batch() rules this out
+    names = [name for _m, _t, name in loaded]
+    request, target = halves[0][0], halves[0][1]
+    if target.chat_template:
+        tokenizer.chat_template = target.chat_template
+    prompts = [
+        tokenizer.apply_chat_template(
+            [m.model_dump(include={"role", "content"}) for m in req.messages],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        for req, _target, _gen in halves
+    ]
+    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    if max(lengths) >= target.context:
+        raise ContextTooLong(max(lengths), target.context)
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    finally:
+        tokenizer.padding_side = side
+    budget = min(request.max_tokens, target.context - max(lengths))
+    stops = model.generation_config.eos_token_id
+    stops = set(stops if isinstance(stops, list) else [stops]) | {tokenizer.eos_token_id}
+    generations = [gen for _req, _target, gen in halves]
+    streamer = RowStreamer(tokenizer, generations, stops)
+    budget_stop, timed_out = time_budget(max_seconds, generations)
+
+    kwargs: dict[str, Any] = {
+        **inputs,
+        "max_new_tokens": budget,
+        "do_sample": request.temperature > 0,
+        "streamer": streamer,
+        "stopping_criteria": budget_stop,
+        "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id,
+    }
+    if request.temperature > 0:
+        kwargs.update(temperature=request.temperature, top_p=request.top_p)
+    if hasattr(model, "peft_config"):
+        kwargs["adapter_names"] = [name or BASE_ROW for name in names]
+    if request.seed is not None:
+        torch.manual_seed(request.seed)
+    try:
+        with torch.no_grad():
+            model.generate(**kwargs)
+    except Exception as exc:
+        raise RuntimeError(str(exc)) from exc
+    for row, gen in enumerate(generations):
+        full = streamer.counts[row] >= budget and not streamer.ended[row]
+        gen.ending["finish_reason"] = "length" if full or timed_out.is_set() else "stop"
+        gen.ending["usage"] = usage(lengths[row], streamer.counts[row])

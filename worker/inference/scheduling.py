@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -89,3 +90,34 @@ class Generation:
             if isinstance(item, BaseException):
                 raise item
             yield str(item)
+
+
+class ContextTooLong(ValueError):
+    """The prompt does not fit the model's context (OpenAI's ``context_length_exceeded``)."""
+
+    def __init__(self, tokens: int | None, context: int) -> None:
+        counted = f"{tokens} tokens" if tokens is not None else f"over {context} tokens"
+        super().__init__(
+            f"This model's maximum context length is {context} tokens. However, your messages resulted in "
+            f"{counted}. Please reduce the length of the messages."
+        )
+
+
+def time_budget(seconds: float, generations: list[Generation]) -> tuple[Any, threading.Event]:
+    """Stopping criteria for ``generate``: stop at the time budget (the event says it was reached) or once
+    every one of these requests' clients has gone."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    deadline = time.monotonic() + seconds
+    timed_out = threading.Event()
+
+    class Budget(StoppingCriteria):  # type: ignore[misc]
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            late = time.monotonic() > deadline
+            if late:
+                timed_out.set()
+            stop = late or all(g.cancel.is_set() for g in generations)
+            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([Budget()]), timed_out

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hmac
 import json
 import threading
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -42,8 +41,8 @@ from app.db.models import BaseModelRecord, Run, RunStatus, TrainingJob
 from app.db.session import session_scope
 from app.inference.shapes import DONE, Completion, error_event, usage
 from app.jobs.checkpoints import COMPLETE_MARKER
-from worker.inference.pairs import BASE_ROW, Rendezvous, RowStreamer, Slot, batchable, same_sampling
-from worker.inference.scheduling import FairLock, Generation
+from worker.inference.pairs import Rendezvous, Slot, batchable, generate_batch, same_sampling
+from worker.inference.scheduling import ContextTooLong, FairLock, Generation, time_budget
 
 
 class Message(BaseModel):
@@ -221,17 +220,6 @@ class _AllCancelled:
         return all(g.cancel.is_set() for g in self.generations)
 
 
-class ContextTooLong(ValueError):
-    """The prompt does not fit the model's context (OpenAI's ``context_length_exceeded``)."""
-
-    def __init__(self, tokens: int | None, context: int) -> None:
-        counted = f"{tokens} tokens" if tokens is not None else f"over {context} tokens"
-        super().__init__(
-            f"This model's maximum context length is {context} tokens. However, your messages resulted in "
-            f"{counted}. Please reduce the length of the messages."
-        )
-
-
 class Cancelled(RuntimeError):
     """The client went away (or the request was abandoned) before its turn came."""
 
@@ -306,7 +294,7 @@ class Engine:
                     and same_sampling(halves[0][0], halves[1][0])
                     and batchable(*(h[1] for h in halves))
                 ):
-                    self._generate_batch(halves)
+                    generate_batch(self.cache, self.max_seconds, halves)
                     self.paired += 1
                     return
                 for req, target, gen in halves:
@@ -334,85 +322,13 @@ class Engine:
             and adapters <= self.cache.max_adapters  # both stay loaded
         )
 
-    def _generate_batch(self, halves: list[tuple[ChatRequest, Target, Generation]]) -> None:
-        """The two answers of a pair in one ``generate``: prompts padded on the left, each row with its own
-        adapter (PEFT's ``adapter_names``; the base model is its ``__base__``)."""
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
-
-        for _req, target, _gen in sorted(halves, key=lambda h: h[1].adapter_dir is None):  # adapters first
-            self.cache.model_for(target)  # loaded (the first adapter wraps the base model in PEFT)
-        loaded = [self.cache.model_for(target) for _req, target, _gen in halves]
-        model, tokenizer = loaded[-1][0], loaded[-1][1]
-        if any(m is not model for m, _t, _n in loaded):
-            raise RuntimeError("the pair's models are not one model")  # _one_batch() rules this out
-        names = [name for _m, _t, name in loaded]
-        request, target = halves[0][0], halves[0][1]
-        if target.chat_template:
-            tokenizer.chat_template = target.chat_template
-        prompts = [
-            tokenizer.apply_chat_template(
-                [m.model_dump(include={"role", "content"}) for m in req.messages],
-                add_generation_prompt=True,
-                tokenize=False,
-            )
-            for req, _target, _gen in halves
-        ]
-        lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-        if max(lengths) >= target.context:
-            raise ContextTooLong(max(lengths), target.context)
-        side, tokenizer.padding_side = tokenizer.padding_side, "left"
-        try:
-            inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        finally:
-            tokenizer.padding_side = side
-        budget = min(request.max_tokens, target.context - max(lengths))
-        stops = model.generation_config.eos_token_id
-        stops = set(stops if isinstance(stops, list) else [stops]) | {tokenizer.eos_token_id}
-        generations = [gen for _req, _target, gen in halves]
-        streamer = RowStreamer(tokenizer, generations, stops)
-        deadline = time.monotonic() + self.max_seconds
-        timed_out = threading.Event()
-
-        class Budget(StoppingCriteria):  # type: ignore[misc]
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                late = time.monotonic() > deadline
-                if late:
-                    timed_out.set()
-                stop = late or all(g.cancel.is_set() for g in generations)
-                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
-
-        kwargs: dict[str, Any] = {
-            **inputs,
-            "max_new_tokens": budget,
-            "do_sample": request.temperature > 0,
-            "streamer": streamer,
-            "stopping_criteria": StoppingCriteriaList([Budget()]),
-            "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id,
-        }
-        if request.temperature > 0:
-            kwargs.update(temperature=request.temperature, top_p=request.top_p)
-        if hasattr(model, "peft_config"):
-            kwargs["adapter_names"] = [name or BASE_ROW for name in names]
-        if request.seed is not None:
-            torch.manual_seed(request.seed)
-        try:
-            with torch.no_grad():
-                model.generate(**kwargs)
-        except Exception as exc:
-            raise RuntimeError(str(exc)) from exc
-        for row, gen in enumerate(generations):
-            full = streamer.counts[row] >= budget and not streamer.ended[row]
-            gen.ending["finish_reason"] = "length" if full or timed_out.is_set() else "stop"
-            gen.ending["usage"] = usage(lengths[row], streamer.counts[row])
-
     def _generate(self, request: ChatRequest, target: Target, generation: Generation) -> None:
         """Runs with the model to itself. Stops at the end of the answer, at max_tokens or the context's end,
         at the per-request time budget, or when the client has gone."""
         import contextlib
 
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import TextIteratorStreamer
 
         class Forwarding(TextIteratorStreamer):  # type: ignore[misc]
             """Counts the generated token ids and hands each finished piece of text to the request."""
@@ -430,16 +346,7 @@ class Engine:
                 if text:
                     generation.put(text)
 
-        deadline = time.monotonic() + self.max_seconds
-        timed_out = threading.Event()
-
-        class Budget(StoppingCriteria):  # type: ignore[misc]
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                late = time.monotonic() > deadline
-                if late:
-                    timed_out.set()
-                stop = late or generation.cancel.is_set()
-                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+        budget_stop, timed_out = time_budget(self.max_seconds, [generation])
 
         model, tokenizer, adapter = self.cache.model_for(target)
         if target.chat_template:
@@ -458,7 +365,7 @@ class Engine:
             "max_new_tokens": budget,
             "do_sample": sample,
             "streamer": streamer,
-            "stopping_criteria": StoppingCriteriaList([Budget()]),
+            "stopping_criteria": budget_stop,
             "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id,
         }
         if sample:
