@@ -289,21 +289,17 @@ class Engine:
             if not self.lock.acquire(request.user, _AllCancelled(gens)):
                 raise Cancelled("the request was cancelled while it waited for its turn")
             try:
-                if (
-                    len(halves) == 2
-                    and same_sampling(halves[0][0], halves[1][0])
-                    and batchable(*(h[1] for h in halves))
-                ):
+                if len(halves) == 2 and self._one_batch(halves):
                     generate_batch(self.cache, self.max_seconds, halves)
                     self.paired += 1
-                    return
-                for req, target, gen in halves:
-                    try:
-                        self._generate(req, target, gen)
-                    except BaseException as exc:
-                        gen.put(exc)
-                    gen.finish()
-                gens = []
+                else:  # one after the other, each half ending on its own
+                    for req, target, gen in halves:
+                        try:
+                            self._generate(req, target, gen)
+                        except BaseException as exc:
+                            gen.put(exc)
+                        gen.finish()
+                    gens = []
             finally:
                 self.lock.release()
         except BaseException as exc:
